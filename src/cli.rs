@@ -1,0 +1,119 @@
+//! Command-line types (clap derive) only; the work is in [`crate::commands`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pairedit: edit one file together, from your terminals.
+///
+/// Run a relay with `pairedit serve`, make a room with `pairedit room create`, and read a room
+/// with `pairedit cat CODE`. A join code looks like ws://HOST:PORT/r/ROOM/TOKEN; the write code
+/// lets its holder type, the view code only lets them watch (the relay enforces it).
+#[derive(Debug, Parser)]
+#[command(name = "pairedit", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay alone (for a team, or the internet behind a TLS proxy).
+    ///
+    /// Prints `listening on http://ADDR` as its first line. Stop it with Ctrl-C or SIGTERM: every
+    /// connection is closed cleanly and, with --data-dir, every room is saved first.
+    Serve(ServeArgs),
+    /// Manage rooms on a running relay.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Print a room's current text to stdout and exit (for scripts and tests).
+    ///
+    /// Example: pairedit cat ws://127.0.0.1:7070/r/ROOM/TOKEN > snapshot.rs
+    Cat {
+        /// A write or view code.
+        code: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Measurements (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on the first line).
+    #[arg(long, default_value = "127.0.0.1:7070", env = "PAIREDIT_LISTEN")]
+    pub listen: SocketAddr,
+    /// Keep rooms in this directory across restarts (saved periodically and on shutdown).
+    #[arg(long, env = "PAIREDIT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Base URL written into join codes, e.g. wss://pair.example.com (default: the Host the
+    /// room was created through).
+    #[arg(long, env = "PAIREDIT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest WebSocket message accepted, in bytes.
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
+    /// Largest document a room may hold, in bytes (encoded).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_doc: usize,
+    /// Most connections per room.
+    #[arg(long, default_value_t = 1024)]
+    pub max_members: usize,
+    /// Most rooms held.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rooms: usize,
+    /// Messages queued per connection before it is disconnected as too slow.
+    #[arg(long, default_value_t = 256)]
+    pub send_queue: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Create a room and print its write code and view code.
+    Create {
+        /// The relay, e.g. http://127.0.0.1:7070 (ws:// and bare HOST:PORT work too).
+        #[arg(long, env = "PAIREDIT_RELAY", default_value = "http://127.0.0.1:7070")]
+        relay: String,
+        /// Print the relay's JSON answer instead of two lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Update bytes for a trace: one update per flush tick vs one per edit.
+    Updates {
+        /// An editing trace (.json or .json.gz), e.g. ../shared/traces/rustcode.json.gz
+        #[arg(long)]
+        trace: PathBuf,
+        /// Typing rate used to turn the trace into time: transactions per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Flush interval in milliseconds.
+        #[arg(long, default_value_t = crate::protocol::DEFAULT_FLUSH_MS)]
+        flush_ms: u64,
+    },
+    /// Hold N idle viewer connections open on a room and report the relay's memory.
+    Idle {
+        /// A view (or write) code; its relay and room are used. Or give --url.
+        #[arg(long, conflicts_with = "url")]
+        code: Option<String>,
+        /// A raw WebSocket URL (e.g. a Node y-websocket server's ws://127.0.0.1:1234/room).
+        #[arg(long)]
+        url: Option<String>,
+        /// Number of connections.
+        #[arg(long, default_value_t = 1000)]
+        viewers: usize,
+        /// Seconds to hold them before measuring.
+        #[arg(long, default_value_t = 3)]
+        hold: u64,
+        /// The relay's process id, to read its RSS from /proc.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+}

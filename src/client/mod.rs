@@ -1,0 +1,543 @@
+//! The networked session: connect with a join code, sync, mirror remote changes, and flush local
+//! edits (and presence) once per tick. The TUI and `pairedit cat` sit on top of [`Client`].
+//!
+//! The document lives in [`ClientState`] behind a mutex shared with one network task; callers
+//! edit and read it without waiting on the network, and learn about changes through a `watch`.
+
+pub mod http;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_util::sync::CancellationToken;
+use yrs::sync::{Awareness, Message, SyncMessage};
+use yrs::{IndexedSequence as _, Transact as _};
+
+use crate::protocol::{self, JoinCode, ROLE_HEADER, Role};
+use crate::sync::presence::{CursorState, LocalState, Member, User, color_for};
+use crate::sync::{Batcher, DocError, Edit, SharedDoc};
+
+/// How often the local awareness state is re-sent even when unchanged (Yjs peers time a member
+/// out after 30 s of silence).
+const AWARENESS_RENEW: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Shown to other members.
+    pub name: String,
+    /// Local edits are sent at most once per interval, merged into one update.
+    pub flush_interval: Duration,
+    pub connect_timeout: Duration,
+    /// Largest message accepted from the relay.
+    pub max_message: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            name: default_name(),
+            flush_interval: Duration::from_millis(protocol::DEFAULT_FLUSH_MS),
+            connect_timeout: Duration::from_secs(10),
+            max_message: 64 << 20,
+        }
+    }
+}
+
+/// The user's login name, or "anonymous".
+pub fn default_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "anonymous".to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not reach the relay at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the relay does not know this room (it may have restarted without --data-dir)")]
+    UnknownRoom,
+    #[error("the relay refused the token in this code")]
+    BadToken,
+    #[error("the relay refused the connection: HTTP {0}")]
+    Refused(u16),
+    #[error("timed out connecting to {0}")]
+    Timeout(String),
+    #[error("this session is read-only (joined with a view code)")]
+    ReadOnly,
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    #[error("timed out waiting for {0}")]
+    WaitTimeout(&'static str),
+    #[error("disconnected: {0}")]
+    Disconnected(String),
+}
+
+/// Connection state, as a status line shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connected,
+    /// Closed, with the reason (the relay's close reason when it gave one).
+    Closed(String),
+}
+
+/// Everything the network task and the caller share.
+pub struct ClientState {
+    pub doc: SharedDoc,
+    batcher: Batcher,
+    awareness: Awareness,
+    local: LocalState,
+    awareness_dirty: bool,
+    /// True once the relay's sync step 2 has been applied: the text is the room's.
+    pub synced: bool,
+    pub connection: Connection,
+    /// The last `auth` permission-denied reason from the relay, if any.
+    pub denied: Option<String>,
+    /// Bumped on every change a viewer of the state may care about.
+    version: u64,
+}
+
+impl ClientState {
+    /// Everyone else in the room, as their awareness says.
+    pub fn members(&self) -> Vec<Member> {
+        let me = self.awareness.client_id();
+        let mut members: Vec<Member> = self
+            .awareness
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .filter_map(|(id, state)| Member::from_json(id.get(), state.data.as_deref()?))
+            .collect();
+        members.sort_by_key(|m| m.client_id);
+        members
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.awareness.client_id().get()
+    }
+
+    /// Local edits not yet sent.
+    pub fn queued_updates(&self) -> usize {
+        self.batcher.len() + usize::from(self.doc.has_outgoing())
+    }
+}
+
+/// A connected session in one room.
+pub struct Client {
+    state: Arc<Mutex<ClientState>>,
+    changes: watch::Receiver<u64>,
+    notify: watch::Sender<u64>,
+    flush_now: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    role: Role,
+    code: JoinCode,
+}
+
+fn lock(m: &Mutex<ClientState>) -> MutexGuard<'_, ClientState> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<(Ws, Role), ClientError> {
+    let url = code.ws_url();
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(opts.max_message))
+        .max_frame_size(Some(opts.max_message));
+    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+    let (ws, response) = match tokio::time::timeout(opts.connect_timeout, connect).await {
+        Err(_) => return Err(ClientError::Timeout(code.http_base())),
+        Ok(Err(tungstenite::Error::Http(resp))) => {
+            return Err(match resp.status().as_u16() {
+                404 => ClientError::UnknownRoom,
+                401 | 403 => ClientError::BadToken,
+                s => ClientError::Refused(s),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(ClientError::Unreachable {
+                url: code.http_base(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(Ok(pair)) => pair,
+    };
+    let role = response
+        .headers()
+        .get(ROLE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Role::parse)
+        // A relay that does not say is treated as granting the least.
+        .unwrap_or(Role::Viewer);
+    Ok((ws, role))
+}
+
+impl Client {
+    /// Connects to the room in `code`, starts syncing, and returns at once (see [`Client::wait_synced`]).
+    pub async fn connect(code: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+        let code = JoinCode::parse(code).map_err(|e| ClientError::Unreachable {
+            url: code.to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::connect_with_doc(code, opts, SharedDoc::new()).await
+    }
+
+    /// Like [`Client::connect`], starting from an existing replica (its content is merged in).
+    pub async fn connect_with_doc(
+        code: JoinCode,
+        opts: ClientOptions,
+        doc: SharedDoc,
+    ) -> Result<Client, ClientError> {
+        let (ws, role) = open(&code, &opts).await?;
+        let mut awareness = Awareness::new(doc.doc().clone());
+        let local = LocalState {
+            user: User {
+                name: opts.name.clone(),
+                color: color_for(awareness.client_id().get()).to_string(),
+            },
+            role,
+            cursor: None,
+        };
+        let _ = awareness.set_local_state(&local);
+        let state = Arc::new(Mutex::new(ClientState {
+            doc,
+            batcher: Batcher::new(),
+            awareness,
+            local,
+            awareness_dirty: true,
+            synced: false,
+            connection: Connection::Connected,
+            denied: None,
+            version: 0,
+        }));
+        let (notify, changes) = watch::channel(0u64);
+        let cancel = CancellationToken::new();
+        let flush_now = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(session(
+            ws,
+            role,
+            state.clone(),
+            notify.clone(),
+            opts.flush_interval,
+            flush_now.clone(),
+            cancel.clone(),
+        ));
+        Ok(Client {
+            state,
+            changes,
+            notify,
+            flush_now,
+            cancel,
+            task: Some(task),
+            role,
+            code,
+        })
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn code(&self) -> &JoinCode {
+        &self.code
+    }
+
+    /// Locks the shared state to read it (keep the guard short: the network task waits on it).
+    pub fn state(&self) -> MutexGuard<'_, ClientState> {
+        lock(&self.state)
+    }
+
+    pub fn text(&self) -> String {
+        self.state().doc.text()
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.state().members()
+    }
+
+    /// A receiver that changes whenever the text, members or connection change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// Applies a local edit now (the rope reflects it at once); it is sent on the next tick.
+    pub fn edit(&self, edit: &Edit) -> Result<(), ClientError> {
+        if self.role == Role::Viewer {
+            return Err(ClientError::ReadOnly);
+        }
+        self.state().doc.apply_local(edit)?;
+        Ok(())
+    }
+
+    /// Sets a `meta` entry (file name, language); sent on the next tick.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), ClientError> {
+        if self.role == Role::Viewer {
+            return Err(ClientError::ReadOnly);
+        }
+        self.state().doc.set_meta(key, value);
+        Ok(())
+    }
+
+    /// Publishes this member's selection (char offsets); sent on the next tick.
+    pub fn set_cursor(&self, anchor: usize, head: usize) {
+        let mut st = self.state();
+        let to_json = |st: &ClientState, at: usize| -> Option<serde_json::Value> {
+            let at16 = st.doc.rope().char_to_utf16_cu(at.min(st.doc.len_chars())) as u32;
+            let txn = st.doc.doc().transact();
+            let idx = st
+                .doc
+                .text_ref()
+                .sticky_index(&txn, at16, yrs::Assoc::After)?;
+            serde_json::to_value(idx).ok()
+        };
+        let cursor = match (to_json(&st, anchor), to_json(&st, head)) {
+            (Some(anchor), Some(head)) => Some(CursorState { anchor, head }),
+            _ => None,
+        };
+        st.local.cursor = cursor;
+        let local = st.local.clone();
+        let _ = st.awareness.set_local_state(&local);
+        st.awareness_dirty = true;
+    }
+
+    /// Sends pending edits and presence now instead of at the next tick.
+    pub fn flush(&self) {
+        self.flush_now.notify_one();
+    }
+
+    /// Waits until `pred` holds for the shared state, or `timeout` passes.
+    pub async fn wait_for(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        mut pred: impl FnMut(&ClientState) -> bool,
+    ) -> Result<(), ClientError> {
+        let mut changes = self.changes.clone();
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let st = self.state();
+                if pred(&st) {
+                    return Ok(());
+                }
+                if let Connection::Closed(reason) = &st.connection {
+                    return Err(ClientError::Disconnected(reason.clone()));
+                }
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ClientError::Disconnected("session ended".into())),
+                Err(_) => return Err(ClientError::WaitTimeout(what)),
+            }
+        }
+    }
+
+    /// Waits for the relay's copy of the document to arrive.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.wait_for("the initial sync", timeout, |st| st.synced)
+            .await
+    }
+
+    /// Flushes, tells the room we are leaving, and closes the connection.
+    pub async fn close(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+        let _ = self.notify.send(u64::MAX);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The network task: one loop over relay messages, flush ticks and cancellation.
+async fn session(
+    ws: Ws,
+    role: Role,
+    state: Arc<Mutex<ClientState>>,
+    notify: watch::Sender<u64>,
+    flush_interval: Duration,
+    flush_now: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let bump = |st: &mut ClientState| {
+        st.version += 1;
+        let _ = notify.send(st.version);
+    };
+    let hello = {
+        let st = lock(&state);
+        protocol::sync_step1(&st.doc.state_vector())
+    };
+    let mut closed_reason = String::from("connection closed");
+    if sink.send(WsMessage::binary(hello)).await.is_err() {
+        closed_reason = "could not send the sync handshake".into();
+    } else {
+        let mut ticker = tokio::time::interval(flush_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_awareness = Instant::now();
+        loop {
+            let outgoing = tokio::select! {
+                _ = cancel.cancelled() => {
+                    let mut frames = outgoing_frames(&state, role, true);
+                    // Say goodbye so members drop us now rather than after a timeout.
+                    if let Some(bye) = goodbye(&state) {
+                        frames.push(bye);
+                    }
+                    for frame in frames {
+                        let _ = sink.send(WsMessage::binary(frame)).await;
+                    }
+                    let _ = sink.close().await;
+                    closed_reason = "closed".into();
+                    break;
+                }
+                _ = ticker.tick() => {
+                    let renew = last_awareness.elapsed() >= AWARENESS_RENEW;
+                    outgoing_frames(&state, role, renew)
+                }
+                _ = flush_now.notified() => outgoing_frames(&state, role, false),
+                msg = stream.next() => match msg {
+                    Some(Ok(WsMessage::Binary(data))) => {
+                        let mut st = lock(&state);
+                        let replies = handle_message(&mut st, role, &data);
+                        bump(&mut st);
+                        match replies {
+                            Ok(replies) => replies,
+                            Err(e) => {
+                                closed_reason = format!("bad message from relay: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        if let Some(frame) = frame {
+                            closed_reason = format!("closed by relay ({}): {}", u16::from(frame.code), frame.reason);
+                        }
+                        break;
+                    }
+                    Some(Ok(_)) => Vec::new(),
+                    Some(Err(e)) => {
+                        closed_reason = e.to_string();
+                        break;
+                    }
+                    None => break,
+                },
+            };
+            if outgoing
+                .iter()
+                .any(|f| f.first() == Some(&protocol_tag_awareness()))
+            {
+                last_awareness = Instant::now();
+            }
+            for frame in outgoing {
+                if let Err(e) = sink.send(WsMessage::binary(frame)).await {
+                    closed_reason = e.to_string();
+                    break;
+                }
+            }
+        }
+    }
+    let mut st = lock(&state);
+    st.connection = Connection::Closed(closed_reason);
+    bump(&mut st);
+}
+
+/// An awareness update that removes our own state.
+fn goodbye(state: &Mutex<ClientState>) -> Option<Vec<u8>> {
+    let mut st = lock(state);
+    st.awareness.clean_local_state();
+    let me = st.awareness.client_id();
+    st.awareness
+        .update_with_clients([me])
+        .ok()
+        .map(protocol::awareness)
+}
+
+fn protocol_tag_awareness() -> u8 {
+    yrs::sync::protocol::MSG_AWARENESS
+}
+
+/// What a flush sends: one merged update of local edits (writers only) and the local awareness
+/// state when it changed (or `renew` asks for it).
+fn outgoing_frames(state: &Mutex<ClientState>, role: Role, renew: bool) -> Vec<Vec<u8>> {
+    let mut st = lock(state);
+    let mut frames = Vec::new();
+    for update in st.doc.take_outgoing() {
+        st.batcher.push(update);
+    }
+    if role == Role::Writer {
+        match st.batcher.flush() {
+            Ok(Some(update)) => frames.push(protocol::sync_update(update)),
+            Ok(None) => {}
+            Err(e) => tracing::error!("could not merge local updates: {e}"),
+        }
+    } else {
+        // A viewer has no edits of its own; anything here came from set_cursor's bookkeeping.
+        let _ = st.batcher.flush();
+    }
+    if st.awareness_dirty || renew {
+        let me = st.awareness.client_id();
+        if let Ok(update) = st.awareness.update_with_clients([me]) {
+            frames.push(protocol::awareness(update));
+        }
+        st.awareness_dirty = false;
+    }
+    frames
+}
+
+/// Applies one message from the relay and returns the frames to answer with.
+fn handle_message(
+    st: &mut ClientState,
+    role: Role,
+    data: &[u8],
+) -> Result<Vec<Vec<u8>>, protocol::ProtocolError> {
+    let mut replies = Vec::new();
+    for msg in protocol::decode_messages(data)? {
+        match msg {
+            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                if role == Role::Writer {
+                    replies.push(protocol::sync_step2(st.doc.diff(&sv)));
+                }
+            }
+            Message::Sync(SyncMessage::SyncStep2(update)) => {
+                apply_remote(st, &update)?;
+                st.synced = true;
+            }
+            Message::Sync(SyncMessage::Update(update)) => apply_remote(st, &update)?,
+            Message::Awareness(update) => {
+                let _ = st.awareness.apply_update(update);
+            }
+            Message::AwarenessQuery => {
+                let me = st.awareness.client_id();
+                if let Ok(update) = st.awareness.update_with_clients([me]) {
+                    replies.push(protocol::awareness(update));
+                }
+            }
+            Message::Auth(reason) => {
+                st.denied = reason;
+            }
+            Message::Custom(_, _) => {}
+        }
+    }
+    Ok(replies)
+}
+
+fn apply_remote(st: &mut ClientState, update: &[u8]) -> Result<(), protocol::ProtocolError> {
+    st.doc
+        .apply_remote(update)
+        .map(|_| ())
+        .map_err(|e| protocol::ProtocolError::Malformed(e.to_string()))
+}

@@ -1,0 +1,271 @@
+//! What each subcommand does, as library functions the thin `main.rs` calls.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BenchCommand, Cli, Command, RoomCommand, ServeArgs};
+use crate::client::{Client, ClientOptions, http};
+use crate::relay::{self, RelayConfig};
+use crate::sync::{Batcher, SharedDoc};
+use crate::trace::Trace;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Room(RoomCommand::Create { relay, json }) => {
+            let room = http::create_room(&relay).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&room)?);
+            } else {
+                println!("write code (may type): {}", room.write_code);
+                println!("view code (watch only): {}", room.view_code);
+            }
+            Ok(())
+        }
+        Command::Cat { code, timeout } => cat(&code, Duration::from_secs(timeout)).await,
+        Command::Bench(BenchCommand::Updates {
+            trace,
+            rate,
+            flush_ms,
+        }) => bench_updates(&trace, rate, flush_ms),
+        Command::Bench(BenchCommand::Idle {
+            code,
+            url,
+            viewers,
+            hold,
+            pid,
+        }) => bench_idle(code, url, viewers, hold, pid).await,
+    }
+}
+
+impl From<&ServeArgs> for RelayConfig {
+    fn from(a: &ServeArgs) -> Self {
+        RelayConfig {
+            max_frame: a.max_frame,
+            max_doc_bytes: a.max_doc,
+            max_members: a.max_members,
+            max_rooms: a.max_rooms,
+            send_queue: a.send_queue,
+            data_dir: a.data_dir.clone(),
+            public_url: a.public_url.clone(),
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let config = RelayConfig::from(&args);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        writeln!(
+            out,
+            "create a room: pairedit room create --relay http://{addr}"
+        )?;
+        out.flush()?;
+    }
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        eprintln!("shutting down: closing connections (Ctrl-C again to force)");
+        trigger.cancel();
+        stop_signal().await;
+        eprintln!("forced exit");
+        std::process::exit(130);
+    });
+    relay::run(listener, config, shutdown).await?;
+    eprintln!("relay stopped");
+    Ok(())
+}
+
+async fn cat(code: &str, timeout: Duration) -> anyhow::Result<()> {
+    let opts = ClientOptions {
+        name: format!("{} (cat)", crate::client::default_name()),
+        connect_timeout: timeout,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(code, opts).await?;
+    client.wait_synced(timeout).await?;
+    let text = client.text();
+    client.close().await;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Replays a trace at `rate` transactions per second and compares the bytes sent with one merged
+/// update per `flush_ms` window against one update per transaction; checks a replica converges.
+fn bench_updates(path: &std::path::Path, rate: f64, flush_ms: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rate > 0.0 && flush_ms > 0,
+        "--rate and --flush-ms must be positive"
+    );
+    let trace = Trace::load(path)?;
+    let per_window = ((rate * flush_ms as f64) / 1000.0).max(1.0);
+    let started = Instant::now();
+    let mut writer = SharedDoc::new();
+    let mut replica = SharedDoc::new();
+    let mut batcher = Batcher::new();
+    let (mut per_edit_bytes, mut per_edit_msgs) = (0usize, 0usize);
+    let (mut batched_bytes, mut batched_msgs) = (0usize, 0usize);
+    let mut window_end = per_window;
+    for (i, txn) in trace.txns.iter().enumerate() {
+        for edit in txn {
+            writer.apply_local(edit)?;
+        }
+        for update in writer.take_outgoing() {
+            per_edit_bytes += crate::protocol::sync_update(update.clone()).len();
+            per_edit_msgs += 1;
+            batcher.push(update);
+        }
+        if (i + 1) as f64 >= window_end || i + 1 == trace.txns.len() {
+            window_end += per_window;
+            if let Some(update) = batcher.flush()? {
+                replica.apply_remote(&update)?;
+                batched_bytes += crate::protocol::sync_update(update).len();
+                batched_msgs += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        writer.text() == trace.end,
+        "writer did not reach endContent"
+    );
+    anyhow::ensure!(
+        replica.text() == trace.end,
+        "replica did not reach endContent"
+    );
+    anyhow::ensure!(
+        replica.ytext() == trace.end,
+        "replica's Y.Text differs from endContent"
+    );
+    let simulated = trace.txns.len() as f64 / rate;
+    println!(
+        "trace: {} ({} txns, {} patches, final {} chars)",
+        path.display(),
+        trace.txns.len(),
+        trace.patch_count(),
+        trace.end.chars().count()
+    );
+    println!(
+        "time model: {rate} txns/s (simulated {simulated:.0} s of typing), flush every {flush_ms} ms = {per_window:.1} txns per update"
+    );
+    println!("| sending | messages | bytes (y-websocket frames) | bytes/message |");
+    println!("|---|---|---|---|");
+    println!(
+        "| one update per edit | {per_edit_msgs} | {per_edit_bytes} | {:.1} |",
+        per_edit_bytes as f64 / per_edit_msgs.max(1) as f64
+    );
+    println!(
+        "| one update per {flush_ms} ms | {batched_msgs} | {batched_bytes} | {:.1} |",
+        batched_bytes as f64 / batched_msgs.max(1) as f64
+    );
+    println!(
+        "batched / per-edit: messages {:.3}, bytes {:.3}",
+        batched_msgs as f64 / per_edit_msgs.max(1) as f64,
+        batched_bytes as f64 / per_edit_bytes.max(1) as f64
+    );
+    println!(
+        "replica converged to endContent; replay took {:.2} s",
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Opens `viewers` WebSocket connections that only sync and then sit idle.
+async fn bench_idle(
+    code: Option<String>,
+    url: Option<String>,
+    viewers: usize,
+    hold: u64,
+    pid: Option<u32>,
+) -> anyhow::Result<()> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let url = match (code, url) {
+        (Some(code), _) => crate::protocol::JoinCode::parse(&code)?.ws_url(),
+        (None, Some(url)) => url,
+        (None, None) => anyhow::bail!("give --code CODE or --url URL"),
+    };
+    let before = pid.and_then(rss_kib);
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::with_capacity(viewers);
+    for i in 0..viewers {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .with_context(|| format!("connection {i} of {viewers} failed (raise `ulimit -n`?)"))?;
+        let hello = crate::protocol::sync_step1(&yrs::StateVector::default());
+        ws.send(tokio_tungstenite::tungstenite::Message::binary(hello))
+            .await?;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    msg = ws.next() => if !matches!(msg, Some(Ok(_))) { break },
+                }
+            }
+            let _ = ws.close(None).await;
+        }));
+    }
+    let connected = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let after = pid.and_then(rss_kib);
+    let alive = tasks.iter().filter(|t| !t.is_finished()).count();
+    println!(
+        "{viewers} connections opened in {:.2} s; {alive} still open after {hold} s",
+        connected.as_secs_f64()
+    );
+    if let (Some(b), Some(a)) = (before, after) {
+        println!(
+            "server RSS: {b} KiB before, {a} KiB with {viewers} idle viewers: {:.1} KiB per connection",
+            (a as f64 - b as f64) / viewers as f64
+        );
+    }
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}

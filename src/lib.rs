@@ -1,0 +1,15 @@
+//! pairedit: a terminal collaborative code editor.
+//!
+//! - [`sync`]: the pure core (yrs document, rope mirror, batching, presence schema).
+//! - [`protocol`]: the y-websocket wire, limits, roles, join codes.
+//! - [`relay`]: the server, `relay::run(listener, config, shutdown)`.
+//! - [`client`]: a networked session over a join code.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod protocol;
+pub mod relay;
+pub mod sync;
+pub mod trace;

@@ -1,0 +1,319 @@
+//! The wire, in one place: y-websocket messages (y-protocols over lib0 v1, encoded by `yrs`),
+//! limits, roles, ids and tokens, and the join-code scheme.
+//!
+//! See `docs/protocol.md` for the contract a stock Yjs client relies on.
+
+use std::fmt;
+
+use base64::Engine as _;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
+
+/// Name of the shared `Y.Text` holding the document.
+pub const TEXT_NAME: &str = "content";
+/// Name of the shared `Y.Map` holding room metadata (`name`, `language`).
+pub const META_NAME: &str = "meta";
+/// Protocol version of pairedit's own additions (codes, role header); y-protocols itself is unversioned.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Response header on the WebSocket upgrade that tells the client its role.
+pub const ROLE_HEADER: &str = "x-pairedit-role";
+/// Largest WebSocket message the relay accepts by default.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+/// Default flush cadence of local edits (the mission's delta cadence).
+pub const DEFAULT_FLUSH_MS: u64 = 200;
+
+/// WebSocket close codes the relay uses, with their meaning.
+pub mod close {
+    /// The peer sent bytes that are not y-websocket messages.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Policy: the room is full, or the connection could not keep up.
+    pub const POLICY: u16 = 1008;
+    /// A message was larger than the relay's `max_frame`, or the document would grow too large.
+    pub const TOO_BIG: u16 = 1009;
+    /// The relay is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+/// What a connection may do in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May read and write the document.
+    Writer,
+    /// May read the document and send awareness, never write.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Writer => "writer",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "writer" => Some(Role::Writer),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("malformed y-websocket message: {0}")]
+    Malformed(String),
+    #[error("empty message")]
+    Empty,
+}
+
+/// Decodes every y-protocols message in one WebSocket binary message (y-websocket sends one,
+/// but the format allows several back to back).
+pub fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>, ProtocolError> {
+    if bytes.is_empty() {
+        return Err(ProtocolError::Empty);
+    }
+    let mut decoder = DecoderV1::from(bytes);
+    let mut out = Vec::new();
+    for msg in yrs::sync::MessageReader::new(&mut decoder) {
+        out.push(msg.map_err(|e| ProtocolError::Malformed(e.to_string()))?);
+    }
+    if out.is_empty() {
+        return Err(ProtocolError::Malformed("truncated message".into()));
+    }
+    Ok(out)
+}
+
+/// Encodes one message as a WebSocket binary payload.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut enc = EncoderV1::new();
+    msg.encode(&mut enc);
+    enc.to_vec()
+}
+
+pub fn sync_step1(sv: &yrs::StateVector) -> Vec<u8> {
+    encode(&Message::Sync(SyncMessage::SyncStep1(sv.clone())))
+}
+
+pub fn sync_step2(update: Vec<u8>) -> Vec<u8> {
+    encode(&Message::Sync(SyncMessage::SyncStep2(update)))
+}
+
+pub fn sync_update(update: Vec<u8>) -> Vec<u8> {
+    encode(&Message::Sync(SyncMessage::Update(update)))
+}
+
+pub fn permission_denied(reason: &str) -> Vec<u8> {
+    encode(&Message::Auth(Some(reason.to_string())))
+}
+
+pub fn awareness(update: yrs::sync::AwarenessUpdate) -> Vec<u8> {
+    encode(&Message::Awareness(update))
+}
+
+/// Decodes a lib0 v1 update, mapping the error to ours.
+pub fn decode_update(bytes: &[u8]) -> Result<yrs::Update, ProtocolError> {
+    yrs::Update::decode_v1(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+fn random_b64(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS RNG failing is not recoverable for a server that must mint secrets.
+    getrandom::fill(&mut buf).expect("the operating system's random number generator failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A fresh room id: 128 random bits, URL- and shell-safe.
+pub fn new_room_id() -> String {
+    random_b64(16)
+}
+
+/// A fresh capability token: 128 random bits, prefixed `w_` or `v_` so a person can tell them
+/// apart. The prefix is cosmetic: the relay compares whole tokens and never trusts it.
+pub fn new_token(role: Role) -> String {
+    let prefix = match role {
+        Role::Writer => "w_",
+        Role::Viewer => "v_",
+    };
+    format!("{prefix}{}", random_b64(16))
+}
+
+/// Room ids and tokens are short URL-safe strings; anything else is refused before any lookup.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A join code: one pasteable string holding the relay address, the room and the token.
+///
+/// Its form is a WebSocket URL `ws://HOST:PORT/r/ROOM/TOKEN` (`wss://` with TLS), free of the
+/// characters shells treat specially (`?`, `&`, `#`), so it survives copy and paste into any shell.
+/// [`JoinCode::parse`] also takes `http(s)://` and the query form `.../r/ROOM?token=TOKEN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinCode {
+    /// `ws` or `wss`.
+    pub scheme: String,
+    /// `host:port` (or `host`), as given.
+    pub authority: String,
+    /// Path prefix before `/r/` when the relay sits behind a proxy path; usually empty.
+    pub prefix: String,
+    pub room: String,
+    pub token: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a pairedit join code ({0}); expected ws://HOST:PORT/r/ROOM/TOKEN")]
+pub struct BadCode(pub String);
+
+impl JoinCode {
+    pub fn parse(code: &str) -> Result<JoinCode, BadCode> {
+        let code = code.trim();
+        let url = url::Url::parse(code).map_err(|e| BadCode(e.to_string()))?;
+        let scheme = match url.scheme() {
+            "ws" | "http" => "ws",
+            "wss" | "https" => "wss",
+            other => return Err(BadCode(format!("unknown scheme {other:?}"))),
+        };
+        let host = url.host_str().ok_or_else(|| BadCode("no host".into()))?;
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        let segments: Vec<&str> = url
+            .path()
+            .trim_end_matches('/')
+            .split('/')
+            .skip(1)
+            .collect();
+        let r = segments
+            .iter()
+            .rposition(|s| *s == "r")
+            .ok_or_else(|| BadCode("no /r/ROOM in the path".into()))?;
+        let prefix = segments[..r]
+            .iter()
+            .map(|s| format!("/{s}"))
+            .collect::<String>();
+        let rest = &segments[r + 1..];
+        let query_token = url
+            .query_pairs()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned());
+        let (room, token) = match (rest, query_token) {
+            ([room, token], None) => (room.to_string(), token.to_string()),
+            ([room], Some(token)) => (room.to_string(), token),
+            _ => return Err(BadCode("expected /r/ROOM/TOKEN".into())),
+        };
+        if !is_valid_id(&room) || !is_valid_id(&token) {
+            return Err(BadCode(
+                "room or token has characters outside A-Z a-z 0-9 - _".into(),
+            ));
+        }
+        Ok(JoinCode {
+            scheme: scheme.to_string(),
+            authority,
+            prefix,
+            room,
+            token,
+        })
+    }
+
+    /// The URL a client connects to (the same one a stock `WebsocketProvider` builds).
+    pub fn ws_url(&self) -> String {
+        format!(
+            "{}://{}{}/r/{}?token={}&v={}",
+            self.scheme, self.authority, self.prefix, self.room, self.token, PROTOCOL_VERSION
+        )
+    }
+
+    /// The relay's HTTP base URL, e.g. `http://127.0.0.1:7070`.
+    pub fn http_base(&self) -> String {
+        let scheme = if self.scheme == "wss" {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{}", self.authority, self.prefix)
+    }
+}
+
+impl fmt::Display for JoinCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}/r/{}/{}",
+            self.scheme, self.authority, self.prefix, self.room, self.token
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_round_trips_and_accepts_query_form() {
+        let c = JoinCode::parse("ws://127.0.0.1:7070/r/abc_D-1/w_tok").unwrap();
+        assert_eq!(c.room, "abc_D-1");
+        assert_eq!(c.token, "w_tok");
+        assert_eq!(c.to_string(), "ws://127.0.0.1:7070/r/abc_D-1/w_tok");
+        assert_eq!(JoinCode::parse(&c.to_string()).unwrap(), c);
+        let q = JoinCode::parse("http://example.com/proxy/r/room1?token=v_x").unwrap();
+        assert_eq!(q.scheme, "ws");
+        assert_eq!(q.prefix, "/proxy");
+        assert_eq!(q.to_string(), "ws://example.com/proxy/r/room1/v_x");
+        assert_eq!(q.ws_url(), "ws://example.com/proxy/r/room1?token=v_x&v=1");
+        assert!(JoinCode::parse("ftp://x/r/a/b").is_err());
+        assert!(JoinCode::parse("ws://x/r/a").is_err());
+        assert!(JoinCode::parse("ws://x/r/a/b%20c").is_err());
+        assert!(JoinCode::parse("not a code").is_err());
+    }
+
+    #[test]
+    fn tokens_are_long_distinct_and_safe() {
+        let a = new_token(Role::Writer);
+        let b = new_token(Role::Writer);
+        assert_ne!(a, b);
+        assert!(a.starts_with("w_") && a.len() == 24 && is_valid_id(&a));
+        assert!(new_token(Role::Viewer).starts_with("v_"));
+        assert!(constant_time_eq(&a, &a.clone()));
+        assert!(!constant_time_eq(&a, &b));
+        assert!(!constant_time_eq(&a, "w_"));
+    }
+
+    #[test]
+    fn decoder_rejects_garbage_and_accepts_messages() {
+        assert!(decode_messages(&[]).is_err());
+        assert!(decode_messages(&[0, 7, 1, 2]).is_err());
+        assert!(decode_messages(&[0, 2, 200]).is_err());
+        let frame = sync_update(vec![0, 0]);
+        assert_eq!(frame, vec![0, 2, 2, 0, 0]);
+        let msgs = decode_messages(&frame).unwrap();
+        assert_eq!(msgs, vec![Message::Sync(SyncMessage::Update(vec![0, 0]))]);
+        assert_eq!(permission_denied("no"), vec![2, 0, 2, b'n', b'o']);
+    }
+}

@@ -1,0 +1,347 @@
+//! The relay: rooms over HTTP + WebSocket, speaking the y-websocket protocol.
+//!
+//! [`run`] is the whole server as a function: give it a bound listener, a [`RelayConfig`] and a
+//! cancellation token; it returns after the token fires, connections are closed and rooms flushed.
+
+mod conn;
+mod metrics;
+mod room;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use metrics::Metrics;
+pub use room::Room;
+
+use crate::protocol::{self, JoinCode, ROLE_HEADER, Role};
+use store::{FileStore, RoomRecord};
+
+/// Everything the relay can be told; `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Largest WebSocket message (and frame) accepted, in bytes.
+    pub max_frame: usize,
+    /// Largest encoded document a room may grow to, in bytes.
+    pub max_doc_bytes: usize,
+    /// Most connections in one room.
+    pub max_members: usize,
+    /// Most rooms the relay holds.
+    pub max_rooms: usize,
+    /// Frames queued per connection before it counts as too slow and is disconnected.
+    pub send_queue: usize,
+    /// Where rooms are kept across restarts; `None` keeps them in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Base URL put into join codes (e.g. `wss://pair.example.com`); default: the request's Host.
+    pub public_url: Option<String>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            max_frame: protocol::DEFAULT_MAX_FRAME,
+            max_doc_bytes: 64 << 20,
+            max_members: 1024,
+            max_rooms: 10_000,
+            send_queue: 256,
+            data_dir: None,
+            public_url: None,
+        }
+    }
+}
+
+/// Shared state of a running relay.
+pub struct Relay {
+    config: RelayConfig,
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    next_conn: AtomicU64,
+    store: Option<FileStore>,
+    tasks: TaskTracker,
+}
+
+impl Relay {
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn room(&self, id: &str) -> Option<Arc<Room>> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Adds a room; `None` when the relay already holds `max_rooms`.
+    fn insert_room(&self, room: Room) -> Option<Arc<Room>> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if rooms.len() >= self.config.max_rooms {
+            return None;
+        }
+        let room = Arc::new(room);
+        rooms.insert(room.id.clone(), room.clone());
+        self.metrics
+            .rooms
+            .store(rooms.len() as u64, Ordering::Relaxed);
+        Some(room)
+    }
+
+    /// Writes every changed room to the data dir (no-op without one).
+    fn flush_rooms(&self) {
+        let Some(store) = &self.store else { return };
+        let rooms: Vec<Arc<Room>> = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut saved = 0;
+        for room in rooms {
+            if !room.take_dirty() {
+                continue;
+            }
+            let record = RoomRecord {
+                room: room.id.clone(),
+                write_token: room.write_token.clone(),
+                view_token: room.view_token.clone(),
+            };
+            match store.save(&record, &room.encode_state()) {
+                Ok(()) => saved += 1,
+                Err(e) => tracing::error!("could not save room {}: {e:#}", room.id),
+            }
+        }
+        if saved > 0 {
+            tracing::info!("saved {saved} room(s)");
+        }
+    }
+}
+
+/// Runs the relay on `listener` until `shutdown` is cancelled, then closes every connection
+/// (close code 1001), flushes rooms to `data_dir`, and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: RelayConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let store = match &config.data_dir {
+        Some(dir) => Some(FileStore::open(dir)?),
+        None => None,
+    };
+    let relay = Arc::new(Relay {
+        config,
+        rooms: Mutex::new(HashMap::new()),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        next_conn: AtomicU64::new(1),
+        store,
+        tasks: TaskTracker::new(),
+    });
+    if let Some(store) = &relay.store {
+        for (record, state) in store.load_all()? {
+            if !protocol::is_valid_id(&record.room) {
+                tracing::warn!("skipping room with invalid id {:?}", record.room);
+                continue;
+            }
+            let id = record.room.clone();
+            match Room::restore(
+                record.room,
+                record.write_token,
+                record.view_token,
+                relay.config.max_doc_bytes,
+                metrics.clone(),
+                &state,
+            ) {
+                Ok(room) => {
+                    let _ = relay.insert_room(room);
+                }
+                Err(e) => tracing::warn!("skipping room {id}: its snapshot is corrupt ({e})"),
+            }
+        }
+    }
+
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_handler))
+        .route("/api/rooms", post(create_room))
+        .route("/r/{room}", get(join_room_query))
+        .route("/r/{room}/{token}", get(join_room_path))
+        .with_state(relay.clone());
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    // Upgraded connections live outside hyper: they watch the same token; wait for them.
+    relay.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), relay.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close within 5 s");
+    }
+    relay.flush_rooms();
+    Ok(())
+}
+
+async fn metrics_handler(State(relay): State<Arc<Relay>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        relay.metrics.render(),
+    )
+}
+
+/// The answer to `POST /api/rooms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedRoom {
+    pub room: String,
+    pub write_token: String,
+    pub view_token: String,
+    pub write_code: String,
+    pub view_code: String,
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn create_room(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
+    let base = match &relay.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) => format!("ws://{host}"),
+            None => return error(StatusCode::BAD_REQUEST, "missing Host header"),
+        },
+    };
+    let id = protocol::new_room_id();
+    let write_token = protocol::new_token(Role::Writer);
+    let view_token = protocol::new_token(Role::Viewer);
+    let code =
+        |token: &str| JoinCode::parse(&format!("{base}/r/{id}/{token}")).map(|c| c.to_string());
+    let (Ok(write_code), Ok(view_code)) = (code(&write_token), code(&view_token)) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "public URL does not make valid codes",
+        );
+    };
+    let room = Room::new(
+        id.clone(),
+        write_token.clone(),
+        view_token.clone(),
+        relay.config.max_doc_bytes,
+        relay.metrics.clone(),
+    );
+    if relay.insert_room(room).is_none() {
+        relay
+            .metrics
+            .rejected_max_rooms
+            .fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the relay holds its maximum number of rooms",
+        );
+    }
+    tracing::info!(room = %id, "room created");
+    let body = CreatedRoom {
+        room: id,
+        write_token,
+        view_token,
+        write_code,
+        view_code,
+    };
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn join_room_query(
+    State(relay): State<Arc<Relay>>,
+    Path(room): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    join_room(relay, room, q.token, ws)
+}
+
+async fn join_room_path(
+    State(relay): State<Arc<Relay>>,
+    Path((room, token)): Path<(String, String)>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    join_room(relay, room, Some(token), ws)
+}
+
+/// Checks room and token before upgrading: 404 unknown room, 401 no token, 403 wrong token.
+fn join_room(
+    relay: Arc<Relay>,
+    room_id: String,
+    token: Option<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(room) = relay.room(&room_id) else {
+        relay
+            .metrics
+            .rejected_unknown_room
+            .fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::NOT_FOUND, "no such room");
+    };
+    let Some(token) = token else {
+        relay
+            .metrics
+            .rejected_bad_token
+            .fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::UNAUTHORIZED, "a token is required (?token=...)");
+    };
+    let Some(role) = room.role_for(&token) else {
+        relay
+            .metrics
+            .rejected_bad_token
+            .fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::FORBIDDEN, "wrong token for this room");
+    };
+    if room.member_count() >= relay.config.max_members {
+        relay
+            .metrics
+            .rejected_room_full
+            .fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::SERVICE_UNAVAILABLE, "room is full");
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let max = relay.config.max_frame;
+    let tasks = relay.tasks.clone();
+    let mut response = ws
+        // tungstenite's defaults (128 KiB read buffer, unbounded write buffer) would dominate
+        // the memory of an idle connection; small buffers grow on demand.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.saturating_mul(2).max(64 * 1024))
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tasks.track_future(conn::serve(relay, room, role, socket)));
+    response
+        .headers_mut()
+        .insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));
+    response
+}

@@ -1,0 +1,419 @@
+//! One room: its yrs document and awareness, its members, and broadcast between them.
+//!
+//! Everything here is synchronous and runs under the room's mutex for the few microseconds a
+//! message takes; connections hand frames in and get frames out through bounded queues.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
+
+use super::conn::Kick;
+use super::metrics::Metrics;
+use crate::protocol::{self, Role, close};
+
+/// A member's connection as the room sees it.
+struct Member {
+    role: Role,
+    tx: mpsc::Sender<Bytes>,
+    kick: Kick,
+    /// Awareness client ids this connection has announced (removed when it leaves).
+    clients: HashSet<u64>,
+}
+
+struct RoomState {
+    awareness: Awareness,
+    members: HashMap<u64, Member>,
+    /// Bytes of updates applied since `doc_bytes` was last measured exactly.
+    approx_bytes: usize,
+    /// Updates the room's doc emitted for the transaction just applied (filled by an observer).
+    applied: Arc<Mutex<Vec<Vec<u8>>>>,
+    dirty: bool,
+}
+
+/// Why a message made the relay close the connection that sent it.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("document would exceed the room's limit of {0} bytes")]
+    DocTooLarge(usize),
+}
+
+impl Refusal {
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Refusal::Malformed(_) => close::PROTOCOL_ERROR,
+            Refusal::DocTooLarge(_) => close::TOO_BIG,
+        }
+    }
+}
+
+/// A room: created by `POST /api/rooms`, kept by the relay while it runs (and on disk with
+/// `--data-dir`), joined with its write or view token.
+pub struct Room {
+    pub id: String,
+    pub write_token: String,
+    pub view_token: String,
+    max_doc_bytes: usize,
+    state: Mutex<RoomState>,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The relay's own doc never edits the text, so offsets never matter; UTF-16 matches Yjs.
+fn new_doc() -> Doc {
+    Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    })
+}
+
+impl Room {
+    pub fn new(
+        id: String,
+        write_token: String,
+        view_token: String,
+        max_doc_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Room {
+        let doc = new_doc();
+        let applied: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let sink = applied.clone();
+        // No transaction is open on a fresh doc, so registering cannot fail.
+        let registered = doc.observe_update_v1("relay-broadcast", move |_, e| {
+            lock(&sink).push(e.update.clone());
+        });
+        debug_assert!(registered.is_ok());
+        Room {
+            id,
+            write_token,
+            view_token,
+            max_doc_bytes,
+            state: Mutex::new(RoomState {
+                awareness: Awareness::new(doc),
+                members: HashMap::new(),
+                approx_bytes: 0,
+                applied,
+                dirty: false,
+            }),
+            metrics,
+        }
+    }
+
+    /// Restores a room from a snapshot (its encoded state).
+    pub fn restore(
+        id: String,
+        write_token: String,
+        view_token: String,
+        max_doc_bytes: usize,
+        metrics: Arc<Metrics>,
+        state: &[u8],
+    ) -> Result<Room, String> {
+        let room = Room::new(id, write_token, view_token, max_doc_bytes, metrics);
+        {
+            let mut st = lock(&room.state);
+            let update = Update::decode_v1(state).map_err(|e| e.to_string())?;
+            st.awareness
+                .doc()
+                .transact_mut()
+                .apply_update(update)
+                .map_err(|e| e.to_string())?;
+            lock(&st.applied).clear();
+            st.approx_bytes = state.len();
+        }
+        Ok(room)
+    }
+
+    /// Which role a token grants here, comparing in constant time.
+    pub fn role_for(&self, token: &str) -> Option<Role> {
+        // Evaluate both comparisons so timing does not reveal which one matched.
+        let w = protocol::constant_time_eq(token, &self.write_token);
+        let v = protocol::constant_time_eq(token, &self.view_token);
+        match (w, v) {
+            (true, _) => Some(Role::Writer),
+            (false, true) => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    pub fn member_count(&self) -> usize {
+        lock(&self.state).members.len()
+    }
+
+    /// The room's whole document as one update (for snapshots and tests).
+    pub fn encode_state(&self) -> Vec<u8> {
+        let st = lock(&self.state);
+        let txn = st.awareness.doc().transact();
+        txn.encode_state_as_update_v1(&StateVector::default())
+    }
+
+    /// Takes the dirty flag: true when the document changed since the last call.
+    pub fn take_dirty(&self) -> bool {
+        std::mem::take(&mut lock(&self.state).dirty)
+    }
+
+    /// Adds a member and returns the frames that open its session: our sync step 1 (so it sends
+    /// what we lack) and the current awareness of everyone else. `None` when the room is full.
+    pub fn join(
+        &self,
+        conn_id: u64,
+        role: Role,
+        tx: mpsc::Sender<Bytes>,
+        kick: Kick,
+        max_members: usize,
+    ) -> Option<Vec<Bytes>> {
+        let mut st = lock(&self.state);
+        if st.members.len() >= max_members {
+            return None;
+        }
+        let sv = st.awareness.doc().transact().state_vector();
+        let mut hello = vec![Bytes::from(protocol::sync_step1(&sv))];
+        if let Ok(update) = st.awareness.update()
+            && !update.clients.is_empty()
+        {
+            hello.push(Bytes::from(protocol::awareness(update)));
+        }
+        st.members.insert(
+            conn_id,
+            Member {
+                role,
+                tx,
+                kick,
+                clients: HashSet::new(),
+            },
+        );
+        Some(hello)
+    }
+
+    /// Removes a member and tells the others its awareness states are gone.
+    pub fn leave(&self, conn_id: u64) {
+        let mut st = lock(&self.state);
+        let Some(member) = st.members.remove(&conn_id) else {
+            return;
+        };
+        self.remove_awareness(&mut st, &member.clients);
+    }
+
+    fn remove_awareness(&self, st: &mut RoomState, clients: &HashSet<u64>) {
+        if clients.is_empty() {
+            return;
+        }
+        let mut removal = AwarenessUpdate {
+            clients: HashMap::new(),
+        };
+        for &client in clients {
+            let id = yrs::block::ClientID::new(client);
+            if let Some((clock, _)) = st.awareness.meta(id) {
+                removal.clients.insert(
+                    id,
+                    yrs::sync::awareness::AwarenessUpdateEntry {
+                        clock: clock + 1,
+                        json: "null".into(),
+                    },
+                );
+            }
+        }
+        if removal.clients.is_empty() {
+            return;
+        }
+        let frame = Bytes::from(protocol::awareness(removal.clone()));
+        let _ = st.awareness.apply_update(removal);
+        self.broadcast(st, None, frame);
+    }
+
+    /// Handles one binary WebSocket message from a member.
+    pub fn handle(&self, conn_id: u64, frame: &[u8]) -> Result<(), Refusal> {
+        let msgs =
+            protocol::decode_messages(frame).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let mut st = lock(&self.state);
+        let Some(role) = st.members.get(&conn_id).map(|m| m.role) else {
+            return Ok(());
+        };
+        for msg in msgs {
+            match msg {
+                Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                    let diff = st.awareness.doc().transact().encode_state_as_update_v1(&sv);
+                    self.send_to(&mut st, conn_id, Bytes::from(protocol::sync_step2(diff)));
+                }
+                Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                    match role {
+                        Role::Writer => self.apply_write(&mut st, conn_id, &update)?,
+                        Role::Viewer => self.refuse_viewer_write(&mut st, conn_id, &update)?,
+                    }
+                }
+                Message::Awareness(update) => self.apply_awareness(&mut st, conn_id, update),
+                Message::AwarenessQuery => {
+                    if let Ok(update) = st.awareness.update() {
+                        self.send_to(&mut st, conn_id, Bytes::from(protocol::awareness(update)));
+                    }
+                }
+                // Clients have no business sending auth; unknown tags are ignored like y-websocket does.
+                Message::Auth(_) | Message::Custom(_, _) => {
+                    self.metrics
+                        .ignored_messages
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_write(&self, st: &mut RoomState, conn_id: u64, bytes: &[u8]) -> Result<(), Refusal> {
+        let update = Update::decode_v1(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        if st.approx_bytes + bytes.len() > self.max_doc_bytes {
+            // The running estimate only grows; measure exactly before refusing.
+            let exact = st
+                .awareness
+                .doc()
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default())
+                .len();
+            st.approx_bytes = exact;
+            if exact + bytes.len() > self.max_doc_bytes {
+                return Err(Refusal::DocTooLarge(self.max_doc_bytes));
+            }
+        }
+        st.awareness
+            .doc()
+            .transact_mut()
+            .apply_update(update)
+            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        st.approx_bytes += bytes.len();
+        let applied = std::mem::take(&mut *lock(&st.applied));
+        for update in applied {
+            st.dirty = true;
+            self.broadcast(
+                st,
+                Some(conn_id),
+                Bytes::from(protocol::sync_update(update)),
+            );
+        }
+        Ok(())
+    }
+
+    /// A viewer's update never reaches the document or any member. If it would have changed
+    /// something, the viewer is told (`auth` permission denied) and the drop is counted; an update
+    /// that carries nothing new (a stock client's sync step 2 reply) is dropped silently.
+    fn refuse_viewer_write(
+        &self,
+        st: &mut RoomState,
+        conn_id: u64,
+        bytes: &[u8],
+    ) -> Result<(), Refusal> {
+        let update = Update::decode_v1(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        if update.is_empty() {
+            return Ok(());
+        }
+        let writes = {
+            let txn = st.awareness.doc().transact();
+            let snapshot = txn.snapshot();
+            update.extends(&snapshot.state_map) || {
+                let deletes = update.delete_set();
+                deletes.client_ids().any(|client| {
+                    match (deletes.get(&client), snapshot.delete_set.get(&client)) {
+                        (Some(asked), Some(known)) => !asked.subset_of(known),
+                        (Some(asked), None) => !asked.is_empty(),
+                        (None, _) => false,
+                    }
+                })
+            }
+        };
+        if writes {
+            self.metrics
+                .viewer_writes_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            let denied =
+                protocol::permission_denied("read-only: this connection joined with a view token");
+            self.send_to(st, conn_id, Bytes::from(denied));
+        }
+        Ok(())
+    }
+
+    fn apply_awareness(&self, st: &mut RoomState, conn_id: u64, mut update: AwarenessUpdate) {
+        // A connection may speak only for client ids no other member has claimed.
+        let claimed: HashSet<u64> = st
+            .members
+            .iter()
+            .filter(|(id, _)| **id != conn_id)
+            .flat_map(|(_, m)| m.clients.iter().copied())
+            .collect();
+        update.clients.retain(|id, _| !claimed.contains(&id.get()));
+        if update.clients.is_empty() {
+            return;
+        }
+        if let Some(member) = st.members.get_mut(&conn_id) {
+            for (id, entry) in &update.clients {
+                if entry.json.as_ref() == "null" {
+                    member.clients.remove(&id.get());
+                } else {
+                    member.clients.insert(id.get());
+                }
+            }
+        }
+        let frame = Bytes::from(protocol::awareness(update.clone()));
+        let _ = st.awareness.apply_update(update);
+        self.broadcast(st, Some(conn_id), frame);
+    }
+
+    fn send_to(&self, st: &mut RoomState, conn_id: u64, frame: Bytes) {
+        let Some(member) = st.members.get(&conn_id) else {
+            return;
+        };
+        if !self.offer(member, frame) {
+            self.drop_member(st, conn_id);
+        }
+    }
+
+    /// Sends `frame` to every member but `except`; members whose queue is full are disconnected.
+    fn broadcast(&self, st: &mut RoomState, except: Option<u64>, frame: Bytes) {
+        let mut slow = Vec::new();
+        for (id, member) in &st.members {
+            if Some(*id) != except && !self.offer(member, frame.clone()) {
+                slow.push(*id);
+            }
+        }
+        for id in slow {
+            self.drop_member(st, id);
+        }
+    }
+
+    /// Queues a frame without waiting; false when the member cannot keep up (or is gone).
+    fn offer(&self, member: &Member, frame: Bytes) -> bool {
+        let len = frame.len() as u64;
+        match member.tx.try_send(frame) {
+            Ok(()) => {
+                self.metrics.messages_out.fetch_add(1, Ordering::Relaxed);
+                self.metrics.bytes_out.fetch_add(len, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .slow_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                member
+                    .kick
+                    .close(close::POLICY, "too slow: send queue full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn drop_member(&self, st: &mut RoomState, conn_id: u64) {
+        if let Some(member) = st.members.remove(&conn_id) {
+            member
+                .kick
+                .close(close::POLICY, "disconnected by the relay");
+            self.remove_awareness(st, &member.clients);
+        }
+    }
+}

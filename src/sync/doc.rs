@@ -1,0 +1,303 @@
+//! The shared document: a yrs `Doc` with the `content` text and `meta` map, and a `ropey::Rope`
+//! mirror of the text kept equal to it after local and remote changes.
+//!
+//! Offsets: callers speak `char`s (what ropey indexes by); the yrs doc uses UTF-16 offsets, as JS
+//! Yjs does, so lengths agree with browser peers. Conversions go through the rope.
+
+use std::sync::{Arc, Mutex};
+
+use ropey::Rope;
+use yrs::types::Delta;
+use yrs::updates::decoder::Decode;
+use yrs::{
+    Any, Doc, GetString, Map, MapRef, Observable, OffsetKind, Options, Origin, Out, ReadTxn,
+    StateVector, Text, TextRef, Transact, Update,
+};
+
+use crate::protocol::{META_NAME, TEXT_NAME};
+
+/// Origin of transactions made by this replica's own edits (already applied to the rope).
+pub const LOCAL_ORIGIN: &str = "pairedit-local";
+/// Origin of transactions that integrate updates received from the network.
+pub const REMOTE_ORIGIN: &str = "pairedit-remote";
+
+/// Stand-in in the mirror for a non-text embed in the Y.Text (it has length 1 there too).
+const EMBED_CHAR: &str = "\u{FFFC}";
+
+/// One text change in `char` offsets: delete `delete` chars at `at`, then insert `insert` there.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Edit {
+    pub at: usize,
+    pub delete: usize,
+    pub insert: String,
+}
+
+impl Edit {
+    pub fn insert(at: usize, text: impl Into<String>) -> Edit {
+        Edit {
+            at,
+            delete: 0,
+            insert: text.into(),
+        }
+    }
+
+    pub fn delete(at: usize, len: usize) -> Edit {
+        Edit {
+            at,
+            delete: len,
+            insert: String::new(),
+        }
+    }
+
+    /// Applies this edit to a rope (the same way [`SharedDoc`] does to its mirror).
+    pub fn apply_to(&self, rope: &mut Rope) {
+        rope.remove(self.at..self.at + self.delete);
+        rope.insert(self.at, &self.insert);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error("edit out of range: {at}+{delete} in a text of {len} chars")]
+    OutOfRange {
+        at: usize,
+        delete: usize,
+        len: usize,
+    },
+    #[error("malformed update: {0}")]
+    Malformed(String),
+    #[error("could not apply update: {0}")]
+    Apply(String),
+}
+
+/// A change the observer saw, in the doc's (UTF-16) units, before conversion to chars.
+#[derive(Debug)]
+enum Op {
+    Retain(u32),
+    Delete(u32),
+    Insert(String),
+}
+
+/// The yrs document plus its rope mirror. Not `Sync`-shared: one owner applies edits.
+pub struct SharedDoc {
+    doc: Doc,
+    text: TextRef,
+    meta: MapRef,
+    rope: Rope,
+    /// Text changes from non-local transactions (remote updates, undo), queued by the observer.
+    observed: Arc<Mutex<Vec<Vec<Op>>>>,
+    /// Updates of every transaction not made by [`SharedDoc::apply_remote`]: what peers need.
+    outgoing: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Default for SharedDoc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SharedDoc {
+    pub fn new() -> SharedDoc {
+        Self::with_doc(Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        }))
+    }
+
+    /// Wraps an existing doc (which must use [`OffsetKind::Utf16`]); the mirror starts from its text.
+    pub fn with_doc(doc: Doc) -> SharedDoc {
+        let text = doc.get_or_insert_text(TEXT_NAME);
+        let meta = doc.get_or_insert_map(META_NAME);
+        let rope = Rope::from_str(&text.get_string(&doc.transact()));
+        let observed: Arc<Mutex<Vec<Vec<Op>>>> = Arc::default();
+        let outgoing: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let local = Origin::from(LOCAL_ORIGIN);
+        let remote = Origin::from(REMOTE_ORIGIN);
+        {
+            let observed = observed.clone();
+            text.observe("pairedit-mirror", move |txn, event| {
+                if txn.origin() == Some(&local) {
+                    return;
+                }
+                let ops = event
+                    .delta(txn)
+                    .iter()
+                    .map(|d| match d {
+                        Delta::Retain(n, _) => Op::Retain(*n),
+                        Delta::Deleted(n) => Op::Delete(*n),
+                        Delta::Inserted(Out::Any(Any::String(s)), _) => Op::Insert(s.to_string()),
+                        Delta::Inserted(_, _) => Op::Insert(EMBED_CHAR.to_string()),
+                    })
+                    .collect();
+                lock(&observed).push(ops);
+            });
+        }
+        {
+            let outgoing = outgoing.clone();
+            // Registering fails only while a transaction is open; none is at construction.
+            let registered = doc.observe_update_v1("pairedit-outgoing", move |txn, event| {
+                if txn.origin() != Some(&remote) {
+                    let mut update = event.update.clone();
+                    update.shrink_to_fit();
+                    lock(&outgoing).push(update);
+                }
+            });
+            debug_assert!(registered.is_ok());
+        }
+        SharedDoc {
+            doc,
+            text,
+            meta,
+            rope,
+            observed,
+            outgoing,
+        }
+    }
+
+    /// Builds a replica from a full state update (e.g. a snapshot or a sync step 2).
+    pub fn from_update(update: &[u8]) -> Result<SharedDoc, DocError> {
+        let mut doc = SharedDoc::new();
+        doc.apply_remote(update)?;
+        Ok(doc)
+    }
+
+    pub fn doc(&self) -> &Doc {
+        &self.doc
+    }
+
+    pub fn text_ref(&self) -> &TextRef {
+        &self.text
+    }
+
+    /// The mirror: always equal to the Y.Text.
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    pub fn text(&self) -> String {
+        self.rope.to_string()
+    }
+
+    /// The Y.Text as yrs sees it (for checks; the rope is what callers should read).
+    pub fn ytext(&self) -> String {
+        self.text.get_string(&self.doc.transact())
+    }
+
+    pub fn len_chars(&self) -> usize {
+        self.rope.len_chars()
+    }
+
+    /// Applies a local edit to the rope and to yrs (one transaction with [`LOCAL_ORIGIN`]).
+    pub fn apply_local(&mut self, edit: &Edit) -> Result<(), DocError> {
+        let len = self.rope.len_chars();
+        let end = edit.at.checked_add(edit.delete).filter(|&e| e <= len);
+        let Some(end) = end else {
+            return Err(DocError::OutOfRange {
+                at: edit.at,
+                delete: edit.delete,
+                len,
+            });
+        };
+        if edit.delete == 0 && edit.insert.is_empty() {
+            return Ok(());
+        }
+        let start16 = self.rope.char_to_utf16_cu(edit.at) as u32;
+        let end16 = self.rope.char_to_utf16_cu(end) as u32;
+        {
+            let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
+            if end16 > start16 {
+                self.text.remove_range(&mut txn, start16, end16 - start16);
+            }
+            if !edit.insert.is_empty() {
+                self.text.insert(&mut txn, start16, &edit.insert);
+            }
+        }
+        edit.apply_to(&mut self.rope);
+        Ok(())
+    }
+
+    /// Sets a metadata entry (e.g. `name`, `language`) in the `meta` map.
+    pub fn set_meta(&mut self, key: &str, value: &str) {
+        let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
+        self.meta.insert(&mut txn, key, value);
+    }
+
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let txn = self.doc.transact();
+        match self.meta.get(&txn, key) {
+            Some(Out::Any(Any::String(s))) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Integrates an update from a peer and returns the text changes it made, in chars, in order.
+    pub fn apply_remote(&mut self, update: &[u8]) -> Result<Vec<Edit>, DocError> {
+        let update = Update::decode_v1(update).map_err(|e| DocError::Malformed(e.to_string()))?;
+        {
+            let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
+            txn.apply_update(update)
+                .map_err(|e| DocError::Apply(e.to_string()))?;
+        }
+        Ok(self.sync_mirror())
+    }
+
+    /// Brings the rope up to date with text changes from non-local transactions (remote updates,
+    /// or undo/redo run through yrs directly) and returns them as char edits.
+    pub fn sync_mirror(&mut self) -> Vec<Edit> {
+        let batches = std::mem::take(&mut *lock(&self.observed));
+        let mut edits = Vec::new();
+        for ops in batches {
+            let mut at = 0usize;
+            for op in ops {
+                match op {
+                    Op::Retain(n) => {
+                        let u = self.rope.char_to_utf16_cu(at) + n as usize;
+                        at = self.rope.utf16_cu_to_char(u.min(self.rope.len_utf16_cu()));
+                    }
+                    Op::Delete(n) => {
+                        let u = self.rope.char_to_utf16_cu(at) + n as usize;
+                        let end = self.rope.utf16_cu_to_char(u.min(self.rope.len_utf16_cu()));
+                        let edit = Edit::delete(at, end - at);
+                        edit.apply_to(&mut self.rope);
+                        edits.push(edit);
+                    }
+                    Op::Insert(s) => {
+                        let n = s.chars().count();
+                        let edit = Edit::insert(at, s);
+                        edit.apply_to(&mut self.rope);
+                        edits.push(edit);
+                        at += n;
+                    }
+                }
+            }
+        }
+        edits
+    }
+
+    /// Takes the updates of local transactions since the last call (feed them to a [`super::Batcher`]).
+    pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *lock(&self.outgoing))
+    }
+
+    pub fn has_outgoing(&self) -> bool {
+        !lock(&self.outgoing).is_empty()
+    }
+
+    pub fn state_vector(&self) -> StateVector {
+        self.doc.transact().state_vector()
+    }
+
+    /// Everything a peer with state vector `sv` is missing (a sync step 2 payload).
+    pub fn diff(&self, sv: &StateVector) -> Vec<u8> {
+        self.doc.transact().encode_state_as_update_v1(sv)
+    }
+
+    /// The whole document as one update.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.diff(&StateVector::default())
+    }
+}

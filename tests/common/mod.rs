@@ -1,0 +1,206 @@
+//! Test helpers: a relay on 127.0.0.1:0 that stops when dropped, and client shortcuts.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pairedit::client::{Client, ClientOptions};
+use pairedit::relay::{self, CreatedRoom, RelayConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Every wait in the tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestRelay {
+    pub async fn start() -> TestRelay {
+        Self::with_config(RelayConfig::default()).await
+    }
+
+    pub async fn with_config(config: RelayConfig) -> TestRelay {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(relay::run(listener, config, shutdown.clone()));
+        TestRelay {
+            addr,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn create_room(&self) -> CreatedRoom {
+        pairedit::client::http::create_room(&self.http())
+            .await
+            .expect("create room")
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").await.1
+    }
+
+    /// Stops the relay and waits for it to finish (flushing rooms).
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(WAIT, h)
+                .await
+                .expect("relay stops in time")
+                .expect("relay task")
+                .expect("relay run");
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A plain HTTP GET over a TCP socket: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn fast_opts(name: &str) -> ClientOptions {
+    ClientOptions {
+        name: name.to_string(),
+        flush_interval: Duration::from_millis(20),
+        ..ClientOptions::default()
+    }
+}
+
+/// Connects and waits for the initial sync.
+pub async fn join(code: &str, name: &str) -> Client {
+    let c = Client::connect(code, fast_opts(name))
+        .await
+        .expect("connect");
+    c.wait_synced(WAIT).await.expect("synced");
+    c
+}
+
+/// Waits until the client's text equals `want`.
+pub async fn wait_text(c: &Client, want: &str) {
+    let res = c.wait_for("text", WAIT, |st| st.doc.text() == want).await;
+    if res.is_err() {
+        panic!(
+            "text never became {:?}; it is {:?}",
+            short(want),
+            short(&c.text())
+        );
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.chars().count() > 200 {
+        format!(
+            "{}… ({} chars)",
+            s.chars().take(200).collect::<String>(),
+            s.chars().count()
+        )
+    } else {
+        s.to_string()
+    }
+}
+
+/// A metric's value from Prometheus text (the first sample whose line starts with `name`).
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
+}
+
+pub type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A bare WebSocket to `/r/ROOM?token=TOKEN`, speaking whatever the test sends.
+pub async fn raw_connect(relay: &TestRelay, room: &str, token: &str) -> RawWs {
+    let url = format!("ws://{}/r/{room}?token={token}", relay.addr);
+    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("raw connect");
+    ws
+}
+
+/// What a raw socket saw next: a decoded y-protocols message, or the close frame.
+#[derive(Debug)]
+pub enum Seen {
+    Msg(yrs::sync::Message),
+    Closed(Option<(u16, String)>),
+}
+
+/// Reads until `pred` accepts something; panics after [`WAIT`].
+pub async fn raw_expect(ws: &mut RawWs, mut pred: impl FnMut(&Seen) -> bool) -> Seen {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("expected message never came");
+        let seen: Vec<Seen> = match next {
+            Some(Ok(Message::Binary(b))) => pairedit::protocol::decode_messages(&b)
+                .expect("relay sends valid messages")
+                .into_iter()
+                .map(Seen::Msg)
+                .collect(),
+            Some(Ok(Message::Close(f))) => {
+                vec![Seen::Closed(
+                    f.map(|f| (u16::from(f.code), f.reason.to_string())),
+                )]
+            }
+            Some(Ok(_)) => vec![],
+            Some(Err(_)) | None => vec![Seen::Closed(None)],
+        };
+        for s in seen {
+            let closed = matches!(s, Seen::Closed(_));
+            if pred(&s) {
+                return s;
+            }
+            if closed {
+                panic!("connection closed before the expected message");
+            }
+        }
+    }
+}
+
+pub async fn raw_send(ws: &mut RawWs, bytes: Vec<u8>) {
+    use futures_util::SinkExt as _;
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(bytes))
+        .await
+        .expect("send");
+}

@@ -1,0 +1,391 @@
+//! The relay over real sockets with real clients: convergence, roles, limits, bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pairedit::client::{Client, ClientError};
+use pairedit::protocol::{self, JoinCode};
+use pairedit::relay::RelayConfig;
+use pairedit::sync::{Edit, SharedDoc};
+use yrs::sync::{Message, SyncMessage};
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+const PIECES: &[&str] = &[
+    "a", "bc", "é", "😀", "日本", "e\u{301}", "\n", "\t", "\r\n", "xyz ",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_random_edits_converge_byte_exactly() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let clients = vec![
+        join(&room.write_code, "ana").await,
+        join(&room.write_code, "bo").await,
+        join(&room.write_code, "cy").await,
+    ];
+    let mut seeds = [0x9E37_79B9u64, 0x1234_5678, 0xDEAD_BEEF];
+    for round in 0..300 {
+        for (c, seed) in clients.iter().zip(seeds.iter_mut()) {
+            let len = c.state().doc.len_chars();
+            let r = xorshift(seed);
+            let at = (r as usize >> 8) % (len + 1);
+            let edit = if r % 4 == 0 && len > 0 {
+                let at = at.min(len - 1);
+                Edit::delete(at, ((r >> 40) as usize % 4 + 1).min(len - at))
+            } else {
+                Edit::insert(at, PIECES[(r >> 20) as usize % PIECES.len()])
+            };
+            c.edit(&edit).expect("edit");
+        }
+        if round % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    for c in &clients {
+        c.flush();
+    }
+    let want = {
+        // Wait until all agree, then compare byte-exactly with a late joiner too.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let texts: Vec<String> = clients.iter().map(Client::text).collect();
+            if texts.windows(2).all(|w| w[0] == w[1]) {
+                break texts[0].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "clients never converged"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(want.chars().count() > 100);
+    for c in &clients {
+        assert_eq!(c.state().doc.ytext(), want, "mirror equals Y.Text");
+    }
+    let late = join(&room.view_code, "late").await;
+    assert_eq!(late.text(), want);
+}
+
+#[tokio::test]
+async fn viewer_writes_are_dropped_and_the_viewer_is_told() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let writer = join(&room.write_code, "writer").await;
+    writer.edit(&Edit::insert(0, "hello")).unwrap();
+    writer.flush();
+
+    // Our own client refuses to edit as a viewer...
+    let polite = join(&room.view_code, "polite").await;
+    wait_text(&polite, "hello").await;
+    assert!(matches!(
+        polite.edit(&Edit::insert(0, "x")),
+        Err(ClientError::ReadOnly)
+    ));
+
+    // ...and the relay enforces it against a client that tries anyway.
+    let mut rogue = raw_connect(&relay, &room.room, &room.view_token).await;
+    raw_send(
+        &mut rogue,
+        protocol::sync_step1(&yrs::StateVector::default()),
+    )
+    .await;
+    let step2 = match raw_expect(&mut rogue, |s| {
+        matches!(s, Seen::Msg(Message::Sync(SyncMessage::SyncStep2(_))))
+    })
+    .await
+    {
+        Seen::Msg(Message::Sync(SyncMessage::SyncStep2(u))) => u,
+        other => panic!("{other:?}"),
+    };
+    let mut local = SharedDoc::from_update(&step2).unwrap();
+    assert_eq!(local.text(), "hello");
+    // A stock viewer answers the relay's sync step 1 with an empty step 2: not a write, no denial.
+    raw_send(
+        &mut rogue,
+        protocol::sync_step2(local.diff(&local.state_vector())),
+    )
+    .await;
+    // Now real writes: an insert (as update and as step 2) and a delete-only update.
+    local.apply_local(&Edit::insert(5, " EVIL")).unwrap();
+    let insert = local.take_outgoing().remove(0);
+    raw_send(&mut rogue, protocol::sync_update(insert.clone())).await;
+    raw_send(&mut rogue, protocol::sync_step2(insert)).await;
+    local.apply_local(&Edit::delete(0, 2)).unwrap();
+    let delete = local.take_outgoing().remove(0);
+    raw_send(&mut rogue, protocol::sync_update(delete)).await;
+    for _ in 0..3 {
+        match raw_expect(&mut rogue, |s| matches!(s, Seen::Msg(Message::Auth(_)))).await {
+            Seen::Msg(Message::Auth(Some(reason))) => {
+                assert!(reason.contains("read-only"), "{reason}")
+            }
+            other => panic!("expected permission denied, got {other:?}"),
+        }
+    }
+
+    // The writer goes on; nobody ever sees the viewer's text.
+    writer.edit(&Edit::insert(5, " world")).unwrap();
+    writer.flush();
+    wait_text(&polite, "hello world").await;
+    assert_eq!(writer.text(), "hello world");
+    let fresh = join(&room.view_code, "fresh").await;
+    assert_eq!(fresh.text(), "hello world");
+    let cat = Client::connect(&room.write_code, fast_opts("cat"))
+        .await
+        .unwrap();
+    cat.wait_synced(WAIT).await.unwrap();
+    assert_eq!(cat.text(), "hello world");
+    let metrics = relay.metrics().await;
+    assert_eq!(metric(&metrics, "pairedit_viewer_writes_dropped_total"), 3);
+}
+
+#[tokio::test]
+async fn late_joiner_gets_the_document_after_every_writer_left() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let a = join(&room.write_code, "a").await;
+    a.edit(&Edit::insert(0, "fn main() {}\n// 日本語 😀\n"))
+        .unwrap();
+    a.set_meta("name", "main.rs").unwrap();
+    a.flush();
+    let b = join(&room.view_code, "b").await;
+    wait_text(&b, "fn main() {}\n// 日本語 😀\n").await;
+    a.close().await;
+    b.close().await;
+    let late = join(&room.view_code, "late").await;
+    assert_eq!(late.text(), "fn main() {}\n// 日本語 😀\n");
+    assert_eq!(late.state().doc.meta("name").as_deref(), Some("main.rs"));
+}
+
+#[tokio::test]
+async fn wrong_token_unknown_room_and_missing_token_are_refused_before_upgrade() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let mut code = JoinCode::parse(&room.write_code).unwrap();
+    code.token = protocol::new_token(protocol::Role::Writer);
+    let err = Client::connect(&code.to_string(), fast_opts("x"))
+        .await
+        .err();
+    assert!(matches!(err, Some(ClientError::BadToken)), "{err:?}");
+    // The view token's neighbour is not the write token.
+    let mut code = JoinCode::parse(&room.view_code).unwrap();
+    code.token = room.view_token.replacen("v_", "w_", 1);
+    assert!(matches!(
+        Client::connect(&code.to_string(), fast_opts("x")).await,
+        Err(ClientError::BadToken)
+    ));
+    let mut code = JoinCode::parse(&room.write_code).unwrap();
+    code.room = protocol::new_room_id();
+    assert!(matches!(
+        Client::connect(&code.to_string(), fast_opts("x")).await,
+        Err(ClientError::UnknownRoom)
+    ));
+    assert_eq!(
+        http_get(relay.addr, &format!("/r/{}", room.room)).await.0,
+        401
+    );
+    assert_eq!(
+        http_get(relay.addr, &format!("/r/{}?token=nope", room.room))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(http_get(relay.addr, "/r/nope?token=nope").await.0, 404);
+    assert_eq!(http_get(relay.addr, "/healthz").await.0, 200);
+    let metrics = relay.metrics().await;
+    assert_eq!(
+        metric(&metrics, "pairedit_rejected_total{reason=\"bad_token\"}"),
+        4
+    );
+    assert_eq!(
+        metric(&metrics, "pairedit_rejected_total{reason=\"unknown_room\"}"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_messages_close_only_that_connection() {
+    let relay = TestRelay::with_config(RelayConfig {
+        max_frame: 64 * 1024,
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let writer = join(&room.write_code, "writer").await;
+    let watcher = join(&room.view_code, "watcher").await;
+
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (
+            protocol::sync_update(vec![7u8; 100 * 1024]),
+            protocol::close::TOO_BIG,
+        ),
+        (
+            vec![0xff, 0xff, 0xff, 0x00],
+            protocol::close::PROTOCOL_ERROR,
+        ),
+        (vec![0, 2, 40, 1, 2, 3], protocol::close::PROTOCOL_ERROR), // truncated update
+        (
+            protocol::sync_update(vec![9, 9, 9, 9]),
+            protocol::close::PROTOCOL_ERROR,
+        ), // not an update
+        (vec![0, 9], protocol::close::PROTOCOL_ERROR),              // unknown sync step
+    ];
+    for (i, (bytes, code)) in cases.into_iter().enumerate() {
+        let mut ws = raw_connect(&relay, &room.room, &room.write_token).await;
+        raw_send(&mut ws, bytes).await;
+        match raw_expect(&mut ws, |s| matches!(s, Seen::Closed(_))).await {
+            Seen::Closed(Some((got, reason))) => {
+                assert_eq!(got, code, "case {i}: {reason}");
+                assert!(!reason.is_empty(), "case {i}: a reason is given");
+            }
+            other => panic!("case {i}: {other:?}"),
+        }
+        // Everyone else carries on.
+        writer.edit(&Edit::insert(0, &i.to_string())).unwrap();
+        writer.flush();
+        let want = writer.text();
+        wait_text(&watcher, &want).await;
+    }
+    // A text frame is not the protocol either.
+    {
+        use futures_util::SinkExt as _;
+        let mut ws = raw_connect(&relay, &room.room, &room.write_token).await;
+        ws.send(tokio_tungstenite::tungstenite::Message::text("hello"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            raw_expect(&mut ws, |s| matches!(s, Seen::Closed(_))).await,
+            Seen::Closed(Some((1002, _)))
+        ));
+    }
+    assert_eq!(writer.text(), "43210");
+    let metrics = relay.metrics().await;
+    assert_eq!(
+        metric(&metrics, "pairedit_disconnects_total{reason=\"too_big\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&metrics, "pairedit_disconnects_total{reason=\"malformed\"}"),
+        5
+    );
+}
+
+#[tokio::test]
+async fn document_size_limit_refuses_growth_with_a_clear_close() {
+    let relay = TestRelay::with_config(RelayConfig {
+        max_doc_bytes: 4 * 1024,
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let small = join(&room.write_code, "small").await;
+    small.edit(&Edit::insert(0, "ok")).unwrap();
+    small.flush();
+    let big = join(&room.write_code, "big").await;
+    wait_text(&big, "ok").await;
+    big.edit(&Edit::insert(2, "x".repeat(8 * 1024))).unwrap();
+    big.flush();
+    big.wait_for("close", WAIT, |st| {
+        st.connection != pairedit::client::Connection::Connected
+    })
+    .await
+    .unwrap();
+    match &big.state().connection {
+        pairedit::client::Connection::Closed(reason) => {
+            assert!(
+                reason.contains("1009") && reason.contains("limit"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let check = join(&room.view_code, "check").await;
+    assert_eq!(check.text(), "ok");
+}
+
+#[tokio::test]
+async fn presence_is_shared_and_cleared_on_leave() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let ana = join(&room.write_code, "ana").await;
+    let bo = join(&room.view_code, "bo").await;
+    ana.edit(&Edit::insert(0, "abcdef")).unwrap();
+    ana.set_cursor(1, 3);
+    ana.flush();
+    bo.wait_for("ana", WAIT, |st| {
+        st.members()
+            .iter()
+            .any(|m| m.name == "ana" && m.cursor.is_some())
+    })
+    .await
+    .unwrap();
+    ana.wait_for("bo", WAIT, |st| {
+        st.members()
+            .iter()
+            .any(|m| m.name == "bo" && m.role == Some(protocol::Role::Viewer))
+    })
+    .await
+    .unwrap();
+    let ana_seen = bo.members().into_iter().find(|m| m.name == "ana").unwrap();
+    assert_eq!(ana_seen.role, Some(protocol::Role::Writer));
+    ana.close().await;
+    bo.wait_for("ana to leave", WAIT, |st| {
+        st.members().iter().all(|m| m.name != "ana")
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_full_room_refuses_more_members() {
+    let relay = TestRelay::with_config(RelayConfig {
+        max_members: 2,
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let _a = join(&room.write_code, "a").await;
+    let _b = join(&room.view_code, "b").await;
+    let third = Client::connect(&room.view_code, fast_opts("c")).await.err();
+    assert!(
+        matches!(third, Some(ClientError::Refused(503))),
+        "{third:?}"
+    );
+}
+
+#[tokio::test]
+async fn rooms_survive_a_clean_restart_with_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RelayConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..RelayConfig::default()
+    };
+    let relay = TestRelay::with_config(config.clone()).await;
+    let room = relay.create_room().await;
+    let a = join(&room.write_code, "a").await;
+    a.edit(&Edit::insert(0, "persisted ✓")).unwrap();
+    a.flush();
+    let check = join(&room.view_code, "check").await;
+    wait_text(&check, "persisted ✓").await;
+    relay.stop().await;
+
+    let relay = TestRelay::with_config(config).await;
+    let mut code = JoinCode::parse(&room.view_code).unwrap();
+    code.authority = relay.addr.to_string();
+    let back = join(&code.to_string(), "back").await;
+    assert_eq!(back.text(), "persisted ✓");
+    let mut bad = code.clone();
+    bad.token = "v_wrong".into();
+    assert!(matches!(
+        Client::connect(&bad.to_string(), fast_opts("x")).await,
+        Err(ClientError::BadToken)
+    ));
+}

@@ -1,0 +1,196 @@
+//! The pure sync core: the rope mirror stays equal to the Y.Text, replicas converge, and the
+//! batcher turns many local edits into one update that reproduces them.
+
+use pairedit::sync::{Batcher, Edit, SharedDoc};
+use proptest::prelude::*;
+
+/// Pieces of text that stress offset conversion: multi-byte, astral (surrogate pairs in UTF-16),
+/// combining marks, ZWJ sequences, CRLF and tabs.
+const PIECES: &[&str] = &[
+    "a",
+    "xyz",
+    "é",
+    "e\u{301}",
+    "日本語",
+    "😀",
+    "👩\u{200d}💻",
+    "\r\n",
+    "\t",
+    "ñ",
+    " ",
+    "\n",
+    "Ω≈ç√",
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert {
+        frac: f64,
+        piece: usize,
+        times: usize,
+    },
+    Delete {
+        frac: f64,
+        len: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0.0..=1.0f64, 0..PIECES.len(), 1..4usize)
+            .prop_map(|(frac, piece, times)| Op::Insert { frac, piece, times }),
+        1 => (0.0..=1.0f64, 0..6usize).prop_map(|(frac, len)| Op::Delete { frac, len }),
+    ]
+}
+
+fn to_edit(op: &Op, len: usize) -> Edit {
+    match op {
+        Op::Insert { frac, piece, times } => {
+            Edit::insert((frac * len as f64) as usize, PIECES[*piece].repeat(*times))
+        }
+        Op::Delete { frac, len: n } => {
+            let at = (frac * len as f64) as usize;
+            Edit::delete(at, (*n).min(len - at))
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn mirror_equals_ytext_under_local_edits(ops in prop::collection::vec(op(), 1..80)) {
+        let mut doc = SharedDoc::new();
+        let mut model = String::new();
+        for op in &ops {
+            let edit = to_edit(op, doc.len_chars());
+            doc.apply_local(&edit).unwrap();
+            let mut chars: Vec<char> = model.chars().collect();
+            chars.splice(edit.at..edit.at + edit.delete, edit.insert.chars());
+            model = chars.into_iter().collect();
+            prop_assert_eq!(doc.text(), doc.ytext());
+        }
+        prop_assert_eq!(doc.text(), model);
+    }
+
+    #[test]
+    fn concurrent_replicas_converge(
+        a_ops in prop::collection::vec(op(), 1..40),
+        b_ops in prop::collection::vec(op(), 1..40),
+        sync_every in 1..10usize,
+    ) {
+        let mut a = SharedDoc::new();
+        let mut b = SharedDoc::new();
+        let (mut ba, mut bb) = (Batcher::new(), Batcher::new());
+        for i in 0..a_ops.len().max(b_ops.len()) {
+            if let Some(op) = a_ops.get(i) {
+                let e = to_edit(op, a.len_chars());
+                a.apply_local(&e).unwrap();
+            }
+            if let Some(op) = b_ops.get(i) {
+                let e = to_edit(op, b.len_chars());
+                b.apply_local(&e).unwrap();
+            }
+            a.take_outgoing().into_iter().for_each(|u| ba.push(u));
+            b.take_outgoing().into_iter().for_each(|u| bb.push(u));
+            if i % sync_every == 0 {
+                if let Some(u) = ba.flush().unwrap() { b.apply_remote(&u).unwrap(); }
+                if let Some(u) = bb.flush().unwrap() { a.apply_remote(&u).unwrap(); }
+                // Receiving is not sending: nothing remote may echo back out.
+                prop_assert!(!a.has_outgoing() && !b.has_outgoing());
+            }
+            prop_assert_eq!(a.text(), a.ytext());
+            prop_assert_eq!(b.text(), b.ytext());
+        }
+        a.take_outgoing().into_iter().for_each(|u| ba.push(u));
+        b.take_outgoing().into_iter().for_each(|u| bb.push(u));
+        if let Some(u) = ba.flush().unwrap() { b.apply_remote(&u).unwrap(); }
+        if let Some(u) = bb.flush().unwrap() { a.apply_remote(&u).unwrap(); }
+        prop_assert_eq!(a.text(), b.text());
+        prop_assert_eq!(a.text(), a.ytext());
+        prop_assert_eq!(b.text(), b.ytext());
+    }
+}
+
+#[test]
+fn batcher_merges_many_edits_into_one_update_that_reproduces_them() {
+    let mut writer = SharedDoc::new();
+    let mut batcher = Batcher::new();
+    assert_eq!(
+        batcher.flush().unwrap(),
+        None,
+        "nothing to send when nothing changed"
+    );
+    let typed = "fn main() { println!(\"héllo 😀 世界\"); }";
+    for (i, ch) in typed.chars().enumerate() {
+        writer
+            .apply_local(&Edit::insert(i, ch.to_string()))
+            .unwrap();
+    }
+    writer.apply_local(&Edit::delete(3, 4)).unwrap();
+    let updates = writer.take_outgoing();
+    assert_eq!(
+        updates.len(),
+        typed.chars().count() + 1,
+        "one update per local transaction"
+    );
+    let total: usize = updates.iter().map(Vec::len).sum();
+    for u in updates {
+        batcher.push(u);
+    }
+    let merged = batcher.flush().unwrap().expect("one update");
+    assert!(batcher.is_empty());
+    assert_eq!(batcher.flush().unwrap(), None);
+    // yrs merges headers and client runs but keeps one item per typed transaction (no squashing).
+    assert!(
+        merged.len() < total,
+        "merged {} bytes vs {} separately",
+        merged.len(),
+        total
+    );
+    let replica = SharedDoc::from_update(&merged).unwrap();
+    assert_eq!(replica.text(), writer.text());
+    assert_eq!(replica.text(), "fn () { println!(\"héllo 😀 世界\"); }");
+}
+
+#[test]
+fn remote_changes_come_back_as_char_edits() {
+    let mut a = SharedDoc::new();
+    let mut b = SharedDoc::new();
+    a.apply_local(&Edit::insert(0, "😀ab")).unwrap();
+    let u = a.take_outgoing().remove(0);
+    assert_eq!(b.apply_remote(&u).unwrap(), vec![Edit::insert(0, "😀ab")]);
+    a.apply_local(&Edit::delete(1, 1)).unwrap();
+    a.apply_local(&Edit::insert(2, "日")).unwrap();
+    let edits: Vec<Edit> = a
+        .take_outgoing()
+        .iter()
+        .flat_map(|u| b.apply_remote(u).unwrap())
+        .collect();
+    assert_eq!(edits, vec![Edit::delete(1, 1), Edit::insert(2, "日")]);
+    assert_eq!(b.text(), "😀b日");
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let mut doc = SharedDoc::new();
+    doc.apply_local(&Edit::insert(0, "abc")).unwrap();
+    assert!(doc.apply_local(&Edit::insert(4, "x")).is_err());
+    assert!(doc.apply_local(&Edit::delete(2, 5)).is_err());
+    assert!(doc.apply_local(&Edit::delete(usize::MAX, 2)).is_err());
+    assert!(doc.apply_remote(&[0xff, 0x13, 0x01]).is_err());
+    assert!(doc.apply_remote(&[]).is_err());
+    assert_eq!(doc.text(), "abc");
+    assert_eq!(doc.ytext(), "abc");
+}
+
+#[test]
+fn meta_is_shared() {
+    let mut a = SharedDoc::new();
+    a.set_meta("name", "main.rs");
+    a.set_meta("language", "Rust");
+    let b = SharedDoc::from_update(&a.encode_state()).unwrap();
+    assert_eq!(b.meta("name").as_deref(), Some("main.rs"));
+    assert_eq!(b.meta("language").as_deref(), Some("Rust"));
+    assert_eq!(b.meta("missing"), None);
+}
