@@ -37,7 +37,7 @@ async fn concurrent_random_edits_converge_byte_exactly() {
             let len = c.state().doc.len_chars();
             let r = xorshift(seed);
             let at = (r as usize >> 8) % (len + 1);
-            let edit = if r % 4 == 0 && len > 0 {
+            let edit = if r.is_multiple_of(4) && len > 0 {
                 let at = at.min(len - 1);
                 Edit::delete(at, ((r >> 40) as usize % 4 + 1).min(len - at))
             } else {
@@ -249,7 +249,7 @@ async fn oversized_and_malformed_messages_close_only_that_connection() {
             other => panic!("case {i}: {other:?}"),
         }
         // Everyone else carries on.
-        writer.edit(&Edit::insert(0, &i.to_string())).unwrap();
+        writer.edit(&Edit::insert(0, i.to_string())).unwrap();
         writer.flush();
         let want = writer.text();
         wait_text(&watcher, &want).await;
