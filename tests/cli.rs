@@ -1,0 +1,88 @@
+//! The binary end to end: `serve` on port 0, `room create`, `cat`, clean shutdown on SIGTERM.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use pairedit::sync::Edit;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pairedit");
+
+async fn run(args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(WAIT, Command::new(BIN).args(args).output())
+        .await
+        .expect("command finished in time")
+        .expect("run pairedit")
+}
+
+#[tokio::test]
+async fn serve_room_create_cat_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let base = first.strip_prefix("listening on ").expect("first line names the address");
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+
+    let created = run(&["room", "create", "--relay", base, "--json"]).await;
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let room: pairedit::relay::CreatedRoom = serde_json::from_slice(&created.stdout).unwrap();
+    let plain = run(&["room", "create", "--relay", base]).await;
+    let plain = String::from_utf8(plain.stdout).unwrap();
+    assert!(plain.contains("write code") && plain.contains("view code"), "{plain}");
+
+    let writer = join(&room.write_code, "writer").await;
+    let text = "line one\r\n\tdeux 日本語 e\u{301} 😀\nlast line without newline";
+    writer.edit(&Edit::insert(0, text)).unwrap();
+    writer.flush();
+    let check = join(&room.view_code, "check").await;
+    wait_text(&check, text).await;
+
+    let cat = run(&["cat", &room.view_code]).await;
+    assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
+    assert_eq!(cat.stdout, text.as_bytes(), "cat prints the text byte for byte");
+
+    let bad = run(&["cat", &room.view_code.replace("/v_", "/v_x")]).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("refused the token"));
+    let garbage = run(&["cat", "not-a-code"]).await;
+    assert!(!garbage.status.success());
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("not a pairedit join code"));
+
+    writer.close().await;
+    check.close().await;
+    let pid = serve.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(WAIT, serve.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("relay stopped"), "{stderr}");
+    assert!(dir.path().join(format!("{}.ydoc", room.room)).exists(), "room flushed on shutdown");
+}
+
+#[tokio::test]
+async fn help_teaches() {
+    let help = run(&["--help"]).await;
+    let help = String::from_utf8(help.stdout).unwrap();
+    for word in ["serve", "room", "cat", "ws://HOST:PORT/r/ROOM/TOKEN"] {
+        assert!(help.contains(word), "--help mentions {word}:\n{help}");
+    }
+    let serve = String::from_utf8(run(&["serve", "--help"]).await.stdout).unwrap();
+    for word in ["--listen", "--data-dir", "--max-frame", "[default: 127.0.0.1:7070]"] {
+        assert!(serve.contains(word), "serve --help mentions {word}:\n{serve}");
+    }
+}
