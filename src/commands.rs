@@ -141,6 +141,9 @@ fn bench_updates(path: &std::path::Path, rate: f64, flush_ms: u64) -> anyhow::Re
     let (mut per_edit_bytes, mut per_edit_msgs) = (0usize, 0usize);
     let (mut batched_bytes, mut batched_msgs) = (0usize, 0usize);
     let mut window_end = per_window;
+    // For comparison: what a state diff since the previous flush would weigh (yrs squashes
+    // adjacent items in the store, but a diff carries the document's whole delete set).
+    let (mut diff_bytes, mut last_sv) = (0usize, yrs::StateVector::default());
     for (i, txn) in trace.txns.iter().enumerate() {
         for edit in txn {
             writer.apply_local(edit)?;
@@ -156,6 +159,9 @@ fn bench_updates(path: &std::path::Path, rate: f64, flush_ms: u64) -> anyhow::Re
                 replica.apply_remote(&update)?;
                 batched_bytes += crate::protocol::sync_update(update).len();
                 batched_msgs += 1;
+                let sv = writer.state_vector();
+                diff_bytes += crate::protocol::sync_update(writer.diff(&last_sv)).len();
+                last_sv = sv;
             }
         }
     }
@@ -192,6 +198,10 @@ fn bench_updates(path: &std::path::Path, rate: f64, flush_ms: u64) -> anyhow::Re
     println!(
         "| one update per {flush_ms} ms | {batched_msgs} | {batched_bytes} | {:.1} |",
         batched_bytes as f64 / batched_msgs.max(1) as f64
+    );
+    println!(
+        "| (state diff since last flush, for comparison) | {batched_msgs} | {diff_bytes} | {:.1} |",
+        diff_bytes as f64 / batched_msgs.max(1) as f64
     );
     println!(
         "batched / per-edit: messages {:.3}, bytes {:.3}",

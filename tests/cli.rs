@@ -30,16 +30,29 @@ async fn serve_room_create_cat_and_sigterm() {
         .spawn()
         .expect("spawn serve");
     let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
-    let base = first.strip_prefix("listening on ").expect("first line names the address");
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let base = first
+        .strip_prefix("listening on ")
+        .expect("first line names the address");
     assert!(base.starts_with("http://127.0.0.1:"), "{first}");
 
     let created = run(&["room", "create", "--relay", base, "--json"]).await;
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let room: pairedit::relay::CreatedRoom = serde_json::from_slice(&created.stdout).unwrap();
     let plain = run(&["room", "create", "--relay", base]).await;
     let plain = String::from_utf8(plain.stdout).unwrap();
-    assert!(plain.contains("write code") && plain.contains("view code"), "{plain}");
+    assert!(
+        plain.contains("write code") && plain.contains("view code"),
+        "{plain}"
+    );
 
     let writer = join(&room.write_code, "writer").await;
     let text = "line one\r\n\tdeux 日本語 e\u{301} 😀\nlast line without newline";
@@ -49,8 +62,16 @@ async fn serve_room_create_cat_and_sigterm() {
     wait_text(&check, text).await;
 
     let cat = run(&["cat", &room.view_code]).await;
-    assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
-    assert_eq!(cat.stdout, text.as_bytes(), "cat prints the text byte for byte");
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert_eq!(
+        cat.stdout,
+        text.as_bytes(),
+        "cat prints the text byte for byte"
+    );
 
     let bad = run(&["cat", &room.view_code.replace("/v_", "/v_x")]).await;
     assert!(!bad.status.success());
@@ -62,16 +83,25 @@ async fn serve_room_create_cat_and_sigterm() {
     writer.close().await;
     check.close().await;
     let pid = serve.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(WAIT, serve.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(WAIT, serve.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     let mut stderr = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr)
         .await
         .unwrap();
     assert!(stderr.contains("relay stopped"), "{stderr}");
-    assert!(dir.path().join(format!("{}.ydoc", room.room)).exists(), "room flushed on shutdown");
+    assert!(
+        dir.path().join(format!("{}.ydoc", room.room)).exists(),
+        "room flushed on shutdown"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +112,15 @@ async fn help_teaches() {
         assert!(help.contains(word), "--help mentions {word}:\n{help}");
     }
     let serve = String::from_utf8(run(&["serve", "--help"]).await.stdout).unwrap();
-    for word in ["--listen", "--data-dir", "--max-frame", "[default: 127.0.0.1:7070]"] {
-        assert!(serve.contains(word), "serve --help mentions {word}:\n{serve}");
+    for word in [
+        "--listen",
+        "--data-dir",
+        "--max-frame",
+        "[default: 127.0.0.1:7070]",
+    ] {
+        assert!(
+            serve.contains(word),
+            "serve --help mentions {word}:\n{serve}"
+        );
     }
 }

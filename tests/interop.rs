@@ -20,11 +20,15 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 fn interop_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let ready = dir.join("node_modules/y-websocket").exists()
-        && std::process::Command::new("node").arg("--version").output().is_ok();
+        && std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok();
     if ready {
         return Some(dir);
     }
-    let why = "SKIPPED: node or tests/interop/node_modules missing (run `npm ci --prefix tests/interop`)";
+    let why =
+        "SKIPPED: node or tests/interop/node_modules missing (run `npm ci --prefix tests/interop`)";
     if std::env::var("PAIREDIT_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
         panic!("{why}, and PAIREDIT_REQUIRE_INTEROP=1");
     }
@@ -41,7 +45,13 @@ struct NodePeer {
 }
 
 impl NodePeer {
-    async fn spawn(dir: &PathBuf, relay: &TestRelay, room: &CreatedRoom, token: &str, name: &str) -> NodePeer {
+    async fn spawn(
+        dir: &PathBuf,
+        relay: &TestRelay,
+        room: &CreatedRoom,
+        token: &str,
+        name: &str,
+    ) -> NodePeer {
         let mut child = Command::new("node")
             .arg(dir.join("peer.mjs"))
             .args([&format!("ws://{}/r", relay.addr), &room.room, token, name])
@@ -53,7 +63,12 @@ impl NodePeer {
             .expect("spawn node");
         let stdin = child.stdin.take().expect("stdin");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        NodePeer { child, stdin, lines, events: Vec::new() }
+        NodePeer {
+            child,
+            stdin,
+            lines,
+            events: Vec::new(),
+        }
     }
 
     async fn next_line(&mut self) -> Value {
@@ -66,7 +81,10 @@ impl NodePeer {
     }
 
     async fn cmd(&mut self, cmd: &str) -> Value {
-        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await.expect("write to node");
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .expect("write to node");
         loop {
             let v = self.next_line().await;
             if let Some(reply) = v.get("reply") {
@@ -90,7 +108,11 @@ impl NodePeer {
     }
 
     async fn text(&mut self) -> String {
-        self.cmd("text").await.as_str().expect("text reply").to_string()
+        self.cmd("text")
+            .await
+            .as_str()
+            .expect("text reply")
+            .to_string()
     }
 
     /// Polls the peer's text until it equals `want`.
@@ -101,7 +123,10 @@ impl NodePeer {
             if got == want {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "yjs peer text stayed {got:?}, want {want:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "yjs peer text stayed {got:?}, want {want:?}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
     }
@@ -125,14 +150,19 @@ async fn stock_yjs_client_and_pairedit_converge_both_ways_with_awareness() {
     let relay = TestRelay::start().await;
     let room = relay.create_room().await;
     let rust = join(&room.write_code, "rust-peer").await;
-    rust.edit(&Edit::insert(0, "// pairedit was here first\n")).unwrap();
+    rust.edit(&Edit::insert(0, "// pairedit was here first\n"))
+        .unwrap();
     rust.flush();
     let check = join(&room.view_code, "check").await;
     wait_text(&check, "// pairedit was here first\n").await;
 
     let mut node = NodePeer::spawn(&dir, &relay, &room, &room.write_token, "node-peer").await;
     node.wait_event("synced").await;
-    assert_eq!(node.text().await, "// pairedit was here first\n", "state on join reaches yjs");
+    assert_eq!(
+        node.text().await,
+        "// pairedit was here first\n",
+        "state on join reaches yjs"
+    );
 
     // yjs -> pairedit
     node.cmd(r#"insert 0 "hello from yjs 👋\n""#).await;
@@ -140,7 +170,8 @@ async fn stock_yjs_client_and_pairedit_converge_both_ways_with_awareness() {
 
     // pairedit -> yjs, with non-BMP text at a UTF-16 boundary
     let len = rust.state().doc.len_chars();
-    rust.edit(&Edit::insert(len, "// from pairedit 😀 日本\n")).unwrap();
+    rust.edit(&Edit::insert(len, "// from pairedit 😀 日本\n"))
+        .unwrap();
     rust.edit(&Edit::delete(0, 6)).unwrap();
     rust.flush();
     let want = rust.text();
@@ -170,32 +201,44 @@ async fn stock_yjs_client_and_pairedit_converge_both_ways_with_awareness() {
             assert!(ours.chars().count() > 150);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never converged:\n{ours:?}\n{theirs:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never converged:\n{ours:?}\n{theirs:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 
     // Awareness both ways: names, our role and cursor reach yjs; yjs's user reaches us.
     rust.set_cursor(1, 4);
     rust.flush();
-    rust.wait_for("node-peer in awareness", WAIT, |st| st.members().iter().any(|m| m.name == "node-peer"))
-        .await
-        .unwrap();
+    rust.wait_for("node-peer in awareness", WAIT, |st| {
+        st.members().iter().any(|m| m.name == "node-peer")
+    })
+    .await
+    .unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let members = node.cmd("members").await;
-        let seen = members.as_array().into_iter().flatten().any(|m| {
-            m["name"] == "rust-peer" && m["role"] == "writer" && m["cursor"] == true
-        });
+        let seen = members
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "rust-peer" && m["role"] == "writer" && m["cursor"] == true);
         if seen {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "yjs never saw rust-peer: {members}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "yjs never saw rust-peer: {members}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     node.quit().await;
-    rust.wait_for("node-peer to leave", WAIT, |st| st.members().iter().all(|m| m.name != "node-peer"))
-        .await
-        .unwrap();
+    rust.wait_for("node-peer to leave", WAIT, |st| {
+        st.members().iter().all(|m| m.name != "node-peer")
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,22 +253,36 @@ async fn stock_yjs_viewer_is_read_only() {
     let mut viewer = NodePeer::spawn(&dir, &relay, &room, &room.view_token, "node-viewer").await;
     viewer.wait_event("synced").await;
     viewer.wait_text("shared\n").await;
-    assert!(viewer.events.iter().all(|e| e["event"] != "denied"), "just joining is not a write");
+    assert!(
+        viewer.events.iter().all(|e| e["event"] != "denied"),
+        "just joining is not a write"
+    );
     viewer.cmd(r#"insert 0 "VIEWER WAS HERE ""#).await;
     viewer.cmd("delete 0 3").await;
     let denied = viewer.wait_event("denied").await;
-    assert!(denied["reason"].as_str().unwrap_or("").contains("read-only"), "{denied}");
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("read-only"),
+        "{denied}"
+    );
 
     // A later writer edit reaches the viewer, so anything the viewer sent has been handled by now.
     rust.edit(&Edit::insert(7, "more\n")).unwrap();
     rust.flush();
     let deadline = tokio::time::Instant::now() + WAIT;
     while !viewer.text().await.contains("more") {
-        assert!(tokio::time::Instant::now() < deadline, "viewer never got the writer's edit");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "viewer never got the writer's edit"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(rust.text(), "shared\nmore\n");
-    let fresh = Client::connect(&room.view_code, fast_opts("fresh")).await.unwrap();
+    let fresh = Client::connect(&room.view_code, fast_opts("fresh"))
+        .await
+        .unwrap();
     fresh.wait_synced(WAIT).await.unwrap();
     assert_eq!(fresh.text(), "shared\nmore\n");
     let metrics = relay.metrics().await;

@@ -122,7 +122,12 @@ async fn viewer_writes_are_dropped_and_the_viewer_is_told() {
     local.apply_local(&Edit::delete(0, 2)).unwrap();
     let delete = local.take_outgoing().remove(0);
     raw_send(&mut rogue, protocol::sync_update(delete)).await;
-    for _ in 0..3 {
+    // An update that starts past the room's state (its predecessor withheld) is a write too.
+    local.apply_local(&Edit::insert(0, "a")).unwrap();
+    local.apply_local(&Edit::insert(1, "b")).unwrap();
+    let gapped = local.take_outgoing().remove(1);
+    raw_send(&mut rogue, protocol::sync_update(gapped)).await;
+    for _ in 0..4 {
         match raw_expect(&mut rogue, |s| matches!(s, Seen::Msg(Message::Auth(_)))).await {
             Seen::Msg(Message::Auth(Some(reason))) => {
                 assert!(reason.contains("read-only"), "{reason}")
@@ -144,7 +149,7 @@ async fn viewer_writes_are_dropped_and_the_viewer_is_told() {
     cat.wait_synced(WAIT).await.unwrap();
     assert_eq!(cat.text(), "hello world");
     let metrics = relay.metrics().await;
-    assert_eq!(metric(&metrics, "pairedit_viewer_writes_dropped_total"), 3);
+    assert_eq!(metric(&metrics, "pairedit_viewer_writes_dropped_total"), 4);
 }
 
 #[tokio::test]

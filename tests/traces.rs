@@ -11,10 +11,13 @@ use pairedit::trace::Trace;
 
 fn trace_path(name: &str) -> Option<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    [manifest.join("tests/data"), manifest.join("../shared/traces")]
-        .into_iter()
-        .map(|dir| dir.join(format!("{name}.json.gz")))
-        .find(|p| p.exists())
+    [
+        manifest.join("tests/data"),
+        manifest.join("../shared/traces"),
+    ]
+    .into_iter()
+    .map(|dir| dir.join(format!("{name}.json.gz")))
+    .find(|p| p.exists())
 }
 
 async fn replay_split(name: &str, chunk: usize) {
@@ -25,7 +28,10 @@ async fn replay_split(name: &str, chunk: usize) {
     let trace = Trace::load(&path).expect("load trace");
     let relay = TestRelay::start().await;
     let room = relay.create_room().await;
-    let writers = [join(&room.write_code, "a").await, join(&room.write_code, "b").await];
+    let writers = [
+        join(&room.write_code, "a").await,
+        join(&room.write_code, "b").await,
+    ];
     let viewer = join(&room.view_code, "viewer").await;
 
     for (i, txns) in trace.txns.chunks(chunk).enumerate() {

@@ -31,6 +31,9 @@ pub use room::Room;
 use crate::protocol::{self, JoinCode, ROLE_HEADER, Role};
 use store::{FileStore, RoomRecord};
 
+/// How often changed rooms are written to `--data-dir` while the relay runs.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+
 /// Everything the relay can be told; `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -124,7 +127,10 @@ impl Relay {
             };
             match store.save(&record, &room.encode_state()) {
                 Ok(()) => saved += 1,
-                Err(e) => tracing::error!("could not save room {}: {e:#}", room.id),
+                Err(e) => {
+                    room.mark_dirty();
+                    tracing::error!("could not save room {}: {e:#}", room.id);
+                }
             }
         }
         if saved > 0 {
@@ -184,6 +190,23 @@ pub async fn run(
         .route("/r/{room}", get(join_room_query))
         .route("/r/{room}/{token}", get(join_room_path))
         .with_state(relay.clone());
+
+    if relay.store.is_some() {
+        let (relay, shutdown) = (relay.clone(), shutdown.clone());
+        relay.tasks.clone().spawn(async move {
+            let mut every = tokio::time::interval(SNAPSHOT_EVERY);
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => {
+                        let relay = relay.clone();
+                        let _ = tokio::task::spawn_blocking(move || relay.flush_rooms()).await;
+                    }
+                }
+            }
+        });
+    }
 
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

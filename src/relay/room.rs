@@ -161,6 +161,11 @@ impl Room {
         std::mem::take(&mut lock(&self.state).dirty)
     }
 
+    /// Marks the room as needing a save (after a failed one).
+    pub fn mark_dirty(&self) {
+        lock(&self.state).dirty = true;
+    }
+
     /// Adds a member and returns the frames that open its session: our sync step 1 (so it sends
     /// what we lack) and the current awareness of everyone else. `None` when the room is full.
     pub fn join(
@@ -316,7 +321,12 @@ impl Room {
         let writes = {
             let txn = st.awareness.doc().transact();
             let snapshot = txn.snapshot();
-            update.extends(&snapshot.state_map) || {
+            let sv = &snapshot.state_map;
+            // New items continuing the room's state, or starting past it (after a gap)...
+            update.extends(sv)
+                || update.state_vector_lower().iter().any(|(client, clock)| *clock > sv.get(client))
+                // ...or deletions of items the room has not deleted.
+                || {
                 let deletes = update.delete_set();
                 deletes.client_ids().any(|client| {
                     match (deletes.get(&client), snapshot.delete_set.get(&client)) {
