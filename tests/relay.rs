@@ -394,3 +394,116 @@ async fn rooms_survive_a_clean_restart_with_a_data_dir() {
         Err(ClientError::BadToken)
     ));
 }
+
+/// Reads sync updates off a raw socket until one arrives; returns its payload.
+async fn next_update(ws: &mut RawWs) -> Vec<u8> {
+    match raw_expect(ws, |s| {
+        matches!(s, Seen::Msg(Message::Sync(SyncMessage::Update(_))))
+    })
+    .await
+    {
+        Seen::Msg(Message::Sync(SyncMessage::Update(u))) => u,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_flush_sends_exactly_one_merged_update_and_nothing_when_idle() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let opts = pairedit::client::ClientOptions {
+        // Only explicit flushes: the test decides where the window ends.
+        flush_interval: Duration::from_secs(3600),
+        ..fast_opts("typist")
+    };
+    let typist = Client::connect(&room.write_code, opts).await.unwrap();
+    typist.wait_synced(WAIT).await.unwrap();
+    let mut watcher = raw_connect(&relay, &room.room, &room.view_token).await;
+    let mut mirror = SharedDoc::new();
+
+    let typed = "let x = \"日本語 😀\";";
+    for (i, ch) in typed.chars().enumerate() {
+        typist.edit(&Edit::insert(i, ch.to_string())).unwrap();
+    }
+    typist.flush();
+    let update = next_update(&mut watcher).await;
+    mirror.apply_remote(&update).unwrap();
+    assert_eq!(
+        mirror.text(),
+        typed,
+        "one update carries all {} edits",
+        typed.chars().count()
+    );
+
+    typist.flush(); // nothing changed: nothing must be sent
+    typist.edit(&Edit::delete(0, 4)).unwrap();
+    typist.flush();
+    let update = next_update(&mut watcher).await;
+    assert_eq!(
+        mirror.apply_remote(&update).unwrap(),
+        vec![Edit::delete(0, 4)]
+    );
+    assert_eq!(mirror.text(), typist.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_never_reads_is_disconnected_and_the_room_goes_on() {
+    let relay = TestRelay::with_config(RelayConfig {
+        send_queue: 4,
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let writer = join(&room.write_code, "writer").await;
+    let reader = join(&room.view_code, "reader").await;
+    // Connects, then never reads a byte: its socket buffers fill, then its queue.
+    let _stalled = raw_connect(&relay, &room.room, &room.view_token).await;
+    let chunk = "x".repeat(512 * 1024);
+    for i in 0..40 {
+        writer.edit(&Edit::insert(0, chunk.as_str())).unwrap();
+        writer.flush();
+        wait_text(&reader, &writer.text()).await;
+        if i > 4
+            && metric(
+                &relay.metrics().await,
+                "pairedit_disconnects_total{reason=\"slow\"}",
+            ) > 0
+        {
+            break;
+        }
+    }
+    let metrics = relay.metrics().await;
+    assert_eq!(
+        metric(&metrics, "pairedit_disconnects_total{reason=\"slow\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&metrics, "pairedit_connections{role=\"viewer\"}"),
+        1,
+        "only the reader is left"
+    );
+    writer.edit(&Edit::insert(0, "still here")).unwrap();
+    writer.flush();
+    wait_text(&reader, &writer.text()).await;
+}
+
+#[tokio::test]
+async fn room_creation_stops_at_max_rooms() {
+    let relay = TestRelay::with_config(RelayConfig {
+        max_rooms: 1,
+        ..RelayConfig::default()
+    })
+    .await;
+    relay.create_room().await;
+    let err = pairedit::client::http::create_room(&relay.http())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err:#}");
+    assert_eq!(
+        metric(
+            &relay.metrics().await,
+            "pairedit_rejected_total{reason=\"max_rooms\"}"
+        ),
+        1
+    );
+}
