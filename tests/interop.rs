@@ -137,13 +137,6 @@ impl NodePeer {
     }
 }
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_yjs_client_and_pairedit_converge_both_ways_with_awareness() {
     let Some(dir) = interop_dir() else { return };
@@ -181,15 +174,7 @@ async fn stock_yjs_client_and_pairedit_converge_both_ways_with_awareness() {
     node.cmd("random 150 7").await;
     let mut seed = 0xC0FFEEu64;
     for _ in 0..150 {
-        let len = rust.state().doc.len_chars();
-        let r = xorshift(&mut seed);
-        let at = (r as usize >> 8) % (len + 1);
-        let edit = if r.is_multiple_of(4) && len > 0 {
-            let at = at.min(len - 1);
-            Edit::delete(at, ((r >> 40) as usize % 3 + 1).min(len - at))
-        } else {
-            Edit::insert(at, ["x", "é", "😀", "\n", "日本"][(r >> 20) as usize % 5])
-        };
+        let edit = random_edit(&mut seed, rust.state().doc.len_chars());
         rust.edit(&edit).unwrap();
     }
     rust.flush();

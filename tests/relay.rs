@@ -11,17 +11,6 @@ use pairedit::relay::RelayConfig;
 use pairedit::sync::{Edit, SharedDoc};
 use yrs::sync::{Message, SyncMessage};
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-const PIECES: &[&str] = &[
-    "a", "bc", "é", "😀", "日本", "e\u{301}", "\n", "\t", "\r\n", "xyz ",
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_random_edits_converge_byte_exactly() {
     let relay = TestRelay::start().await;
@@ -34,15 +23,7 @@ async fn concurrent_random_edits_converge_byte_exactly() {
     let mut seeds = [0x9E37_79B9u64, 0x1234_5678, 0xDEAD_BEEF];
     for round in 0..300 {
         for (c, seed) in clients.iter().zip(seeds.iter_mut()) {
-            let len = c.state().doc.len_chars();
-            let r = xorshift(seed);
-            let at = (r as usize >> 8) % (len + 1);
-            let edit = if r.is_multiple_of(4) && len > 0 {
-                let at = at.min(len - 1);
-                Edit::delete(at, ((r >> 40) as usize % 4 + 1).min(len - at))
-            } else {
-                Edit::insert(at, PIECES[(r >> 20) as usize % PIECES.len()])
-            };
+            let edit = random_edit(seed, c.state().doc.len_chars());
             c.edit(&edit).expect("edit");
         }
         if round % 50 == 0 {

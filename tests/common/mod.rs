@@ -204,3 +204,25 @@ pub async fn raw_send(ws: &mut RawWs, bytes: Vec<u8>) {
         .await
         .expect("send");
 }
+
+/// Text pieces that stress offsets: multi-byte, astral, combining, CRLF, tabs.
+pub const PIECES: &[&str] = &[
+    "a", "bc", "é", "😀", "日本", "e\u{301}", "\n", "\t", "\r\n", "xyz ",
+];
+
+/// A deterministic random edit (insert 3 times in 4, else delete 1-4 chars) of a text of `len`
+/// chars, from a xorshift seed that it advances.
+pub fn random_edit(seed: &mut u64, len: usize) -> pairedit::sync::Edit {
+    use pairedit::sync::Edit;
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let r = *seed;
+    let at = (r as usize >> 8) % (len + 1);
+    if r.is_multiple_of(4) && len > 0 {
+        let at = at.min(len - 1);
+        Edit::delete(at, ((r >> 40) as usize % 4 + 1).min(len - at))
+    } else {
+        Edit::insert(at, PIECES[(r >> 20) as usize % PIECES.len()])
+    }
+}
