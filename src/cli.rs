@@ -19,6 +19,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Open FILE in the editor and share it: starts a relay in this process (or uses --relay)
+    /// and shows a write code and a view code to give to teammates.
+    ///
+    /// Example: pairedit host src/main.rs, then a teammate runs: pairedit join CODE
+    Host(HostArgs),
+    /// Join a room in the editor: a write code lets you type, a view code lets you watch.
+    Join(JoinArgs),
     /// Run the relay alone (for a team, or the internet behind a TLS proxy).
     ///
     /// Prints `listening on http://ADDR` as its first line. Stop it with Ctrl-C or SIGTERM: every
@@ -40,6 +47,50 @@ pub enum Command {
     /// Measurements (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct EditorArgs {
+    /// Your name as others see it (default: your login).
+    #[arg(long, env = "PAIREDIT_NAME")]
+    pub name: Option<String>,
+    /// Colour theme: pairedit-dark or pairedit-light.
+    #[arg(long, default_value = crate::tui::highlight::DEFAULT_THEME, env = "PAIREDIT_THEME")]
+    pub theme: String,
+    /// How often local edits are sent, in milliseconds.
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_FLUSH_MS)]
+    pub flush_ms: u64,
+    /// Where logs go (never onto the screen).
+    #[arg(long, env = "PAIREDIT_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// The file to share (UTF-8 text; saved with Ctrl-S, atomically, keeping its line endings).
+    pub file: PathBuf,
+    /// Use this relay instead of starting one, e.g. http://relay.example.com:7070
+    #[arg(long, env = "PAIREDIT_RELAY")]
+    pub relay: Option<String>,
+    /// Where the built-in relay listens; use 0.0.0.0:7070 to let others on your network join.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Base URL written into the codes for the built-in relay (e.g. ws://my-laptop.local:7070).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub editor: EditorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// A write or view code from the host, e.g. ws://HOST:PORT/r/ROOM/TOKEN
+    pub code: String,
+    /// Keep a local copy: Ctrl-S writes the shared text to this file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub editor: EditorArgs,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BenchCommand, Cli, Command, RoomCommand, ServeArgs};
+use crate::cli::{BenchCommand, Cli, Command, EditorArgs, HostArgs, JoinArgs, RoomCommand, ServeArgs};
 use crate::client::{Client, ClientOptions, http};
 use crate::relay::{self, RelayConfig};
 use crate::sync::{Batcher, SharedDoc};
@@ -16,6 +16,8 @@ use crate::trace::Trace;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Host(args) => host(args).await,
+        Command::Join(args) => join(args).await,
         Command::Room(RoomCommand::Create { relay, json }) => {
             let room = http::create_room(&relay).await?;
             if json {
@@ -107,6 +109,110 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     relay::run(listener, config, shutdown).await?;
     eprintln!("relay stopped");
     Ok(())
+}
+
+fn editor_options(args: &EditorArgs) -> ClientOptions {
+    ClientOptions {
+        name: args.name.clone().unwrap_or_else(crate::client::default_name),
+        flush_interval: Duration::from_millis(args.flush_ms.max(1)),
+        ..ClientOptions::default()
+    }
+}
+
+/// Undo groups: edits closer together than this undo as one.
+const UNDO_CAPTURE_MS: u64 = 500;
+
+async fn host(args: HostArgs) -> anyhow::Result<()> {
+    // Everything that can be refused is checked before the terminal is taken over.
+    let text = crate::fsutil::load_text(&args.file)?;
+    let theme = crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
+    let file_name = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| args.file.display().to_string());
+    let language = crate::tui::highlight::language_for(&file_name);
+
+    let shutdown = CancellationToken::new();
+    let mut embedded = None;
+    let relay_url = match &args.relay {
+        Some(url) => url.clone(),
+        None => {
+            let listener = TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            // The whole file travels as one update: size the limits for it.
+            let config = RelayConfig {
+                max_frame: protocol_max(text.len()),
+                max_doc_bytes: (text.len() * 4).max(RelayConfig::default().max_doc_bytes),
+                public_url: args.public_url.clone(),
+                ..RelayConfig::default()
+            };
+            embedded = Some(tokio::spawn(relay::run(listener, config, shutdown.clone())));
+            format!("http://{addr}")
+        }
+    };
+    let room = http::create_room(&relay_url).await?;
+
+    let mut doc = SharedDoc::new();
+    doc.apply_local(&crate::sync::Edit::insert(0, text))?;
+    doc.set_meta("name", &file_name);
+    doc.set_meta("language", &language);
+    // The relay gets the content in its sync handshake; no need to send it twice.
+    let _ = doc.take_outgoing();
+    doc.enable_undo(UNDO_CAPTURE_MS);
+    let code = crate::protocol::JoinCode::parse(&room.write_code)?;
+    let mut opts = editor_options(&args.editor);
+    opts.max_message = opts.max_message.max(protocol_max(doc.rope().len_bytes()));
+    let client = Client::connect_with_doc(code, opts, doc).await?;
+
+    let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
+    let mut app = crate::tui::app::App::new(client.handle(), Some(args.file.clone()), highlighter);
+    app.codes = Some(crate::tui::app::Codes {
+        write: room.write_code.clone(),
+        view: room.view_code.clone(),
+    });
+    app.mode = crate::tui::app::Mode::Codes;
+    let result = crate::tui::run(&mut app, client.changes()).await;
+    client.close().await;
+    println!("pairedit: room codes were");
+    println!("  may type:   pairedit join {}", room.write_code);
+    println!("  may watch:  pairedit join {}", room.view_code);
+    if app.dirty {
+        println!("pairedit: {} had unsaved changes that were not written", args.file.display());
+    }
+    if let Some(relay) = embedded {
+        println!("pairedit: the built-in relay stopped; members who stayed were disconnected");
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    }
+    result
+}
+
+/// A message limit that fits a whole document of `len` bytes plus headroom.
+fn protocol_max(len: usize) -> usize {
+    (len * 2 + (1 << 20)).max(crate::protocol::DEFAULT_MAX_FRAME)
+}
+
+async fn join(args: JoinArgs) -> anyhow::Result<()> {
+    let theme = crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
+    let code = crate::protocol::JoinCode::parse(&args.code)?;
+    let mut doc = SharedDoc::new();
+    doc.enable_undo(UNDO_CAPTURE_MS);
+    let client = Client::connect_with_doc(code, editor_options(&args.editor), doc).await?;
+    // The room's text and language arrive with the first sync; the editor shows them as they do.
+    let _ = client.wait_synced(Duration::from_secs(10)).await;
+    let language = client
+        .state()
+        .doc
+        .meta("language")
+        .unwrap_or_else(|| "Plain Text".to_string());
+    let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
+    let mut app = crate::tui::app::App::new(client.handle(), args.file.clone(), highlighter);
+    let result = crate::tui::run(&mut app, client.changes()).await;
+    client.close().await;
+    result
 }
 
 async fn cat(code: &str, timeout: Duration) -> anyhow::Result<()> {

@@ -9,7 +9,9 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod fsutil;
 pub mod protocol;
 pub mod relay;
 pub mod sync;
 pub mod trace;
+pub mod tui;

@@ -19,7 +19,9 @@ use yrs::sync::{Awareness, Message, SyncMessage};
 use yrs::{IndexedSequence as _, Transact as _};
 
 use crate::protocol::{self, JoinCode, ROLE_HEADER, Role};
-use crate::sync::presence::{CursorState, LocalState, Member, User, color_for};
+use std::collections::{HashMap, VecDeque};
+
+use crate::sync::presence::{ChatState, CursorState, LocalState, Member, User, color_for};
 use crate::sync::{Batcher, DocError, Edit, SharedDoc};
 
 /// How often the local awareness state is re-sent even when unchanged (Yjs peers time a member
@@ -87,6 +89,25 @@ pub enum Connection {
     Closed(String),
 }
 
+/// One line of the room's chat, as shown in the chat pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    pub from: String,
+    pub color: String,
+    pub text: String,
+}
+
+/// How many chat lines a client keeps.
+const CHAT_KEEP: usize = 200;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Everything the network task and the caller share.
 pub struct ClientState {
     pub doc: SharedDoc,
@@ -101,9 +122,44 @@ pub struct ClientState {
     pub denied: Option<String>,
     /// Bumped on every change a viewer of the state may care about.
     version: u64,
+    /// When `Some`, remote text changes are also recorded here (an editor drains them to keep
+    /// its cursor and scroll position in place).
+    remote_edits: Option<Vec<Edit>>,
+    chat_log: VecDeque<ChatLine>,
+    chat_seen: HashMap<u64, u64>,
 }
 
 impl ClientState {
+    /// A state not (yet) attached to any relay: for the editor before it connects, and tests.
+    pub fn detached(doc: SharedDoc, role: Role, name: &str) -> ClientState {
+        let mut awareness = Awareness::new(doc.doc().clone());
+        let local = LocalState {
+            user: User {
+                name: name.to_string(),
+                color: color_for(awareness.client_id().get()).to_string(),
+            },
+            role,
+            cursor: None,
+            active: now_ms(),
+            chat: None,
+        };
+        let _ = awareness.set_local_state(&local);
+        ClientState {
+            doc,
+            batcher: Batcher::new(),
+            awareness,
+            local,
+            awareness_dirty: true,
+            synced: false,
+            connection: Connection::Closed("not connected yet".into()),
+            denied: None,
+            version: 0,
+            remote_edits: None,
+            chat_log: VecDeque::new(),
+            chat_seen: HashMap::new(),
+        }
+    }
+
     /// Everyone else in the room, as their awareness says.
     pub fn members(&self) -> Vec<Member> {
         let me = self.awareness.client_id();
@@ -111,7 +167,12 @@ impl ClientState {
             .awareness
             .iter()
             .filter(|(id, _)| *id != me)
-            .filter_map(|(id, state)| Member::from_json(id.get(), state.data.as_deref()?))
+            .filter_map(|(id, state)| {
+                let mut m = Member::from_json(id.get(), state.data.as_deref()?)?;
+                // Peers that do not publish activity: their last awareness message will do.
+                m.active.get_or_insert(state.last_updated);
+                Some(m)
+            })
             .collect();
         members.sort_by_key(|m| m.client_id);
         members
@@ -121,9 +182,146 @@ impl ClientState {
         self.awareness.client_id().get()
     }
 
+    pub fn role(&self) -> Role {
+        self.local.role
+    }
+
+    pub fn name(&self) -> &str {
+        &self.local.user.name
+    }
+
+    pub fn color(&self) -> &str {
+        &self.local.user.color
+    }
+
     /// Local edits not yet sent.
     pub fn queued_updates(&self) -> usize {
         self.batcher.len() + usize::from(self.doc.has_outgoing())
+    }
+
+    /// Starts (or stops) recording remote text changes for [`ClientState::take_remote_edits`].
+    pub fn record_remote_edits(&mut self, on: bool) {
+        self.remote_edits = on.then(Vec::new);
+    }
+
+    pub fn take_remote_edits(&mut self) -> Vec<Edit> {
+        self.remote_edits.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Publishes this member's selection (char offsets) as Yjs relative positions.
+    pub fn set_cursor(&mut self, anchor: usize, head: usize) {
+        let cursor = match (self.sticky_json(anchor), self.sticky_json(head)) {
+            (Some(anchor), Some(head)) => Some(CursorState { anchor, head }),
+            _ => None,
+        };
+        if self.local.cursor != cursor {
+            self.local.cursor = cursor;
+            self.local.active = now_ms();
+            self.publish();
+        }
+    }
+
+    fn sticky_json(&self, at: usize) -> Option<serde_json::Value> {
+        let len = self.doc.len_chars();
+        let at16 = self.doc.rope().char_to_utf16_cu(at.min(len)) as u32;
+        // yrs has no "end of text" position with forward association; at the end, stick to
+        // the last character instead (it resolves to the end just the same).
+        let assoc = if at >= len { yrs::Assoc::Before } else { yrs::Assoc::After };
+        let txn = self.doc.doc().transact();
+        let idx = self.doc.text_ref().sticky_index(&txn, at16, assoc)?;
+        serde_json::to_value(idx).ok()
+    }
+
+    /// Resolves a relative position (as published in awareness) to a char offset in our text.
+    pub fn resolve_position(&self, json: &serde_json::Value) -> Option<usize> {
+        let idx: yrs::StickyIndex = serde_json::from_value(json.clone()).ok()?;
+        let txn = self.doc.doc().transact();
+        let offset = idx.get_offset(&txn)?;
+        let rope = self.doc.rope();
+        Some(rope.utf16_cu_to_char((offset.index as usize).min(rope.len_utf16_cu())))
+    }
+
+    /// Sends a chat line to everyone in the room (through awareness, so viewers can talk too).
+    pub fn send_chat(&mut self, text: &str) {
+        let seq = self.local.chat.as_ref().map_or(1, |c| c.seq + 1);
+        self.local.chat = Some(ChatState {
+            seq,
+            text: text.to_string(),
+        });
+        self.push_chat(ChatLine {
+            from: self.local.user.name.clone(),
+            color: self.local.user.color.clone(),
+            text: text.to_string(),
+        });
+        self.publish();
+    }
+
+    /// The chat pane's lines, oldest first.
+    pub fn chat(&self) -> &VecDeque<ChatLine> {
+        &self.chat_log
+    }
+
+    fn push_chat(&mut self, line: ChatLine) {
+        if self.chat_log.len() == CHAT_KEEP {
+            self.chat_log.pop_front();
+        }
+        self.chat_log.push_back(line);
+        self.version += 1;
+    }
+
+    /// Marks this member active now (an edit or a move); sent with the next awareness update.
+    pub fn touch(&mut self) {
+        self.local.active = now_ms();
+    }
+
+    fn publish(&mut self) {
+        let local = self.local.clone();
+        let _ = self.awareness.set_local_state(&local);
+        self.awareness_dirty = true;
+    }
+
+    /// Picks up new chat lines from members' awareness states.
+    fn collect_chat(&mut self) {
+        for m in self.members() {
+            let Some(chat) = m.chat else { continue };
+            let seen = self.chat_seen.entry(m.client_id).or_insert(0);
+            if chat.seq > *seen {
+                *seen = chat.seq;
+                self.push_chat(ChatLine {
+                    from: m.name,
+                    color: m.color,
+                    text: chat.text,
+                });
+            }
+        }
+    }
+}
+
+/// The editor's view of a session: the shared state, and a way to send without waiting for the
+/// tick. A detached handle (no relay) works the same, minus the sending.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub state: Arc<Mutex<ClientState>>,
+    flush_now: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl SessionHandle {
+    pub fn detached(state: ClientState) -> SessionHandle {
+        SessionHandle {
+            state: Arc::new(Mutex::new(state)),
+            flush_now: None,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ClientState> {
+        lock(&self.state)
+    }
+
+    /// Asks the network task to send what is pending now (chat, a finished paste).
+    pub fn flush(&self) {
+        if let Some(n) = &self.flush_now {
+            n.notify_one();
+        }
     }
 }
 
@@ -198,27 +396,9 @@ impl Client {
         doc: SharedDoc,
     ) -> Result<Client, ClientError> {
         let (ws, role) = open(&code, &opts).await?;
-        let mut awareness = Awareness::new(doc.doc().clone());
-        let local = LocalState {
-            user: User {
-                name: opts.name.clone(),
-                color: color_for(awareness.client_id().get()).to_string(),
-            },
-            role,
-            cursor: None,
-        };
-        let _ = awareness.set_local_state(&local);
-        let state = Arc::new(Mutex::new(ClientState {
-            doc,
-            batcher: Batcher::new(),
-            awareness,
-            local,
-            awareness_dirty: true,
-            synced: false,
-            connection: Connection::Connected,
-            denied: None,
-            version: 0,
-        }));
+        let mut state = ClientState::detached(doc, role, &opts.name);
+        state.connection = Connection::Connected;
+        let state = Arc::new(Mutex::new(state));
         let (notify, changes) = watch::channel(0u64);
         let cancel = CancellationToken::new();
         let flush_now = Arc::new(tokio::sync::Notify::new());
@@ -289,24 +469,21 @@ impl Client {
 
     /// Publishes this member's selection (char offsets); sent on the next tick.
     pub fn set_cursor(&self, anchor: usize, head: usize) {
-        let mut st = self.state();
-        let to_json = |st: &ClientState, at: usize| -> Option<serde_json::Value> {
-            let at16 = st.doc.rope().char_to_utf16_cu(at.min(st.doc.len_chars())) as u32;
-            let txn = st.doc.doc().transact();
-            let idx = st
-                .doc
-                .text_ref()
-                .sticky_index(&txn, at16, yrs::Assoc::After)?;
-            serde_json::to_value(idx).ok()
-        };
-        let cursor = match (to_json(&st, anchor), to_json(&st, head)) {
-            (Some(anchor), Some(head)) => Some(CursorState { anchor, head }),
-            _ => None,
-        };
-        st.local.cursor = cursor;
-        let local = st.local.clone();
-        let _ = st.awareness.set_local_state(&local);
-        st.awareness_dirty = true;
+        self.state().set_cursor(anchor, head);
+    }
+
+    /// Sends a chat line to the room now.
+    pub fn send_chat(&self, text: &str) {
+        self.state().send_chat(text);
+        self.flush();
+    }
+
+    /// What an editor needs to drive this session: the shared state and a way to flush now.
+    pub fn handle(&self) -> SessionHandle {
+        SessionHandle {
+            state: self.state.clone(),
+            flush_now: Some(self.flush_now.clone()),
+        }
     }
 
     /// Sends pending edits and presence now instead of at the next tick.
@@ -519,6 +696,7 @@ fn handle_message(
             Message::Sync(SyncMessage::Update(update)) => apply_remote(st, &update)?,
             Message::Awareness(update) => {
                 let _ = st.awareness.apply_update(update);
+                st.collect_chat();
             }
             Message::AwarenessQuery => {
                 let me = st.awareness.client_id();
@@ -536,8 +714,12 @@ fn handle_message(
 }
 
 fn apply_remote(st: &mut ClientState, update: &[u8]) -> Result<(), protocol::ProtocolError> {
-    st.doc
+    let edits = st
+        .doc
         .apply_remote(update)
-        .map(|_| ())
-        .map_err(|e| protocol::ProtocolError::Malformed(e.to_string()))
+        .map_err(|e| protocol::ProtocolError::Malformed(e.to_string()))?;
+    if let Some(log) = &mut st.remote_edits {
+        log.extend(edits);
+    }
+    Ok(())
 }

@@ -3,11 +3,12 @@
 //! an append log; the seam (load at start, flush at shutdown) stays.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RoomRecord {
@@ -18,23 +19,6 @@ pub struct RoomRecord {
 
 pub struct FileStore {
     dir: PathBuf,
-}
-
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 impl FileStore {

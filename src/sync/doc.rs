@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use ropey::Rope;
 use yrs::types::Delta;
+use yrs::undo::UndoManager;
 use yrs::updates::decoder::Decode;
 use yrs::{
     Any, Doc, GetString, Map, MapRef, Observable, OffsetKind, Options, Origin, Out, ReadTxn,
@@ -88,6 +89,8 @@ pub struct SharedDoc {
     observed: Arc<Mutex<Vec<Vec<Op>>>>,
     /// Updates of every transaction not made by [`SharedDoc::apply_remote`]: what peers need.
     outgoing: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Undo/redo of this replica's own edits only (tracks [`LOCAL_ORIGIN`]); off until enabled.
+    undo: Option<UndoManager<()>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,7 +158,38 @@ impl SharedDoc {
             rope,
             observed,
             outgoing,
+            undo: None,
         }
+    }
+
+    /// Turns on per-user undo: only transactions with [`LOCAL_ORIGIN`] are recorded, so a
+    /// teammate's edits are never undone by us. Edits closer than `capture_ms` group together.
+    pub fn enable_undo(&mut self, capture_ms: u64) {
+        let mut options = yrs::undo::Options::default();
+        options.capture_timeout_millis = capture_ms;
+        let mut undo = UndoManager::with_options(options);
+        undo.expand_scope(&self.doc, &self.text);
+        undo.include_origin(LOCAL_ORIGIN);
+        self.undo = Some(undo);
+    }
+
+    /// Ends the current undo group, so the next edit starts a new one.
+    pub fn undo_boundary(&mut self) {
+        if let Some(undo) = &mut self.undo {
+            undo.reset();
+        }
+    }
+
+    /// Undoes this replica's last edit group; returns the text changes it made (empty if none).
+    pub fn undo(&mut self) -> Vec<Edit> {
+        let done = self.undo.as_mut().is_some_and(|u| u.undo_blocking());
+        if done { self.sync_mirror() } else { Vec::new() }
+    }
+
+    /// Redoes the last undone group; returns the text changes it made (empty if none).
+    pub fn redo(&mut self) -> Vec<Edit> {
+        let done = self.undo.as_mut().is_some_and(|u| u.redo_blocking());
+        if done { self.sync_mirror() } else { Vec::new() }
     }
 
     /// Builds a replica from a full state update (e.g. a snapshot or a sync step 2).

@@ -35,6 +35,13 @@ pub struct CursorState {
     pub head: Value,
 }
 
+/// The latest chat line a member sent; `seq` grows by one per message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatState {
+    pub seq: u64,
+    pub text: String,
+}
+
 /// The state this replica publishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalState {
@@ -42,6 +49,11 @@ pub struct LocalState {
     pub role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<CursorState>,
+    /// Unix time (ms) of this member's last edit or cursor move, for "idle" in the members panel.
+    #[serde(default)]
+    pub active: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatState>,
 }
 
 /// A member as seen through awareness: whatever a peer published, read leniently (stock Yjs
@@ -54,6 +66,9 @@ pub struct Member {
     /// `None` for peers that do not say (stock Yjs clients).
     pub role: Option<Role>,
     pub cursor: Option<CursorState>,
+    /// Unix time (ms) of the member's last activity, when it says.
+    pub active: Option<u64>,
+    pub chat: Option<ChatState>,
 }
 
 impl Member {
@@ -77,12 +92,18 @@ impl Member {
         let cursor = v
             .get("cursor")
             .and_then(|c| serde_json::from_value::<CursorState>(c.clone()).ok());
+        let active = v.get("active").and_then(Value::as_u64);
+        let chat = v
+            .get("chat")
+            .and_then(|c| serde_json::from_value::<ChatState>(c.clone()).ok());
         Some(Member {
             client_id,
             name,
             color,
             role,
             cursor,
+            active,
+            chat,
         })
     }
 }

@@ -1,0 +1,98 @@
+//! Files written so a crash never leaves a half-written one.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename over it, fsync the
+/// directory. An existing file's permissions are kept.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.pairedit-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if let Ok(meta) = fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Why a file cannot be edited as text, if it cannot.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} looks like a binary file (it contains NUL bytes); pairedit edits text only")]
+    Binary { path: String },
+    #[error("{path} is not valid UTF-8 (first bad byte at offset {offset}); pairedit edits UTF-8 text only")]
+    NotUtf8 { path: String, offset: usize },
+}
+
+/// Reads a text file for editing: refuses binary files and invalid UTF-8, keeps everything else
+/// byte for byte (CRLF, tabs, a missing final newline).
+pub fn load_text(path: &Path) -> Result<String, LoadError> {
+    let shown = path.display().to_string();
+    let bytes = fs::read(path).map_err(|source| LoadError::Io { path: shown.clone(), source })?;
+    if bytes[..bytes.len().min(64 * 1024)].contains(&0) {
+        return Err(LoadError::Binary { path: shown });
+    }
+    String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
+        path: shown,
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_keeps_permissions_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.sh");
+        fs::write(&p, "old").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o751)).unwrap();
+        }
+        write_atomic(&p, b"new\r\n").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new\r\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o751);
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn binary_and_invalid_utf8_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("a.bin");
+        fs::write(&bin, b"ab\0cd").unwrap();
+        assert!(load_text(&bin).unwrap_err().to_string().contains("binary"));
+        let bad = dir.path().join("b.txt");
+        fs::write(&bad, b"ok \xff\xfe").unwrap();
+        assert!(load_text(&bad).unwrap_err().to_string().contains("offset 3"));
+        let good = dir.path().join("c.txt");
+        fs::write(&good, "x\r\n\ty 日本 e\u{301}").unwrap();
+        assert_eq!(load_text(&good).unwrap(), "x\r\n\ty 日本 e\u{301}");
+        assert!(load_text(&dir.path().join("missing")).unwrap_err().to_string().contains("cannot read"));
+    }
+}

@@ -1,0 +1,252 @@
+//! The editor's state (the "model" of the Elm loop) and the operations `update` composes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ropey::Rope;
+
+use super::highlight::Highlighter;
+use super::text;
+use crate::client::{ClientState, SessionHandle};
+use crate::protocol::Role;
+use crate::sync::Edit;
+
+/// What the bottom line is asking for, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Incremental search; `origin` is where the cursor was when it started.
+    Find { query: String, origin: usize },
+    GotoLine { input: String },
+    Chat { input: String },
+    Help,
+    Codes,
+    ConfirmQuit,
+}
+
+/// The two codes a host shares (shown with F2, printed on exit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codes {
+    pub write: String,
+    pub view: String,
+}
+
+pub struct App {
+    pub session: SessionHandle,
+    pub role: Role,
+    /// Where Ctrl-S writes; `None` for a member without a local copy.
+    pub path: Option<PathBuf>,
+    pub codes: Option<Codes>,
+    /// Cursor and selection anchor, in chars.
+    pub cursor: usize,
+    pub anchor: Option<usize>,
+    /// Display column kept across vertical moves.
+    pub want_col: Option<usize>,
+    /// First visible line, and the horizontal scroll in cells.
+    pub top: usize,
+    pub left: usize,
+    /// Size of the text area at the last frame.
+    pub view_height: usize,
+    pub view_width: usize,
+    pub mode: Mode,
+    pub status: Option<(String, Instant)>,
+    pub clipboard: String,
+    /// Client id of the member we follow.
+    pub follow: Option<u64>,
+    pub show_members: bool,
+    /// Text changed since the last save (or load).
+    pub dirty: bool,
+    /// Bumped on every text change; a save clears `dirty` only if nothing changed meanwhile.
+    pub change_gen: u64,
+    pub saving: bool,
+    /// Line break for Enter and pastes: the file's own (CRLF files stay CRLF).
+    pub line_ending: &'static str,
+    pub indent_unit: String,
+    pub highlighter: Highlighter,
+    pub quit: bool,
+    pub last_find: String,
+}
+
+/// How long a status message stays.
+pub const STATUS_TTL: Duration = Duration::from_secs(5);
+
+impl App {
+    pub fn new(session: SessionHandle, path: Option<PathBuf>, highlighter: Highlighter) -> App {
+        let (role, line_ending, indent_unit) = {
+            let mut st = session.lock();
+            st.record_remote_edits(true);
+            let rope = st.doc.rope();
+            (st.role(), detect_line_ending(rope), detect_indent(rope))
+        };
+        App {
+            session,
+            role,
+            path,
+            codes: None,
+            cursor: 0,
+            anchor: None,
+            want_col: None,
+            top: 0,
+            left: 0,
+            view_height: 20,
+            view_width: 80,
+            mode: Mode::Normal,
+            status: None,
+            clipboard: String::new(),
+            follow: None,
+            show_members: true,
+            dirty: false,
+            change_gen: 0,
+            saving: false,
+            line_ending,
+            indent_unit,
+            highlighter,
+            quit: false,
+            last_find: String::new(),
+        }
+    }
+
+    pub fn say(&mut self, msg: impl Into<String>) {
+        self.status = Some((msg.into(), Instant::now()));
+    }
+
+    /// The selection as an ordered char range, if any (and non-empty).
+    pub fn selection(&self) -> Option<(usize, usize)> {
+        let a = self.anchor?;
+        (a != self.cursor).then(|| (a.min(self.cursor), a.max(self.cursor)))
+    }
+
+    /// Line and char column of a char position.
+    pub fn line_col(rope: &Rope, pos: usize) -> (usize, usize) {
+        let pos = pos.min(rope.len_chars());
+        let line = rope.char_to_line(pos);
+        (line, pos - rope.line_to_char(line))
+    }
+
+    /// Keeps cursor, anchor and scroll in range after the text changed under them.
+    pub fn clamp(&mut self, rope: &Rope) {
+        let len = rope.len_chars();
+        self.cursor = self.cursor.min(len);
+        self.anchor = self.anchor.map(|a| a.min(len));
+        // Never rest inside a CRLF pair.
+        let (line, col) = Self::line_col(rope, self.cursor);
+        let max = text::line_len(rope, line);
+        if col > max {
+            self.cursor = rope.line_to_char(line) + max;
+        }
+        self.top = self.top.min(rope.len_lines().saturating_sub(1));
+    }
+
+    /// Scrolls so the cursor is on screen.
+    pub fn scroll_to_cursor(&mut self, rope: &Rope) {
+        let (line, col) = Self::line_col(rope, self.cursor);
+        let h = self.view_height.max(1);
+        if line < self.top {
+            self.top = line;
+        } else if line >= self.top + h {
+            self.top = line + 1 - h;
+        }
+        let x = text::display_col(&text::line_text(rope, line), col);
+        let w = self.view_width.max(1);
+        if x < self.left {
+            self.left = x;
+        } else if x >= self.left + w {
+            self.left = x + 1 - w;
+        }
+    }
+
+    /// Centres line `line` on screen (follow mode, go to line, find).
+    pub fn center_on(&mut self, line: usize) {
+        let h = self.view_height.max(1);
+        if line < self.top || line >= self.top + h {
+            self.top = line.saturating_sub(h / 2);
+        }
+    }
+
+    /// Applies a local edit through the session (rope + CRDT at once), moving the cursor after
+    /// the inserted text. Refused for viewers.
+    pub fn edit(&mut self, st: &mut ClientState, edit: Edit) -> bool {
+        if self.role == Role::Viewer {
+            self.say("read-only: you joined with a view code");
+            return false;
+        }
+        let inserted = edit.insert.chars().count();
+        let at = edit.at;
+        match st.doc.apply_local(&edit) {
+            Ok(()) => {
+                st.touch();
+                let line = st.doc.rope().char_to_line(at.min(st.doc.len_chars()));
+                self.highlighter.invalidate_from(line);
+                self.cursor = at + inserted;
+                self.anchor = None;
+                self.want_col = None;
+                self.mark_changed();
+                true
+            }
+            Err(e) => {
+                self.say(format!("edit refused: {e}"));
+                false
+            }
+        }
+    }
+
+    pub fn mark_changed(&mut self) {
+        self.dirty = true;
+        self.change_gen += 1;
+    }
+
+    /// Moves our positions through text changes made by others (or by undo).
+    pub fn transform(&mut self, edits: &[Edit], rope: &Rope) {
+        let mut first_line = usize::MAX;
+        for e in edits {
+            self.cursor = shift(self.cursor, e);
+            self.anchor = self.anchor.map(|a| shift(a, e));
+            let line = rope.char_to_line(e.at.min(rope.len_chars()));
+            first_line = first_line.min(line);
+        }
+        if first_line != usize::MAX {
+            self.highlighter.invalidate_from(first_line);
+            self.mark_changed();
+        }
+        self.clamp(rope);
+    }
+}
+
+/// Where position `p` ends up after `e`: before the edit it stays, after it shifts, inside a
+/// deleted range it moves to the edit's start.
+fn shift(p: usize, e: &Edit) -> usize {
+    let ins = e.insert.chars().count();
+    if p <= e.at {
+        p
+    } else if p >= e.at + e.delete {
+        p + ins - e.delete
+    } else {
+        e.at
+    }
+}
+
+/// The file's line break: CRLF if its first line break is one.
+pub fn detect_line_ending(rope: &Rope) -> &'static str {
+    if rope.len_lines() > 1 && text::eol_len(rope.line(0)) == 2 {
+        "\r\n"
+    } else {
+        "\n"
+    }
+}
+
+/// Indent with tabs if more lines start with a tab than with spaces (first 1,000 lines).
+pub fn detect_indent(rope: &Rope) -> String {
+    let (mut tabs, mut spaces) = (0, 0);
+    for line in rope.lines().take(1000) {
+        match line.chars().next() {
+            Some('\t') => tabs += 1,
+            Some(' ') => spaces += 1,
+            _ => {}
+        }
+    }
+    if tabs > spaces {
+        "\t".to_string()
+    } else {
+        " ".repeat(text::TAB_WIDTH)
+    }
+}

@@ -1,0 +1,290 @@
+//! Incremental syntax highlighting with syntect.
+//!
+//! Parse state is cached at checkpoints every [`CHECKPOINT`] lines from the top; an edit
+//! invalidates the checkpoints (and cached lines) after its line only, and a frame re-parses from
+//! the nearest checkpoint before what it shows — never the whole file per keystroke. Far from any
+//! checkpoint (a jump into a huge file) it starts fresh a little above the screen, which can
+//! mis-colour a multi-line construct there but never pauses.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::OnceLock;
+
+use ratatui::style::{Color, Modifier, Style};
+use ropey::Rope;
+use syntect::highlighting::{
+    FontStyle, HighlightIterator, HighlightState, Highlighter as SynHighlighter, Theme,
+};
+use syntect::parsing::{ParseState, ScopeStack, SyntaxReference, SyntaxSet};
+
+/// Lines between saved parse states.
+pub const CHECKPOINT: usize = 128;
+/// How far past the last checkpoint a frame will parse to extend the exact prefix.
+const MAX_CATCH_UP: usize = 2_000;
+/// Lines parsed before the first shown line when starting fresh.
+const FRESH_LEAD: usize = 64;
+/// Longer lines are shown plain (a minified file must not stall the frame).
+const MAX_LINE: usize = 10_000;
+
+/// Themes shipped in `themes/`, embedded in the binary.
+pub const THEMES: &[(&str, &[u8])] = &[
+    ("pairedit-dark", include_bytes!("../../themes/pairedit-dark.tmTheme")),
+    ("pairedit-light", include_bytes!("../../themes/pairedit-light.tmTheme")),
+];
+pub const DEFAULT_THEME: &str = "pairedit-dark";
+
+pub fn syntax_set() -> &'static SyntaxSet {
+    static SET: OnceLock<SyntaxSet> = OnceLock::new();
+    SET.get_or_init(SyntaxSet::load_defaults_newlines)
+}
+
+/// The syntax name for a file name (what the host puts in the room's `meta.language`).
+pub fn language_for(file_name: &str) -> String {
+    let set = syntax_set();
+    let path = std::path::Path::new(file_name);
+    let by_ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(|e| set.find_syntax_by_extension(e));
+    let by_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| set.find_syntax_by_extension(n));
+    by_ext
+        .or(by_name)
+        .map_or_else(|| "Plain Text".to_string(), |s| s.name.clone())
+}
+
+pub fn load_theme(name: &str) -> Result<Theme, String> {
+    let (_, bytes) = THEMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = THEMES.iter().map(|(n, _)| *n).collect();
+            format!("unknown theme {name:?}; shipped themes: {}", names.join(", "))
+        })?;
+    syntect::highlighting::ThemeSet::load_from_reader(&mut Cursor::new(*bytes))
+        .map_err(|e| format!("theme {name}: {e}"))
+}
+
+fn to_color(c: syntect::highlighting::Color) -> Color {
+    Color::Rgb(c.r, c.g, c.b)
+}
+
+/// A highlighted line: styled pieces of its text (without the line break).
+pub type Spans = Vec<(Style, String)>;
+
+#[derive(Clone)]
+struct Checkpoint {
+    parse: ParseState,
+    highlight: HighlightState,
+}
+
+pub struct Highlighter {
+    syntax: &'static SyntaxReference,
+    theme: Theme,
+    /// `checkpoints[k]` is the state before line `k * CHECKPOINT`; always a valid prefix.
+    checkpoints: Vec<Checkpoint>,
+    cache: BTreeMap<usize, Spans>,
+    pub background: Color,
+    pub foreground: Color,
+    pub selection: Color,
+    pub gutter: Color,
+    /// Lines parsed so far (for tests and benchmarks: proves the work is incremental).
+    pub parsed_lines: u64,
+}
+
+impl Highlighter {
+    pub fn new(language: &str, theme: Theme) -> Highlighter {
+        let set = syntax_set();
+        let syntax = set
+            .find_syntax_by_name(language)
+            .unwrap_or_else(|| set.find_syntax_plain_text());
+        let s = &theme.settings;
+        let background = s.background.map_or(Color::Reset, to_color);
+        let foreground = s.foreground.map_or(Color::Reset, to_color);
+        let selection = s.selection.map_or(Color::DarkGray, to_color);
+        let gutter = s.gutter_foreground.or(s.line_highlight).map_or(Color::DarkGray, to_color);
+        let mut h = Highlighter {
+            syntax,
+            theme,
+            checkpoints: Vec::new(),
+            cache: BTreeMap::new(),
+            background,
+            foreground,
+            selection,
+            gutter,
+            parsed_lines: 0,
+        };
+        h.checkpoints.push(h.fresh());
+        h
+    }
+
+    pub fn language(&self) -> &str {
+        &self.syntax.name
+    }
+
+    pub fn set_language(&mut self, language: &str) {
+        if language != self.syntax.name {
+            let set = syntax_set();
+            self.syntax = set
+                .find_syntax_by_name(language)
+                .unwrap_or_else(|| set.find_syntax_plain_text());
+            self.invalidate_from(0);
+        }
+    }
+
+    fn fresh(&self) -> Checkpoint {
+        let highlighter = SynHighlighter::new(&self.theme);
+        Checkpoint {
+            parse: ParseState::new(self.syntax),
+            highlight: HighlightState::new(&highlighter, ScopeStack::new()),
+        }
+    }
+
+    /// Forgets everything at and after `line` (call after an edit touching that line).
+    pub fn invalidate_from(&mut self, line: usize) {
+        self.checkpoints.truncate(line / CHECKPOINT + 1);
+        if line == 0 {
+            self.checkpoints.truncate(0);
+            let fresh = self.fresh();
+            self.checkpoints.push(fresh);
+        }
+        let _ = self.cache.split_off(&line);
+    }
+
+    /// Highlighted spans for lines `first..first + count` (fewer at the end of the text).
+    pub fn lines(&mut self, rope: &Rope, first: usize, count: usize) -> Vec<Spans> {
+        let end = (first + count).min(rope.len_lines());
+        if (first..end).all(|l| self.cache.contains_key(&l)) {
+            return (first..end).map(|l| self.cache[&l].clone()).collect();
+        }
+        let exact_until = (self.checkpoints.len() - 1) * CHECKPOINT;
+        let (mut line, mut state, exact) = if first <= exact_until + MAX_CATCH_UP {
+            let k = (first / CHECKPOINT).min(self.checkpoints.len() - 1);
+            (k * CHECKPOINT, self.checkpoints[k].clone(), true)
+        } else {
+            (first.saturating_sub(FRESH_LEAD), self.fresh(), false)
+        };
+        let highlighter = SynHighlighter::new(&self.theme);
+        let set = syntax_set();
+        let mut buf = String::new();
+        while line < end {
+            if exact && line % CHECKPOINT == 0 && line / CHECKPOINT == self.checkpoints.len() {
+                self.checkpoints.push(state.clone());
+            }
+            let text = rope.line(line);
+            let eol = super::text::eol_len(text);
+            let body = text.slice(..text.len_chars() - eol);
+            let spans = if body.len_chars() > MAX_LINE {
+                vec![(Style::default().fg(self.foreground), body.to_string())]
+            } else {
+                buf.clear();
+                buf.extend(body.chunks());
+                buf.push('\n');
+                self.parsed_lines += 1;
+                match state.parse.parse_line(&buf, set) {
+                    Ok(ops) => HighlightIterator::new(&mut state.highlight, &ops, &buf, &highlighter)
+                        .map(|(style, piece)| (convert(style), piece.trim_end_matches('\n').to_string()))
+                        .filter(|(_, piece)| !piece.is_empty())
+                        .collect(),
+                    Err(_) => {
+                        state = self.fresh();
+                        vec![(Style::default().fg(self.foreground), body.to_string())]
+                    }
+                }
+            };
+            if line >= first || exact {
+                self.cache.insert(line, spans);
+            }
+            line += 1;
+        }
+        if self.cache.len() > 4096 {
+            // Keep the cache small: what is on screen is all a frame needs.
+            self.cache.retain(|l, _| *l >= first && *l < end);
+        }
+        (first..end)
+            .map(|l| self.cache.get(&l).cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+fn convert(style: syntect::highlighting::Style) -> Style {
+    let mut s = Style::default().fg(to_color(style.foreground));
+    if style.font_style.contains(FontStyle::BOLD) {
+        s = s.add_modifier(Modifier::BOLD);
+    }
+    if style.font_style.contains(FontStyle::ITALIC) {
+        s = s.add_modifier(Modifier::ITALIC);
+    }
+    if style.font_style.contains(FontStyle::UNDERLINE) {
+        s = s.add_modifier(Modifier::UNDERLINED);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rust() -> Highlighter {
+        Highlighter::new("Rust", load_theme(DEFAULT_THEME).unwrap())
+    }
+
+    #[test]
+    fn themes_load_and_languages_resolve() {
+        for (name, _) in THEMES {
+            load_theme(name).unwrap();
+        }
+        assert!(load_theme("nope").unwrap_err().contains("pairedit-dark"));
+        assert_eq!(language_for("src/main.rs"), "Rust");
+        assert_eq!(language_for("x.py"), "Python");
+        assert_eq!(language_for("Makefile"), "Makefile");
+        assert_eq!(language_for("notes.unknownext"), "Plain Text");
+    }
+
+    #[test]
+    fn keywords_and_strings_get_different_colours() {
+        let rope = Rope::from_str("fn main() { let s = \"hi\"; }\n");
+        let mut h = rust();
+        let line = &h.lines(&rope, 0, 1)[0];
+        let style_of = |needle: &str| line.iter().find(|(_, t)| t.contains(needle)).map(|(s, _)| *s);
+        assert_ne!(style_of("fn"), style_of("\"hi\""));
+        assert_eq!(line.iter().map(|(_, t)| t.as_str()).collect::<String>(), "fn main() { let s = \"hi\"; }");
+    }
+
+    #[test]
+    fn an_edit_reparses_from_the_nearest_checkpoint_only() {
+        let text: String = (0..2000).map(|i| format!("let x{i} = {i}; // line\n")).collect();
+        let mut rope = Rope::from_str(&text);
+        let mut h = rust();
+        h.lines(&rope, 1900, 50);
+        let full = h.parsed_lines;
+        assert!(full >= 1950);
+        // Edit line 1910 and show the same screen: only from checkpoint 1792 onwards is parsed.
+        let at = rope.line_to_char(1910);
+        rope.insert(at, "/* */");
+        h.invalidate_from(1910);
+        h.lines(&rope, 1900, 50);
+        let again = h.parsed_lines - full;
+        assert!(again <= (1950 - 1792) as u64, "re-parsed {again} lines");
+        // Scrolling back over cached lines parses nothing.
+        let before = h.parsed_lines;
+        h.lines(&rope, 1900, 10);
+        assert_eq!(h.parsed_lines, before);
+    }
+
+    #[test]
+    fn a_multiline_comment_keeps_its_state_across_checkpoints() {
+        let mut text = String::from("/*\n");
+        text.push_str(&"inside\n".repeat(300));
+        text.push_str("*/ fn x() {}\n");
+        let rope = Rope::from_str(&text);
+        let mut h = rust();
+        let inside = h.lines(&rope, 250, 1)[0][0].0;
+        let mut fresh = rust();
+        let plain_rope = Rope::from_str("inside\n");
+        let plain = fresh.lines(&plain_rope, 0, 1)[0][0].0;
+        assert_ne!(inside, plain, "line 250 is still inside the comment");
+    }
+}

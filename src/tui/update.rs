@@ -1,0 +1,536 @@
+//! `update`: one message in, the state changed, and the effects the loop must run (saving,
+//! flushing, quitting) handed back — no terminal, socket or disk here.
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ropey::Rope;
+
+use super::app::{App, Mode, STATUS_TTL};
+use super::keys::{Action, Motion, action_for};
+use super::text;
+use crate::client::ClientState;
+use crate::protocol::Role;
+use crate::sync::Edit;
+
+#[derive(Debug)]
+pub enum Msg {
+    Key(KeyEvent),
+    /// Bracketed paste from the terminal.
+    Paste(String),
+    /// The session changed (remote edits, members, connection).
+    Remote,
+    Resize(u16, u16),
+    Saved { generation: u64, result: Result<PathBuf, String> },
+    Tick,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Write `text` to `path` atomically; answer with [`Msg::Saved`].
+    Save { path: PathBuf, text: String, generation: u64 },
+    /// Send pending edits and presence now.
+    Flush,
+    Quit,
+}
+
+pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    match msg {
+        Msg::Key(key) => {
+            if app.mode == Mode::Normal {
+                let action = action_for(key);
+                apply(app, action, &mut effects);
+            } else {
+                prompt_key(app, key, &mut effects);
+            }
+        }
+        Msg::Paste(pasted) => match &mut app.mode {
+            Mode::Find { .. } | Mode::GotoLine { .. } | Mode::Chat { .. } => {
+                let first = pasted.lines().next().unwrap_or("").to_string();
+                for c in first.chars() {
+                    prompt_key(app, KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE), &mut effects);
+                }
+            }
+            _ => {
+                let normalized = pasted.replace("\r\n", "\n").replace('\r', "\n");
+                let text = normalized.replace('\n', app.line_ending);
+                apply(app, Action::Insert(text), &mut effects);
+            }
+        },
+        Msg::Remote => remote(app),
+        Msg::Resize(..) => {}
+        Msg::Saved { generation, result } => {
+            app.saving = false;
+            match result {
+                Ok(path) => {
+                    if generation == app.change_gen {
+                        app.dirty = false;
+                    }
+                    app.say(format!("saved {}", path.display()));
+                    if app.quit {
+                        effects.push(Effect::Quit);
+                    }
+                }
+                Err(e) => {
+                    app.quit = false;
+                    app.say(format!("save failed: {e}"));
+                }
+            }
+        }
+        Msg::Tick => {
+            if app.status.as_ref().is_some_and(|(_, at)| at.elapsed() > STATUS_TTL) {
+                app.status = None;
+            }
+            follow(app);
+        }
+    }
+    effects
+}
+
+/// Takes the session's news: others' edits move our cursor and scroll, language may change.
+fn remote(app: &mut App) {
+    let session = app.session.clone();
+    let mut st = session.lock();
+    let edits = st.take_remote_edits();
+    if let Some(lang) = st.doc.meta("language") {
+        app.highlighter.set_language(&lang);
+    }
+    if !edits.is_empty() {
+        let top_before = app.top;
+        let top_char = st.doc.rope().line_to_char(top_before.min(st.doc.rope().len_lines().saturating_sub(1)));
+        app.transform(&edits, st.doc.rope());
+        // Keep the first visible line in place unless the change was above it.
+        let moved: isize = edits
+            .iter()
+            .filter(|e| e.at < top_char)
+            .map(|e| e.insert.chars().filter(|&c| c == '\n').count() as isize)
+            .sum();
+        if moved != 0 {
+            app.top = (top_before as isize + moved).max(0) as usize;
+            app.clamp(st.doc.rope());
+        }
+    }
+    drop(st);
+    follow(app);
+}
+
+/// In follow mode, the view tracks the followed member's cursor.
+fn follow(app: &mut App) {
+    let Some(id) = app.follow else { return };
+    let session = app.session.clone();
+    let st = session.lock();
+    let Some(member) = st.members().into_iter().find(|m| m.client_id == id) else {
+        app.follow = None;
+        app.say("stopped following: they left");
+        return;
+    };
+    if let Some(head) = member.cursor.as_ref().and_then(|c| st.resolve_position(&c.head)) {
+        let line = st.doc.rope().char_to_line(head);
+        app.center_on(line);
+    }
+}
+
+fn publish_cursor(app: &App, st: &mut ClientState) {
+    st.set_cursor(app.anchor.unwrap_or(app.cursor), app.cursor);
+}
+
+fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
+    if action.edits() && app.role == Role::Viewer {
+        app.say("read-only: you joined with a view code");
+        return;
+    }
+    let session = app.session.clone();
+    let mut st = session.lock();
+    match action {
+        Action::Move(motion, select) => {
+            if app.follow.take().is_some() {
+                app.say("stopped following");
+            }
+            st.doc.undo_boundary();
+            let rope = st.doc.rope();
+            if !select && let Some((start, end)) = app.selection() {
+                // A plain Left/Right collapses the selection to that side.
+                app.anchor = None;
+                match motion {
+                    Motion::Left => {
+                        app.cursor = start;
+                        finish_move(app, &mut st);
+                        return;
+                    }
+                    Motion::Right => {
+                        app.cursor = end;
+                        finish_move(app, &mut st);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            if select {
+                app.anchor.get_or_insert(app.cursor);
+            } else {
+                app.anchor = None;
+            }
+            let vertical = matches!(motion, Motion::Up | Motion::Down | Motion::PageUp | Motion::PageDown);
+            let (line, col) = App::line_col(rope, app.cursor);
+            let line_str = text::line_text(rope, line);
+            let want = app.want_col.unwrap_or_else(|| text::display_col(&line_str, col));
+            app.cursor = target(rope, app.cursor, motion, want, app.view_height);
+            app.want_col = vertical.then_some(want);
+            finish_move(app, &mut st);
+        }
+        Action::Insert(s) => {
+            let edit = replace_selection(app, s);
+            app.edit(&mut st, edit);
+            finish_move(app, &mut st);
+        }
+        Action::Newline => {
+            let rope = st.doc.rope();
+            let (line, col) = App::line_col(rope, app.selection().map_or(app.cursor, |s| s.0));
+            let indent = text::indent_of(&text::line_text(rope, line), col);
+            let edit = replace_selection(app, format!("{}{indent}", app.line_ending));
+            app.edit(&mut st, edit);
+            finish_move(app, &mut st);
+        }
+        Action::Tab => {
+            let edit = replace_selection(app, app.indent_unit.clone());
+            app.edit(&mut st, edit);
+            finish_move(app, &mut st);
+        }
+        Action::Backspace | Action::Delete => {
+            let edit = match app.selection() {
+                Some((start, end)) => Some(Edit::delete(start, end - start)),
+                None => {
+                    let rope = st.doc.rope();
+                    let (line, col) = App::line_col(rope, app.cursor);
+                    let line_str = text::line_text(rope, line);
+                    let start = rope.line_to_char(line);
+                    if action == Action::Backspace {
+                        if col > 0 {
+                            let prev = text::prev_boundary(&line_str, col);
+                            Some(Edit::delete(start + prev, col - prev))
+                        } else if line > 0 {
+                            let eol = text::eol_len(rope.line(line - 1));
+                            Some(Edit::delete(start - eol, eol))
+                        } else {
+                            None
+                        }
+                    } else if col < line_str.chars().count() {
+                        let next = text::next_boundary(&line_str, col);
+                        Some(Edit::delete(start + col, next - col))
+                    } else {
+                        let eol = text::eol_len(rope.line(line));
+                        (eol > 0).then(|| Edit::delete(start + col, eol))
+                    }
+                }
+            };
+            if let Some(edit) = edit {
+                app.edit(&mut st, edit);
+            }
+            finish_move(app, &mut st);
+        }
+        Action::SelectAll => {
+            app.anchor = Some(0);
+            app.cursor = st.doc.len_chars();
+            finish_move(app, &mut st);
+        }
+        Action::Copy | Action::Cut => {
+            let Some((start, end)) = app.selection() else {
+                app.say("nothing selected");
+                return;
+            };
+            app.clipboard = st.doc.rope().slice(start..end).to_string();
+            if action == Action::Cut {
+                app.edit(&mut st, Edit::delete(start, end - start));
+                finish_move(app, &mut st);
+            } else {
+                app.say(format!("copied {} chars", end - start));
+            }
+        }
+        Action::Paste => {
+            if app.clipboard.is_empty() {
+                app.say("the clipboard is empty (copy with Ctrl-C, or paste from your terminal)");
+                return;
+            }
+            let edit = replace_selection(app, app.clipboard.clone());
+            app.edit(&mut st, edit);
+            finish_move(app, &mut st);
+        }
+        Action::Undo | Action::Redo => {
+            let edits = if action == Action::Undo { st.doc.undo() } else { st.doc.redo() };
+            match edits.last() {
+                None => app.say(if action == Action::Undo { "nothing of yours to undo" } else { "nothing to redo" }),
+                Some(last) => {
+                    let rope = st.doc.rope();
+                    let line = edits.iter().map(|e| rope.char_to_line(e.at.min(rope.len_chars()))).min().unwrap_or(0);
+                    app.highlighter.invalidate_from(line);
+                    app.cursor = last.at + last.insert.chars().count();
+                    app.anchor = None;
+                    app.mark_changed();
+                    finish_move(app, &mut st);
+                }
+            }
+        }
+        Action::Save => {
+            drop(st);
+            save(app, effects);
+        }
+        Action::Find => {
+            app.mode = Mode::Find {
+                query: String::new(),
+                origin: app.cursor,
+            };
+        }
+        Action::GotoLine => app.mode = Mode::GotoLine { input: String::new() },
+        Action::Chat => app.mode = Mode::Chat { input: String::new() },
+        Action::Help => app.mode = Mode::Help,
+        Action::ShowCodes => {
+            if app.codes.is_some() {
+                app.mode = Mode::Codes;
+            } else {
+                app.say("only the host has the codes");
+            }
+        }
+        Action::ToggleMembers => app.show_members = !app.show_members,
+        Action::FollowNext => {
+            let members: Vec<_> = st.members().into_iter().filter(|m| m.cursor.is_some()).collect();
+            let next = match app.follow {
+                None => members.first(),
+                Some(id) => members.iter().skip_while(|m| m.client_id != id).nth(1),
+            };
+            match next {
+                Some(m) => {
+                    app.follow = Some(m.client_id);
+                    app.say(format!("following {} (any move stops)", m.name));
+                }
+                None => {
+                    app.follow = None;
+                    app.say(if members.is_empty() { "nobody to follow yet" } else { "stopped following" });
+                }
+            }
+            drop(st);
+            follow(app);
+        }
+        Action::Quit => {
+            if app.dirty && app.path.is_some() && app.role == Role::Writer {
+                app.mode = Mode::ConfirmQuit;
+            } else {
+                effects.push(Effect::Quit);
+            }
+        }
+        Action::Escape => {
+            app.anchor = None;
+        }
+        Action::None => {}
+    }
+}
+
+fn finish_move(app: &mut App, st: &mut ClientState) {
+    app.clamp(st.doc.rope());
+    app.scroll_to_cursor(st.doc.rope());
+    publish_cursor(app, st);
+}
+
+/// The edit that replaces the selection (or inserts at the cursor) with `s`.
+fn replace_selection(app: &App, s: String) -> Edit {
+    match app.selection() {
+        Some((start, end)) => Edit {
+            at: start,
+            delete: end - start,
+            insert: s,
+        },
+        None => Edit::insert(app.cursor, s),
+    }
+}
+
+fn target(rope: &Rope, pos: usize, motion: Motion, want_col: usize, page: usize) -> usize {
+    let (line, col) = App::line_col(rope, pos);
+    let line_str = text::line_text(rope, line);
+    let line_start = rope.line_to_char(line);
+    let last_line = rope.len_lines().saturating_sub(1);
+    let at_col = |l: usize| {
+        rope.line_to_char(l) + text::char_at_display_col(&text::line_text(rope, l), want_col)
+    };
+    match motion {
+        Motion::Left if col > 0 => line_start + text::prev_boundary(&line_str, col),
+        Motion::Left if line > 0 => rope.line_to_char(line - 1) + text::line_len(rope, line - 1),
+        Motion::Left => pos,
+        Motion::Right if col < line_str.chars().count() => line_start + text::next_boundary(&line_str, col),
+        Motion::Right if line < last_line => rope.line_to_char(line + 1),
+        Motion::Right => pos,
+        Motion::Up if line > 0 => at_col(line - 1),
+        Motion::Up => line_start,
+        Motion::Down if line < last_line => at_col(line + 1),
+        Motion::Down => line_start + line_str.chars().count(),
+        Motion::PageUp => at_col(line.saturating_sub(page.max(1))),
+        Motion::PageDown => at_col((line + page.max(1)).min(last_line)),
+        Motion::Home => {
+            // Smart Home: first non-blank, then column 0.
+            let indent = text::indent_of(&line_str, usize::MAX).chars().count();
+            if col == indent { line_start } else { line_start + indent }
+        }
+        Motion::End => line_start + line_str.chars().count(),
+        Motion::WordLeft => text::prev_word(rope, pos),
+        Motion::WordRight => text::next_word(rope, pos),
+        Motion::DocStart => 0,
+        Motion::DocEnd => rope.len_chars(),
+    }
+}
+
+fn save(app: &mut App, effects: &mut Vec<Effect>) {
+    if app.role == Role::Viewer {
+        app.say("read-only: viewers do not save (copy what you need)");
+        return;
+    }
+    let Some(path) = app.path.clone() else {
+        app.say("no local file to save to (join with --file PATH to keep a copy)");
+        return;
+    };
+    if app.saving {
+        return;
+    }
+    app.saving = true;
+    let text = app.session.lock().doc.text();
+    effects.push(Effect::Save {
+        path,
+        text,
+        generation: app.change_gen,
+    });
+}
+
+/// Finds `query` at or after char `from`, wrapping around; returns the match start.
+pub fn find(rope: &Rope, query: &str, from: usize) -> Option<usize> {
+    if query.is_empty() || rope.len_chars() == 0 {
+        return None;
+    }
+    let lines = rope.len_lines();
+    let (start_line, _) = App::line_col(rope, from);
+    // The start line is looked at twice: first after `from`, last (wrapped) before it.
+    for step in 0..=lines {
+        let l = (start_line + step) % lines;
+        let base = rope.line_to_char(l);
+        let line = rope.line(l).to_string();
+        for (byte, _) in line.match_indices(query) {
+            let at = base + line[..byte].chars().count();
+            if step == 0 && at < from {
+                continue;
+            }
+            if step == lines && at >= from {
+                break;
+            }
+            return Some(at);
+        }
+    }
+    None
+}
+
+fn prompt_key(app: &mut App, key: KeyEvent, effects: &mut Vec<Effect>) {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    let mode = std::mem::replace(&mut app.mode, Mode::Normal);
+    app.mode = match mode {
+        Mode::Help | Mode::Codes => Mode::Normal,
+        Mode::ConfirmQuit => match key.code {
+            KeyCode::Char('y') => {
+                app.quit = true;
+                save(app, effects);
+                Mode::Normal
+            }
+            KeyCode::Char('n') => {
+                effects.push(Effect::Quit);
+                Mode::Normal
+            }
+            _ => {
+                app.say("not quitting");
+                Mode::Normal
+            }
+        },
+        Mode::Find { mut query, origin } => match key.code {
+            KeyCode::Esc => {
+                app.last_find = query;
+                Mode::Normal
+            }
+            KeyCode::Enter => {
+                let from = app.cursor + 1;
+                jump_to_match(app, &query, from);
+                Mode::Find { query, origin }
+            }
+            KeyCode::Backspace => {
+                query.pop();
+                jump_to_match(app, &query, origin);
+                Mode::Find { query, origin }
+            }
+            KeyCode::Char(c) if !ctrl => {
+                query.push(c);
+                jump_to_match(app, &query, origin);
+                Mode::Find { query, origin }
+            }
+            _ => Mode::Find { query, origin },
+        },
+        Mode::GotoLine { mut input } => match key.code {
+            KeyCode::Esc => Mode::Normal,
+            KeyCode::Enter => {
+                match input.trim().parse::<usize>() {
+                    Ok(n) if n >= 1 => {
+                        let session = app.session.clone();
+                        let mut st = session.lock();
+                        let rope = st.doc.rope();
+                        let line = (n - 1).min(rope.len_lines().saturating_sub(1));
+                        app.cursor = rope.line_to_char(line);
+                        app.anchor = None;
+                        app.follow = None;
+                        app.center_on(line);
+                        finish_move(app, &mut st);
+                    }
+                    _ => app.say(format!("not a line number: {input:?}")),
+                }
+                Mode::Normal
+            }
+            KeyCode::Backspace => {
+                input.pop();
+                Mode::GotoLine { input }
+            }
+            KeyCode::Char(c) if c.is_ascii_digit() => {
+                input.push(c);
+                Mode::GotoLine { input }
+            }
+            _ => Mode::GotoLine { input },
+        },
+        Mode::Chat { mut input } => match key.code {
+            KeyCode::Esc => Mode::Normal,
+            KeyCode::Enter => {
+                let line = input.trim();
+                if !line.is_empty() {
+                    app.session.lock().send_chat(line);
+                    effects.push(Effect::Flush);
+                }
+                Mode::Normal
+            }
+            KeyCode::Backspace => {
+                input.pop();
+                Mode::Chat { input }
+            }
+            KeyCode::Char(c) if !ctrl => {
+                input.push(c);
+                Mode::Chat { input }
+            }
+            _ => Mode::Chat { input },
+        },
+        Mode::Normal => Mode::Normal,
+    };
+}
+
+fn jump_to_match(app: &mut App, query: &str, from: usize) {
+    let session = app.session.clone();
+    let mut st = session.lock();
+    match find(st.doc.rope(), query, from) {
+        Some(at) => {
+            app.anchor = Some(at);
+            app.cursor = at + query.chars().count();
+            let line = st.doc.rope().char_to_line(at);
+            app.center_on(line);
+            finish_move(app, &mut st);
+        }
+        None if !query.is_empty() => app.say(format!("not found: {query}")),
+        None => {}
+    }
+}
