@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BenchCommand, Cli, Command, EditorArgs, HostArgs, JoinArgs, RoomCommand, ServeArgs};
+use crate::cli::{
+    BenchCommand, Cli, Command, EditorArgs, HostArgs, JoinArgs, RoomCommand, ServeArgs,
+};
 use crate::client::{Client, ClientOptions, http};
 use crate::relay::{self, RelayConfig};
 use crate::sync::{Batcher, SharedDoc};
@@ -113,7 +115,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn editor_options(args: &EditorArgs) -> ClientOptions {
     ClientOptions {
-        name: args.name.clone().unwrap_or_else(crate::client::default_name),
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(crate::client::default_name),
         flush_interval: Duration::from_millis(args.flush_ms.max(1)),
         ..ClientOptions::default()
     }
@@ -125,7 +130,8 @@ const UNDO_CAPTURE_MS: u64 = 500;
 async fn host(args: HostArgs) -> anyhow::Result<()> {
     // Everything that can be refused is checked before the terminal is taken over.
     let text = crate::fsutil::load_text(&args.file)?;
-    let theme = crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
+    let theme =
+        crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
     let file_name = args
         .file
         .file_name()
@@ -180,7 +186,10 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     println!("  may type:   pairedit join {}", room.write_code);
     println!("  may watch:  pairedit join {}", room.view_code);
     if app.dirty {
-        println!("pairedit: {} had unsaved changes that were not written", args.file.display());
+        println!(
+            "pairedit: {} had unsaved changes that were not written",
+            args.file.display()
+        );
     }
     if let Some(relay) = embedded {
         println!("pairedit: the built-in relay stopped; members who stayed were disconnected");
@@ -196,7 +205,8 @@ fn protocol_max(len: usize) -> usize {
 }
 
 async fn join(args: JoinArgs) -> anyhow::Result<()> {
-    let theme = crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
+    let theme =
+        crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
     let code = crate::protocol::JoinCode::parse(&args.code)?;
     let mut doc = SharedDoc::new();
     doc.enable_undo(UNDO_CAPTURE_MS);

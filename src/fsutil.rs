@@ -36,10 +36,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} looks like a binary file (it contains NUL bytes); pairedit edits text only")]
     Binary { path: String },
-    #[error("{path} is not valid UTF-8 (first bad byte at offset {offset}); pairedit edits UTF-8 text only")]
+    #[error(
+        "{path} is not valid UTF-8 (first bad byte at offset {offset}); pairedit edits UTF-8 text only"
+    )]
     NotUtf8 { path: String, offset: usize },
 }
 
@@ -47,7 +52,10 @@ pub enum LoadError {
 /// byte for byte (CRLF, tabs, a missing final newline).
 pub fn load_text(path: &Path) -> Result<String, LoadError> {
     let shown = path.display().to_string();
-    let bytes = fs::read(path).map_err(|source| LoadError::Io { path: shown.clone(), source })?;
+    let bytes = fs::read(path).map_err(|source| LoadError::Io {
+        path: shown.clone(),
+        source,
+    })?;
     if bytes[..bytes.len().min(64 * 1024)].contains(&0) {
         return Err(LoadError::Binary { path: shown });
     }
@@ -76,7 +84,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o751);
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o751
+            );
         }
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -89,10 +100,20 @@ mod tests {
         assert!(load_text(&bin).unwrap_err().to_string().contains("binary"));
         let bad = dir.path().join("b.txt");
         fs::write(&bad, b"ok \xff\xfe").unwrap();
-        assert!(load_text(&bad).unwrap_err().to_string().contains("offset 3"));
+        assert!(
+            load_text(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("offset 3")
+        );
         let good = dir.path().join("c.txt");
         fs::write(&good, "x\r\n\ty 日本 e\u{301}").unwrap();
         assert_eq!(load_text(&good).unwrap(), "x\r\n\ty 日本 e\u{301}");
-        assert!(load_text(&dir.path().join("missing")).unwrap_err().to_string().contains("cannot read"));
+        assert!(
+            load_text(&dir.path().join("missing"))
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
     }
 }

@@ -18,7 +18,11 @@ fn main() -> std::process::ExitCode {
     match editor_log {
         Some(path) => {
             let path = path.unwrap_or_else(|| std::env::temp_dir().join("pairedit.log"));
-            match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
                 Ok(file) => tracing_subscriber::fmt()
                     .with_writer(std::sync::Mutex::new(file))
                     .with_ansi(false)

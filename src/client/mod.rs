@@ -174,7 +174,7 @@ impl ClientState {
                 Some(m)
             })
             .collect();
-        members.sort_by_key(|m| m.client_id);
+        members.sort_by(|a, b| a.name.cmp(&b.name).then(a.client_id.cmp(&b.client_id)));
         members
     }
 
@@ -205,7 +205,10 @@ impl ClientState {
     }
 
     pub fn take_remote_edits(&mut self) -> Vec<Edit> {
-        self.remote_edits.as_mut().map(std::mem::take).unwrap_or_default()
+        self.remote_edits
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Publishes this member's selection (char offsets) as Yjs relative positions.
@@ -226,7 +229,11 @@ impl ClientState {
         let at16 = self.doc.rope().char_to_utf16_cu(at.min(len)) as u32;
         // yrs has no "end of text" position with forward association; at the end, stick to
         // the last character instead (it resolves to the end just the same).
-        let assoc = if at >= len { yrs::Assoc::Before } else { yrs::Assoc::After };
+        let assoc = if at >= len {
+            yrs::Assoc::Before
+        } else {
+            yrs::Assoc::After
+        };
         let txn = self.doc.doc().transact();
         let idx = self.doc.text_ref().sticky_index(&txn, at16, assoc)?;
         serde_json::to_value(idx).ok()
@@ -278,6 +285,76 @@ impl ClientState {
         let local = self.local.clone();
         let _ = self.awareness.set_local_state(&local);
         self.awareness_dirty = true;
+    }
+
+    /// What a flush sends: one merged update of local edits (writers only) and the local
+    /// awareness state when it changed (or `renew` asks for it).
+    pub fn outgoing(&mut self, renew: bool) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for update in self.doc.take_outgoing() {
+            self.batcher.push(update);
+        }
+        if self.local.role == Role::Writer {
+            match self.batcher.flush() {
+                Ok(Some(update)) => frames.push(protocol::sync_update(update)),
+                Ok(None) => {}
+                Err(e) => tracing::error!("could not merge local updates: {e}"),
+            }
+        } else {
+            // A viewer has no edits of its own to send.
+            let _ = self.batcher.flush();
+        }
+        if self.awareness_dirty || renew {
+            let me = self.awareness.client_id();
+            if let Ok(update) = self.awareness.update_with_clients([me]) {
+                frames.push(protocol::awareness(update));
+            }
+            self.awareness_dirty = false;
+        }
+        frames
+    }
+
+    /// Applies one message from the relay (or any peer) and returns the frames to answer with.
+    pub fn receive(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, protocol::ProtocolError> {
+        let mut replies = Vec::new();
+        for msg in protocol::decode_messages(data)? {
+            match msg {
+                Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                    if self.local.role == Role::Writer {
+                        replies.push(protocol::sync_step2(self.doc.diff(&sv)));
+                    }
+                }
+                Message::Sync(SyncMessage::SyncStep2(update)) => {
+                    self.apply_remote(&update)?;
+                    self.synced = true;
+                }
+                Message::Sync(SyncMessage::Update(update)) => self.apply_remote(&update)?,
+                Message::Awareness(update) => {
+                    let _ = self.awareness.apply_update(update);
+                    self.collect_chat();
+                }
+                Message::AwarenessQuery => {
+                    let me = self.awareness.client_id();
+                    if let Ok(update) = self.awareness.update_with_clients([me]) {
+                        replies.push(protocol::awareness(update));
+                    }
+                }
+                Message::Auth(reason) => self.denied = reason,
+                Message::Custom(_, _) => {}
+            }
+        }
+        Ok(replies)
+    }
+
+    fn apply_remote(&mut self, update: &[u8]) -> Result<(), protocol::ProtocolError> {
+        let edits = self
+            .doc
+            .apply_remote(update)
+            .map_err(|e| protocol::ProtocolError::Malformed(e.to_string()))?;
+        if let Some(log) = &mut self.remote_edits {
+            log.extend(edits);
+        }
+        Ok(())
     }
 
     /// Picks up new chat lines from members' awareness states.
@@ -404,7 +481,6 @@ impl Client {
         let flush_now = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(session(
             ws,
-            role,
             state.clone(),
             notify.clone(),
             opts.flush_interval,
@@ -543,7 +619,6 @@ impl Drop for Client {
 /// The network task: one loop over relay messages, flush ticks and cancellation.
 async fn session(
     ws: Ws,
-    role: Role,
     state: Arc<Mutex<ClientState>>,
     notify: watch::Sender<u64>,
     flush_interval: Duration,
@@ -569,7 +644,7 @@ async fn session(
         loop {
             let outgoing = tokio::select! {
                 _ = cancel.cancelled() => {
-                    let mut frames = outgoing_frames(&state, role, true);
+                    let mut frames = lock(&state).outgoing(true);
                     // Say goodbye so members drop us now rather than after a timeout.
                     if let Some(bye) = goodbye(&state) {
                         frames.push(bye);
@@ -583,13 +658,13 @@ async fn session(
                 }
                 _ = ticker.tick() => {
                     let renew = last_awareness.elapsed() >= AWARENESS_RENEW;
-                    outgoing_frames(&state, role, renew)
+                    lock(&state).outgoing(renew)
                 }
-                _ = flush_now.notified() => outgoing_frames(&state, role, false),
+                _ = flush_now.notified() => lock(&state).outgoing(false),
                 msg = stream.next() => match msg {
                     Some(Ok(WsMessage::Binary(data))) => {
                         let mut st = lock(&state);
-                        let replies = handle_message(&mut st, role, &data);
+                        let replies = st.receive(&data);
                         bump(&mut st);
                         match replies {
                             Ok(replies) => replies,
@@ -645,81 +720,4 @@ fn goodbye(state: &Mutex<ClientState>) -> Option<Vec<u8>> {
 
 fn protocol_tag_awareness() -> u8 {
     yrs::sync::protocol::MSG_AWARENESS
-}
-
-/// What a flush sends: one merged update of local edits (writers only) and the local awareness
-/// state when it changed (or `renew` asks for it).
-fn outgoing_frames(state: &Mutex<ClientState>, role: Role, renew: bool) -> Vec<Vec<u8>> {
-    let mut st = lock(state);
-    let mut frames = Vec::new();
-    for update in st.doc.take_outgoing() {
-        st.batcher.push(update);
-    }
-    if role == Role::Writer {
-        match st.batcher.flush() {
-            Ok(Some(update)) => frames.push(protocol::sync_update(update)),
-            Ok(None) => {}
-            Err(e) => tracing::error!("could not merge local updates: {e}"),
-        }
-    } else {
-        // A viewer has no edits of its own; anything here came from set_cursor's bookkeeping.
-        let _ = st.batcher.flush();
-    }
-    if st.awareness_dirty || renew {
-        let me = st.awareness.client_id();
-        if let Ok(update) = st.awareness.update_with_clients([me]) {
-            frames.push(protocol::awareness(update));
-        }
-        st.awareness_dirty = false;
-    }
-    frames
-}
-
-/// Applies one message from the relay and returns the frames to answer with.
-fn handle_message(
-    st: &mut ClientState,
-    role: Role,
-    data: &[u8],
-) -> Result<Vec<Vec<u8>>, protocol::ProtocolError> {
-    let mut replies = Vec::new();
-    for msg in protocol::decode_messages(data)? {
-        match msg {
-            Message::Sync(SyncMessage::SyncStep1(sv)) => {
-                if role == Role::Writer {
-                    replies.push(protocol::sync_step2(st.doc.diff(&sv)));
-                }
-            }
-            Message::Sync(SyncMessage::SyncStep2(update)) => {
-                apply_remote(st, &update)?;
-                st.synced = true;
-            }
-            Message::Sync(SyncMessage::Update(update)) => apply_remote(st, &update)?,
-            Message::Awareness(update) => {
-                let _ = st.awareness.apply_update(update);
-                st.collect_chat();
-            }
-            Message::AwarenessQuery => {
-                let me = st.awareness.client_id();
-                if let Ok(update) = st.awareness.update_with_clients([me]) {
-                    replies.push(protocol::awareness(update));
-                }
-            }
-            Message::Auth(reason) => {
-                st.denied = reason;
-            }
-            Message::Custom(_, _) => {}
-        }
-    }
-    Ok(replies)
-}
-
-fn apply_remote(st: &mut ClientState, update: &[u8]) -> Result<(), protocol::ProtocolError> {
-    let edits = st
-        .doc
-        .apply_remote(update)
-        .map_err(|e| protocol::ProtocolError::Malformed(e.to_string()))?;
-    if let Some(log) = &mut st.remote_edits {
-        log.extend(edits);
-    }
-    Ok(())
 }

@@ -165,9 +165,10 @@ impl SharedDoc {
     /// Turns on per-user undo: only transactions with [`LOCAL_ORIGIN`] are recorded, so a
     /// teammate's edits are never undone by us. Edits closer than `capture_ms` group together.
     pub fn enable_undo(&mut self, capture_ms: u64) {
-        let mut options = yrs::undo::Options::default();
-        options.capture_timeout_millis = capture_ms;
-        let mut undo = UndoManager::with_options(options);
+        let mut undo = UndoManager::with_options(yrs::undo::Options {
+            capture_timeout_millis: capture_ms,
+            ..Default::default()
+        });
         undo.expand_scope(&self.doc, &self.text);
         undo.include_origin(LOCAL_ORIGIN);
         self.undo = Some(undo);

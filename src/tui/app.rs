@@ -16,9 +16,16 @@ use crate::sync::Edit;
 pub enum Mode {
     Normal,
     /// Incremental search; `origin` is where the cursor was when it started.
-    Find { query: String, origin: usize },
-    GotoLine { input: String },
-    Chat { input: String },
+    Find {
+        query: String,
+        origin: usize,
+    },
+    GotoLine {
+        input: String,
+    },
+    Chat {
+        input: String,
+    },
     Help,
     Codes,
     ConfirmQuit,

@@ -28,8 +28,14 @@ const MAX_LINE: usize = 10_000;
 
 /// Themes shipped in `themes/`, embedded in the binary.
 pub const THEMES: &[(&str, &[u8])] = &[
-    ("pairedit-dark", include_bytes!("../../themes/pairedit-dark.tmTheme")),
-    ("pairedit-light", include_bytes!("../../themes/pairedit-light.tmTheme")),
+    (
+        "pairedit-dark",
+        include_bytes!("../../themes/pairedit-dark.tmTheme"),
+    ),
+    (
+        "pairedit-light",
+        include_bytes!("../../themes/pairedit-light.tmTheme"),
+    ),
 ];
 pub const DEFAULT_THEME: &str = "pairedit-dark";
 
@@ -56,13 +62,13 @@ pub fn language_for(file_name: &str) -> String {
 }
 
 pub fn load_theme(name: &str) -> Result<Theme, String> {
-    let (_, bytes) = THEMES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = THEMES.iter().map(|(n, _)| *n).collect();
-            format!("unknown theme {name:?}; shipped themes: {}", names.join(", "))
-        })?;
+    let (_, bytes) = THEMES.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+        let names: Vec<&str> = THEMES.iter().map(|(n, _)| *n).collect();
+        format!(
+            "unknown theme {name:?}; shipped themes: {}",
+            names.join(", ")
+        )
+    })?;
     syntect::highlighting::ThemeSet::load_from_reader(&mut Cursor::new(*bytes))
         .map_err(|e| format!("theme {name}: {e}"))
 }
@@ -104,7 +110,10 @@ impl Highlighter {
         let background = s.background.map_or(Color::Reset, to_color);
         let foreground = s.foreground.map_or(Color::Reset, to_color);
         let selection = s.selection.map_or(Color::DarkGray, to_color);
-        let gutter = s.gutter_foreground.or(s.line_highlight).map_or(Color::DarkGray, to_color);
+        let gutter = s
+            .gutter_foreground
+            .or(s.line_highlight)
+            .map_or(Color::DarkGray, to_color);
         let mut h = Highlighter {
             syntax,
             theme,
@@ -184,10 +193,14 @@ impl Highlighter {
                 buf.push('\n');
                 self.parsed_lines += 1;
                 match state.parse.parse_line(&buf, set) {
-                    Ok(ops) => HighlightIterator::new(&mut state.highlight, &ops, &buf, &highlighter)
-                        .map(|(style, piece)| (convert(style), piece.trim_end_matches('\n').to_string()))
-                        .filter(|(_, piece)| !piece.is_empty())
-                        .collect(),
+                    Ok(ops) => {
+                        HighlightIterator::new(&mut state.highlight, &ops, &buf, &highlighter)
+                            .map(|(style, piece)| {
+                                (convert(style), piece.trim_end_matches('\n').to_string())
+                            })
+                            .filter(|(_, piece)| !piece.is_empty())
+                            .collect()
+                    }
                     Err(_) => {
                         state = self.fresh();
                         vec![(Style::default().fg(self.foreground), body.to_string())]
@@ -248,14 +261,23 @@ mod tests {
         let rope = Rope::from_str("fn main() { let s = \"hi\"; }\n");
         let mut h = rust();
         let line = &h.lines(&rope, 0, 1)[0];
-        let style_of = |needle: &str| line.iter().find(|(_, t)| t.contains(needle)).map(|(s, _)| *s);
+        let style_of = |needle: &str| {
+            line.iter()
+                .find(|(_, t)| t.contains(needle))
+                .map(|(s, _)| *s)
+        };
         assert_ne!(style_of("fn"), style_of("\"hi\""));
-        assert_eq!(line.iter().map(|(_, t)| t.as_str()).collect::<String>(), "fn main() { let s = \"hi\"; }");
+        assert_eq!(
+            line.iter().map(|(_, t)| t.as_str()).collect::<String>(),
+            "fn main() { let s = \"hi\"; }"
+        );
     }
 
     #[test]
     fn an_edit_reparses_from_the_nearest_checkpoint_only() {
-        let text: String = (0..2000).map(|i| format!("let x{i} = {i}; // line\n")).collect();
+        let text: String = (0..2000)
+            .map(|i| format!("let x{i} = {i}; // line\n"))
+            .collect();
         let mut rope = Rope::from_str(&text);
         let mut h = rust();
         h.lines(&rope, 1900, 50);

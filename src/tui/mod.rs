@@ -11,7 +11,9 @@ pub mod view;
 
 use std::time::Duration;
 
-use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste, Event, EventStream, KeyEventKind};
+use crossterm::event::{
+    DisableBracketedPaste, EnableBracketedPaste, Event, EventStream, KeyEventKind,
+};
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
@@ -66,7 +68,11 @@ async fn event_loop(
         };
         for effect in update(app, msg) {
             match effect {
-                Effect::Save { path, text, generation } => {
+                Effect::Save {
+                    path,
+                    text,
+                    generation,
+                } => {
                     let tx = saved_tx.clone();
                     // Disk I/O off the render loop; the answer comes back as a message.
                     tokio::task::spawn_blocking(move || {

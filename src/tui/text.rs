@@ -173,8 +173,16 @@ mod tests {
         assert_eq!(display_col("\tx", 1), 4);
         assert_eq!(display_col("ab\tx", 3), 4);
         assert_eq!(display_col("日本x", 2), 4);
-        assert_eq!(display_col("e\u{301}x", 2), 1, "a combining mark takes no column");
-        assert_eq!(char_at_display_col("日本x", 3), 1, "inside a wide char snaps left");
+        assert_eq!(
+            display_col("e\u{301}x", 2),
+            1,
+            "a combining mark takes no column"
+        );
+        assert_eq!(
+            char_at_display_col("日本x", 3),
+            1,
+            "inside a wide char snaps left"
+        );
         assert_eq!(char_at_display_col("\tx", 2), 0);
         assert_eq!(char_at_display_col("abc", 99), 3);
     }
@@ -194,7 +202,15 @@ mod tests {
     fn lines_know_their_breaks() {
         let r = Rope::from_str("a\r\nbc\n\nd");
         assert_eq!(r.len_lines(), 4);
-        assert_eq!((line_len(&r, 0), line_len(&r, 1), line_len(&r, 2), line_len(&r, 3)), (1, 2, 0, 1));
+        assert_eq!(
+            (
+                line_len(&r, 0),
+                line_len(&r, 1),
+                line_len(&r, 2),
+                line_len(&r, 3)
+            ),
+            (1, 2, 0, 1)
+        );
         assert_eq!(line_text(&r, 0), "a");
     }
 

@@ -21,14 +21,21 @@ pub enum Msg {
     /// The session changed (remote edits, members, connection).
     Remote,
     Resize(u16, u16),
-    Saved { generation: u64, result: Result<PathBuf, String> },
+    Saved {
+        generation: u64,
+        result: Result<PathBuf, String>,
+    },
     Tick,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Effect {
     /// Write `text` to `path` atomically; answer with [`Msg::Saved`].
-    Save { path: PathBuf, text: String, generation: u64 },
+    Save {
+        path: PathBuf,
+        text: String,
+        generation: u64,
+    },
     /// Send pending edits and presence now.
     Flush,
     Quit,
@@ -49,7 +56,11 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             Mode::Find { .. } | Mode::GotoLine { .. } | Mode::Chat { .. } => {
                 let first = pasted.lines().next().unwrap_or("").to_string();
                 for c in first.chars() {
-                    prompt_key(app, KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE), &mut effects);
+                    prompt_key(
+                        app,
+                        KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE),
+                        &mut effects,
+                    );
                 }
             }
             _ => {
@@ -79,7 +90,11 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             }
         }
         Msg::Tick => {
-            if app.status.as_ref().is_some_and(|(_, at)| at.elapsed() > STATUS_TTL) {
+            if app
+                .status
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() > STATUS_TTL)
+            {
                 app.status = None;
             }
             follow(app);
@@ -98,7 +113,10 @@ fn remote(app: &mut App) {
     }
     if !edits.is_empty() {
         let top_before = app.top;
-        let top_char = st.doc.rope().line_to_char(top_before.min(st.doc.rope().len_lines().saturating_sub(1)));
+        let top_char = st
+            .doc
+            .rope()
+            .line_to_char(top_before.min(st.doc.rope().len_lines().saturating_sub(1)));
         app.transform(&edits, st.doc.rope());
         // Keep the first visible line in place unless the change was above it.
         let moved: isize = edits
@@ -125,7 +143,11 @@ fn follow(app: &mut App) {
         app.say("stopped following: they left");
         return;
     };
-    if let Some(head) = member.cursor.as_ref().and_then(|c| st.resolve_position(&c.head)) {
+    if let Some(head) = member
+        .cursor
+        .as_ref()
+        .and_then(|c| st.resolve_position(&c.head))
+    {
         let line = st.doc.rope().char_to_line(head);
         app.center_on(line);
     }
@@ -171,10 +193,15 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
             } else {
                 app.anchor = None;
             }
-            let vertical = matches!(motion, Motion::Up | Motion::Down | Motion::PageUp | Motion::PageDown);
+            let vertical = matches!(
+                motion,
+                Motion::Up | Motion::Down | Motion::PageUp | Motion::PageDown
+            );
             let (line, col) = App::line_col(rope, app.cursor);
             let line_str = text::line_text(rope, line);
-            let want = app.want_col.unwrap_or_else(|| text::display_col(&line_str, col));
+            let want = app
+                .want_col
+                .unwrap_or_else(|| text::display_col(&line_str, col));
             app.cursor = target(rope, app.cursor, motion, want, app.view_height);
             app.want_col = vertical.then_some(want);
             finish_move(app, &mut st);
@@ -257,12 +284,24 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
             finish_move(app, &mut st);
         }
         Action::Undo | Action::Redo => {
-            let edits = if action == Action::Undo { st.doc.undo() } else { st.doc.redo() };
+            let edits = if action == Action::Undo {
+                st.doc.undo()
+            } else {
+                st.doc.redo()
+            };
             match edits.last() {
-                None => app.say(if action == Action::Undo { "nothing of yours to undo" } else { "nothing to redo" }),
+                None => app.say(if action == Action::Undo {
+                    "nothing of yours to undo"
+                } else {
+                    "nothing to redo"
+                }),
                 Some(last) => {
                     let rope = st.doc.rope();
-                    let line = edits.iter().map(|e| rope.char_to_line(e.at.min(rope.len_chars()))).min().unwrap_or(0);
+                    let line = edits
+                        .iter()
+                        .map(|e| rope.char_to_line(e.at.min(rope.len_chars())))
+                        .min()
+                        .unwrap_or(0);
                     app.highlighter.invalidate_from(line);
                     app.cursor = last.at + last.insert.chars().count();
                     app.anchor = None;
@@ -281,8 +320,16 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
                 origin: app.cursor,
             };
         }
-        Action::GotoLine => app.mode = Mode::GotoLine { input: String::new() },
-        Action::Chat => app.mode = Mode::Chat { input: String::new() },
+        Action::GotoLine => {
+            app.mode = Mode::GotoLine {
+                input: String::new(),
+            }
+        }
+        Action::Chat => {
+            app.mode = Mode::Chat {
+                input: String::new(),
+            }
+        }
         Action::Help => app.mode = Mode::Help,
         Action::ShowCodes => {
             if app.codes.is_some() {
@@ -293,7 +340,11 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
         }
         Action::ToggleMembers => app.show_members = !app.show_members,
         Action::FollowNext => {
-            let members: Vec<_> = st.members().into_iter().filter(|m| m.cursor.is_some()).collect();
+            let members: Vec<_> = st
+                .members()
+                .into_iter()
+                .filter(|m| m.cursor.is_some())
+                .collect();
             let next = match app.follow {
                 None => members.first(),
                 Some(id) => members.iter().skip_while(|m| m.client_id != id).nth(1),
@@ -305,7 +356,11 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
                 }
                 None => {
                     app.follow = None;
-                    app.say(if members.is_empty() { "nobody to follow yet" } else { "stopped following" });
+                    app.say(if members.is_empty() {
+                        "nobody to follow yet"
+                    } else {
+                        "stopped following"
+                    });
                 }
             }
             drop(st);
@@ -355,7 +410,9 @@ fn target(rope: &Rope, pos: usize, motion: Motion, want_col: usize, page: usize)
         Motion::Left if col > 0 => line_start + text::prev_boundary(&line_str, col),
         Motion::Left if line > 0 => rope.line_to_char(line - 1) + text::line_len(rope, line - 1),
         Motion::Left => pos,
-        Motion::Right if col < line_str.chars().count() => line_start + text::next_boundary(&line_str, col),
+        Motion::Right if col < line_str.chars().count() => {
+            line_start + text::next_boundary(&line_str, col)
+        }
         Motion::Right if line < last_line => rope.line_to_char(line + 1),
         Motion::Right => pos,
         Motion::Up if line > 0 => at_col(line - 1),
@@ -367,7 +424,11 @@ fn target(rope: &Rope, pos: usize, motion: Motion, want_col: usize, page: usize)
         Motion::Home => {
             // Smart Home: first non-blank, then column 0.
             let indent = text::indent_of(&line_str, usize::MAX).chars().count();
-            if col == indent { line_start } else { line_start + indent }
+            if col == indent {
+                line_start
+            } else {
+                line_start + indent
+            }
         }
         Motion::End => line_start + line_str.chars().count(),
         Motion::WordLeft => text::prev_word(rope, pos),

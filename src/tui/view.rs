@@ -27,7 +27,10 @@ struct RemoteCursor {
 
 pub fn parse_color(s: &str) -> Color {
     let hex = s.trim_start_matches('#');
-    let byte = |i: usize| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok());
+    let byte = |i: usize| {
+        hex.get(i..i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+    };
     match (hex.len(), byte(0), byte(2), byte(4)) {
         (6, Some(r), Some(g), Some(b)) => Color::Rgb(r, g, b),
         _ => Color::Magenta,
@@ -62,7 +65,8 @@ pub fn render(frame: &mut Frame, app: &mut App) {
     ])
     .areas(area);
     let (text_area, members_area) = if app.show_members && main.width > MEMBERS_WIDTH * 3 {
-        let [t, m] = Layout::horizontal([Constraint::Min(1), Constraint::Length(MEMBERS_WIDTH)]).areas(main);
+        let [t, m] =
+            Layout::horizontal([Constraint::Min(1), Constraint::Length(MEMBERS_WIDTH)]).areas(main);
         (t, Some(m))
     } else {
         (main, None)
@@ -101,7 +105,13 @@ fn remote_cursors(st: &ClientState) -> Vec<RemoteCursor> {
         .collect()
 }
 
-fn draw_text(frame: &mut Frame, app: &mut App, st: &ClientState, area: Rect, remotes: &[RemoteCursor]) {
+fn draw_text(
+    frame: &mut Frame,
+    app: &mut App,
+    st: &ClientState,
+    area: Rect,
+    remotes: &[RemoteCursor],
+) {
     let rope = st.doc.rope();
     let bg = app.highlighter.background;
     let fg = app.highlighter.foreground;
@@ -123,33 +133,40 @@ fn draw_text(frame: &mut Frame, app: &mut App, st: &ClientState, area: Rect, rem
     for (row, line_spans) in spans.iter().enumerate() {
         let l = app.top + row;
         let y = area.y + row as u16;
-        buf.set_stringn(area.x, y, format!("{:>w$} ", l + 1, w = gutter_w as usize - 1), gutter_w as usize, gutter_style);
+        buf.set_stringn(
+            area.x,
+            y,
+            format!("{:>w$} ", l + 1, w = gutter_w as usize - 1),
+            gutter_w as usize,
+            gutter_style,
+        );
         let line_start = rope.line_to_char(l);
         let mut x = 0usize; // display column in the line
         let mut ci = line_start; // char index of the current grapheme
-        let place = |ci: usize, x: usize, width: usize, symbol: &str, style: Style, buf: &mut Buffer| {
-            let mut style = style.bg(bg);
-            if selection.is_some_and(|(s, e)| ci >= s && ci < e) {
-                style = style.bg(sel_bg);
-            }
-            for r in remotes {
-                let (s, e) = (r.anchor.min(r.head), r.anchor.max(r.head));
-                if ci >= s && ci < e {
-                    style = style.bg(tint(r.color, bg, 0.35));
+        let place =
+            |ci: usize, x: usize, width: usize, symbol: &str, style: Style, buf: &mut Buffer| {
+                let mut style = style.bg(bg);
+                if selection.is_some_and(|(s, e)| ci >= s && ci < e) {
+                    style = style.bg(sel_bg);
                 }
-            }
-            for r in remotes {
-                if r.head == ci {
-                    style = style.bg(r.color).fg(Color::Black);
+                for r in remotes {
+                    let (s, e) = (r.anchor.min(r.head), r.anchor.max(r.head));
+                    if ci >= s && ci < e {
+                        style = style.bg(tint(r.color, bg, 0.35));
+                    }
                 }
-            }
-            if x >= app.left && x + width <= app.left + app.view_width {
-                let sx = text_x + (x - app.left) as u16;
-                if sx < right {
-                    buf.set_stringn(sx, y, symbol, width, style);
+                for r in remotes {
+                    if r.head == ci {
+                        style = style.bg(r.color).fg(Color::Black);
+                    }
                 }
-            }
-        };
+                if x >= app.left && x + width <= app.left + app.view_width {
+                    let sx = text_x + (x - app.left) as u16;
+                    if sx < right {
+                        buf.set_stringn(sx, y, symbol, width, style);
+                    }
+                }
+            };
         for (style, piece) in line_spans {
             for g in piece.graphemes(true) {
                 let w = text::grapheme_width(g, x);
@@ -184,10 +201,25 @@ fn draw_text(frame: &mut Frame, app: &mut App, st: &ClientState, area: Rect, rem
         if x < app.left || x >= app.left + app.view_width {
             continue;
         }
-        let ty = if y > area.y { y - 1 } else if y + 1 < area.y + area.height { y + 1 } else { continue };
+        let ty = if y > area.y {
+            y - 1
+        } else if y + 1 < area.y + area.height {
+            y + 1
+        } else {
+            continue;
+        };
         let tx = text_x + (x - app.left) as u16;
         let room = right.saturating_sub(tx) as usize;
-        buf.set_stringn(tx, ty, format!(" {} ", r.name), room, Style::default().bg(r.color).fg(Color::Black).add_modifier(Modifier::BOLD));
+        buf.set_stringn(
+            tx,
+            ty,
+            format!(" {} ", r.name),
+            room,
+            Style::default()
+                .bg(r.color)
+                .fg(Color::Black)
+                .add_modifier(Modifier::BOLD),
+        );
     }
     if app.mode == Mode::Normal
         && let Some((x, y)) = own_cursor
@@ -211,18 +243,28 @@ fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
     let mut lines = vec![
         Line::from(vec![
             Span::styled("● ", Style::default().fg(parse_color(st.color()))),
-            Span::styled(format!("{} (you)", st.name()), Style::default().add_modifier(Modifier::BOLD)),
+            Span::styled(
+                format!("{} (you)", st.name()),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
         ]),
         Line::from(format!("  {}", st.role())),
     ];
     for m in st.members() {
-        let mark = if app.follow == Some(m.client_id) { "→ " } else { "● " };
+        let mark = if app.follow == Some(m.client_id) {
+            "→ "
+        } else {
+            "● "
+        };
         lines.push(Line::from(vec![
             Span::styled(mark, Style::default().fg(parse_color(&m.color))),
             Span::raw(m.name.clone()),
         ]));
         let role = m.role.map_or("yjs peer", |r| r.as_str());
-        lines.push(Line::from(format!("  {role} · {}", m.active.map_or_else(String::new, ago))));
+        lines.push(Line::from(format!(
+            "  {role} · {}",
+            m.active.map_or_else(String::new, ago)
+        )));
     }
     let title = format!(" {} here ", st.members().len() + 1);
     Paragraph::new(lines)
@@ -239,7 +281,12 @@ fn draw_chat(buf: &mut Buffer, st: &ClientState, area: Rect) {
         .rev()
         .map(|c| {
             Line::from(vec![
-                Span::styled(format!("{}: ", c.from), Style::default().fg(parse_color(&c.color)).add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    format!("{}: ", c.from),
+                    Style::default()
+                        .fg(parse_color(&c.color))
+                        .add_modifier(Modifier::BOLD),
+                ),
                 Span::raw(c.text.clone()),
             ])
         })
@@ -254,7 +301,12 @@ fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
     let name = st
         .doc
         .meta("name")
-        .or_else(|| app.path.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| {
+            app.path
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "untitled".into());
     let conn = match &st.connection {
         Connection::Connected if st.synced => "connected".to_string(),
@@ -296,20 +348,24 @@ fn draw_prompt(frame: &mut Frame, app: &App, area: Rect) {
         Mode::GotoLine { input } => (format!("go to line: {input}"), true),
         Mode::Chat { input } => (format!("say: {input}"), true),
         Mode::ConfirmQuit => (
-            "unsaved changes. y: save and quit · n: quit without saving · any other key: stay".to_string(),
+            "unsaved changes. y: save and quit · n: quit without saving · any other key: stay"
+                .to_string(),
             false,
         ),
         _ => (
-            app.status
-                .as_ref()
-                .map_or_else(|| "F1 help · Ctrl-T chat · Ctrl-Q quit".to_string(), |(s, _)| s.clone()),
+            app.status.as_ref().map_or_else(
+                || "F1 help · Ctrl-T chat · Ctrl-Q quit".to_string(),
+                |(s, _)| s.clone(),
+            ),
             false,
         ),
     };
     let buf = frame.buffer_mut();
     buf.set_stringn(area.x, area.y, &text, area.width as usize, Style::default());
     if cursor {
-        let x = area.x + (unicode_width::UnicodeWidthStr::width(text.as_str()) as u16).min(area.width.saturating_sub(1));
+        let x = area.x
+            + (unicode_width::UnicodeWidthStr::width(text.as_str()) as u16)
+                .min(area.width.saturating_sub(1));
         frame.set_cursor_position(Position::new(x, area.y));
     }
 }
@@ -317,35 +373,62 @@ fn draw_prompt(frame: &mut Frame, app: &App, area: Rect) {
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
-    Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h)
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
 }
 
 fn draw_help(buf: &mut Buffer, area: Rect) {
     let lines: Vec<Line> = HELP
         .iter()
-        .map(|(k, v)| Line::from(vec![Span::styled(format!("{k:<30}"), Style::default().add_modifier(Modifier::BOLD)), Span::raw(*v)]))
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{k:<30}"),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(*v),
+            ])
+        })
         .collect();
     let r = centered(area, 72, HELP.len() as u16 + 2);
     Clear.render_ref(r, buf);
     Paragraph::new(lines)
-        .block(Block::default().borders(Borders::ALL).title(" pairedit keys (any key closes) "))
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" pairedit keys (any key closes) "),
+        )
         .render_ref(r, buf);
 }
 
 fn draw_codes(buf: &mut Buffer, app: &App, area: Rect) {
     let Some(codes) = &app.codes else { return };
     let lines = vec![
-        Line::from(Span::styled("may type:", Style::default().add_modifier(Modifier::BOLD))),
+        Line::from(Span::styled(
+            "may type:",
+            Style::default().add_modifier(Modifier::BOLD),
+        )),
         Line::from(format!("pairedit join {}", codes.write)),
         Line::from(""),
-        Line::from(Span::styled("may only watch:", Style::default().add_modifier(Modifier::BOLD))),
+        Line::from(Span::styled(
+            "may only watch:",
+            Style::default().add_modifier(Modifier::BOLD),
+        )),
         Line::from(format!("pairedit join {}", codes.view)),
     ];
     let r = centered(area, area.width.saturating_sub(4), 7);
     Clear.render_ref(r, buf);
     Paragraph::new(lines)
         .wrap(Wrap { trim: false })
-        .block(Block::default().borders(Borders::ALL).title(" join codes (any key closes) "))
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" join codes (any key closes) "),
+        )
         .render_ref(r, buf);
 }
 

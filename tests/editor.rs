@@ -1,0 +1,489 @@
+//! The editor without a terminal: state updates from keys, and whole-screen snapshots drawn with
+//! ratatui's `TestBackend`. Two detached sessions exchange frames directly (no relay) where a test
+//! needs a teammate.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use pairedit::client::{ClientState, SessionHandle};
+use pairedit::protocol::Role;
+use pairedit::sync::{Edit, SharedDoc};
+use pairedit::tui::app::{App, Codes, Mode};
+use pairedit::tui::highlight::{DEFAULT_THEME, Highlighter, load_theme};
+use pairedit::tui::update::{Effect, Msg, update};
+use pairedit::tui::view;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+
+fn session(text: &str, role: Role, name: &str) -> SessionHandle {
+    let mut doc = SharedDoc::new();
+    doc.apply_local(&Edit::insert(0, text)).unwrap();
+    doc.set_meta("name", "main.rs");
+    doc.set_meta("language", "Rust");
+    // Each edit its own undo step, so tests can count them.
+    doc.enable_undo(0);
+    let mut st = ClientState::detached(doc, role, name);
+    st.synced = true;
+    SessionHandle::detached(st)
+}
+
+fn app_on(session: SessionHandle) -> App {
+    let lang = session.lock().doc.meta("language").unwrap_or_default();
+    App::new(
+        session,
+        None,
+        Highlighter::new(&lang, load_theme(DEFAULT_THEME).unwrap()),
+    )
+}
+
+fn app(text: &str) -> App {
+    app_on(session(text, Role::Writer, "me"))
+}
+
+fn press(app: &mut App, code: KeyCode, mods: KeyModifiers) -> Vec<Effect> {
+    update(app, Msg::Key(KeyEvent::new(code, mods)))
+}
+
+fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
+    press(app, code, KeyModifiers::NONE)
+}
+
+fn ctrl(app: &mut App, c: char) -> Vec<Effect> {
+    press(app, KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+fn type_str(app: &mut App, s: &str) {
+    for c in s.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn text(app: &App) -> String {
+    app.session.lock().doc.text()
+}
+
+/// Delivers everything `from` has to send to `to`, and the replies back, until both are quiet.
+fn exchange(a: &SessionHandle, b: &SessionHandle) {
+    for _ in 0..10 {
+        let (to_b, to_a) = (a.lock().outgoing(true), b.lock().outgoing(true));
+        if to_b.is_empty() && to_a.is_empty() {
+            break;
+        }
+        for f in to_b {
+            for reply in b.lock().receive(&f).unwrap() {
+                a.lock().receive(&reply).unwrap();
+            }
+        }
+        for f in to_a {
+            for reply in a.lock().receive(&f).unwrap() {
+                b.lock().receive(&reply).unwrap();
+            }
+        }
+    }
+}
+
+/// Joins `b` to `a` the way the relay would: each sends sync step 1, the other answers.
+fn sync_pair(a: &SessionHandle, b: &SessionHandle) {
+    let sv_a = pairedit::protocol::sync_step1(&a.lock().doc.state_vector());
+    let sv_b = pairedit::protocol::sync_step1(&b.lock().doc.state_vector());
+    for r in b.lock().receive(&sv_a).unwrap() {
+        a.lock().receive(&r).unwrap();
+    }
+    for r in a.lock().receive(&sv_b).unwrap() {
+        b.lock().receive(&r).unwrap();
+    }
+    exchange(a, b);
+}
+
+fn screen(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| view::render(f, app)).unwrap();
+    t
+}
+
+fn screen_text(t: &Terminal<TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            let mut line = String::new();
+            let mut x = 0;
+            while x < buf.area.width {
+                let cell = &buf[(x, y)];
+                line.push_str(cell.symbol());
+                x += unicode_width::UnicodeWidthStr::width(cell.symbol()).max(1) as u16;
+            }
+            line.trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Finds the screen cell where `needle` starts on some row.
+fn cell_of(t: &Terminal<TestBackend>, needle: &str) -> (u16, u16) {
+    let buf = t.backend().buffer();
+    for y in 0..buf.area.height {
+        let row: Vec<String> = (0..buf.area.width)
+            .map(|x| buf[(x, y)].symbol().to_string())
+            .collect();
+        let joined = row.concat();
+        if let Some(byte) = joined.find(needle) {
+            // Map the byte offset back to a column (symbols may be wider than one byte).
+            let mut acc = 0;
+            for (x, s) in row.iter().enumerate() {
+                if acc >= byte {
+                    return (x as u16, y);
+                }
+                acc += s.len();
+            }
+        }
+    }
+    panic!("{needle:?} not on screen:\n{}", screen_text(t));
+}
+
+#[test]
+fn typing_enter_autoindent_tab_and_backspace() {
+    let mut a = app("fn main() {\n    let x = 1;\n}\n");
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::End);
+    key(&mut a, KeyCode::Enter);
+    type_str(&mut a, "let y = 2;");
+    assert_eq!(text(&a), "fn main() {\n    let x = 1;\n    let y = 2;\n}\n");
+    key(&mut a, KeyCode::Home); // smart home: first non-blank
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(
+        text(&a),
+        "fn main() {\n    let x = 1;\n        let y = 2;\n}\n"
+    );
+    key(&mut a, KeyCode::Backspace);
+    key(&mut a, KeyCode::Backspace);
+    assert_eq!(
+        text(&a),
+        "fn main() {\n    let x = 1;\n      let y = 2;\n}\n"
+    );
+    let st = a.session.lock();
+    assert_eq!(
+        st.doc.text(),
+        st.doc.ytext(),
+        "the CRDT saw every keystroke"
+    );
+}
+
+#[test]
+fn crlf_files_stay_crlf_and_graphemes_delete_whole() {
+    let mut a = app("a\r\nb\r\n");
+    assert_eq!(a.line_ending, "\r\n");
+    key(&mut a, KeyCode::End);
+    key(&mut a, KeyCode::Enter);
+    type_str(&mut a, "é");
+    assert_eq!(text(&a), "a\r\né\r\nb\r\n");
+    // Backspace at a line start joins lines: both chars of the CRLF go.
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Backspace);
+    assert_eq!(text(&a), "aé\r\nb\r\n");
+    // Right never stops inside a CRLF; Delete at line end removes it whole.
+    key(&mut a, KeyCode::End);
+    key(&mut a, KeyCode::Delete);
+    assert_eq!(text(&a), "aéb\r\n");
+
+    let mut g = app("xe\u{301}👩\u{200d}💻y");
+    key(&mut g, KeyCode::End);
+    key(&mut g, KeyCode::Left);
+    key(&mut g, KeyCode::Backspace);
+    assert_eq!(text(&g), "xe\u{301}y", "the ZWJ emoji goes as one");
+    key(&mut g, KeyCode::Backspace);
+    assert_eq!(text(&g), "xy", "e + combining accent goes as one");
+}
+
+#[test]
+fn paste_normalises_line_breaks_and_replaces_the_selection() {
+    let mut a = app("one\r\ntwo\r\n");
+    ctrl(&mut a, 'a');
+    update(&mut a, Msg::Paste("x\ny\rz".into()));
+    assert_eq!(text(&a), "x\r\ny\r\nz");
+    press(&mut a, KeyCode::Left, KeyModifiers::SHIFT);
+    ctrl(&mut a, 'x');
+    assert_eq!(text(&a), "x\r\ny\r\n");
+    key(&mut a, KeyCode::Home);
+    ctrl(&mut a, 'v');
+    assert_eq!(text(&a), "x\r\ny\r\nz");
+}
+
+#[test]
+fn undo_redo_are_per_user_with_a_teammate_interleaving() {
+    let ana = session("", Role::Writer, "ana");
+    let bo = session("", Role::Writer, "bo");
+    // bo starts from ana's document, like a joiner would.
+    *bo.lock() = {
+        let mut doc = SharedDoc::new();
+        doc.enable_undo(0);
+        let mut st = ClientState::detached(doc, Role::Writer, "bo");
+        st.synced = true;
+        st
+    };
+    sync_pair(&ana, &bo);
+    let mut a = app_on(ana.clone());
+    let mut b = app_on(bo.clone());
+    type_str(&mut a, "A1 ");
+    exchange(&ana, &bo);
+    update(&mut b, Msg::Remote);
+    key(&mut b, KeyCode::End);
+    type_str(&mut b, "B1 ");
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    key(&mut a, KeyCode::End);
+    type_str(&mut a, "A2 ");
+    exchange(&ana, &bo);
+    update(&mut b, Msg::Remote);
+    key(&mut b, KeyCode::End);
+    type_str(&mut b, "B2");
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    assert_eq!(text(&a), "A1 B1 A2 B2");
+    assert_eq!(text(&b), text(&a));
+
+    // ana undoes everything she typed: only her characters go, bo's stay.
+    for _ in 0.."A1 A2 ".len() {
+        ctrl(&mut a, 'z');
+    }
+    exchange(&ana, &bo);
+    update(&mut b, Msg::Remote);
+    assert_eq!(text(&a), "B1 B2");
+    assert_eq!(text(&b), "B1 B2");
+    let effects = ctrl(&mut a, 'z');
+    assert!(effects.is_empty());
+    assert_eq!(
+        a.status.as_ref().map(|s| s.0.as_str()),
+        Some("nothing of yours to undo")
+    );
+    // bo undoes one step: his last character.
+    ctrl(&mut b, 'z');
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    assert_eq!(text(&a), "B1 B");
+    // ana redoes two steps.
+    ctrl(&mut a, 'y');
+    ctrl(&mut a, 'y');
+    exchange(&ana, &bo);
+    update(&mut b, Msg::Remote);
+    assert_eq!(text(&a), text(&b));
+    assert_eq!(text(&a).matches('A').count(), 1, "{}", text(&a));
+    for s in [&ana, &bo] {
+        let st = s.lock();
+        assert_eq!(st.doc.text(), st.doc.ytext());
+    }
+}
+
+#[test]
+fn a_viewer_can_move_find_and_chat_but_never_edits() {
+    let viewer = session("let a = 1;\nlet b = 2;\n", Role::Viewer, "cy");
+    let _ = viewer.lock().outgoing(true);
+    let mut v = app_on(viewer.clone());
+    for k in [
+        KeyCode::Char('x'),
+        KeyCode::Enter,
+        KeyCode::Backspace,
+        KeyCode::Delete,
+        KeyCode::Tab,
+    ] {
+        key(&mut v, k);
+        assert_eq!(
+            v.status.as_ref().map(|s| s.0.as_str()),
+            Some("read-only: you joined with a view code")
+        );
+    }
+    ctrl(&mut v, 'v');
+    ctrl(&mut v, 'z');
+    update(&mut v, Msg::Paste("pasted".into()));
+    assert_eq!(text(&v), "let a = 1;\nlet b = 2;\n");
+    assert!(!viewer.lock().doc.has_outgoing(), "nothing to send");
+    // Moving, selecting, copying and searching all work.
+    ctrl(&mut v, 'f');
+    type_str(&mut v, "b =");
+    key(&mut v, KeyCode::Esc);
+    assert_eq!(v.selection(), Some((15, 18)));
+    ctrl(&mut v, 'c');
+    assert_eq!(v.clipboard, "b =");
+    ctrl(&mut v, 't');
+    type_str(&mut v, "hi all");
+    let effects = key(&mut v, KeyCode::Enter);
+    assert_eq!(effects, vec![Effect::Flush]);
+    assert_eq!(
+        viewer.lock().chat().back().map(|c| c.text.as_str()),
+        Some("hi all")
+    );
+    assert!(matches!(ctrl(&mut v, 's').as_slice(), []));
+}
+
+#[test]
+fn goto_line_find_wraps_and_save_and_quit_flow() {
+    let mut a = app("alpha\nbeta\ngamma\nbeta\n");
+    a.path = Some("/tmp/x.rs".into());
+    ctrl(&mut a, 'g');
+    type_str(&mut a, "3");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.cursor, 11);
+    ctrl(&mut a, 'f');
+    type_str(&mut a, "beta");
+    assert_eq!(
+        a.selection(),
+        Some((17, 21)),
+        "finds forward from the cursor"
+    );
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.selection(), Some((6, 10)), "and wraps around");
+    key(&mut a, KeyCode::Esc);
+    type_str(&mut a, "!");
+    assert!(a.dirty);
+    // Quit asks when there are unsaved changes; "y" saves first.
+    assert!(ctrl(&mut a, 'q').is_empty());
+    assert_eq!(a.mode, Mode::ConfirmQuit);
+    let effects = key(&mut a, KeyCode::Char('y'));
+    let Some(Effect::Save {
+        path,
+        text: saved,
+        generation,
+    }) = effects.into_iter().next()
+    else {
+        panic!("expected a save");
+    };
+    assert_eq!(saved, "alpha\n!\ngamma\nbeta\n");
+    let effects = update(
+        &mut a,
+        Msg::Saved {
+            generation,
+            result: Ok(path),
+        },
+    );
+    assert_eq!(effects, vec![Effect::Quit]);
+    assert!(!a.dirty);
+}
+
+#[test]
+fn snapshot_highlighted_code() {
+    let mut a = app("// greet\nfn main() {\n\tlet s = \"hi\";\n}\n");
+    let t = screen(&mut a, 60, 8);
+    insta::assert_snapshot!("highlighted_code", screen_text(&t));
+    let buf = t.backend().buffer();
+    let fg = |needle| buf[cell_of(&t, needle)].fg;
+    assert_ne!(fg("fn"), fg("\"hi\""), "keywords and strings differ");
+    assert_ne!(fg("// greet"), fg("main"), "comments differ");
+    assert!(matches!(fg("fn"), Color::Rgb(..)), "theme colours are used");
+    // The tab is expanded to the next tab stop (4): `let` starts in column 4 of the text.
+    let (x_let, _) = cell_of(&t, "let");
+    let (x_fn, _) = cell_of(&t, "fn main");
+    assert_eq!(x_let - x_fn, 4);
+}
+
+#[test]
+fn snapshot_remote_cursors_and_members_panel() {
+    let ana = session(
+        "fn main() {\n    println!(\"hi\");\n}\n",
+        Role::Writer,
+        "ana",
+    );
+    let bo = {
+        let mut st = ClientState::detached(SharedDoc::new(), Role::Writer, "bo");
+        st.synced = true;
+        SessionHandle::detached(st)
+    };
+    let cy = {
+        let mut st = ClientState::detached(SharedDoc::new(), Role::Viewer, "cy");
+        st.synced = true;
+        SessionHandle::detached(st)
+    };
+    sync_pair(&ana, &bo);
+    sync_pair(&ana, &cy);
+    // bo selects "println" on line 2; cy's cursor sits at the start of line 3.
+    bo.lock().set_cursor(16, 23);
+    cy.lock().set_cursor(32, 32);
+    exchange(&ana, &bo);
+    exchange(&ana, &cy);
+    let mut a = app_on(ana.clone());
+    update(&mut a, Msg::Remote);
+    let t = screen(&mut a, 90, 8);
+    insta::assert_snapshot!("remote_cursors_members", screen_text(&t));
+    let text = screen_text(&t);
+    assert!(text.contains("bo") && text.contains("cy") && text.contains("ana (you)"));
+    assert!(text.contains("3 here"));
+    let bo_color = pairedit::tui::view::parse_color(bo.lock().color());
+    let buf = t.backend().buffer();
+    let (px, py) = cell_of(&t, "println");
+    // bo's head is right after "println": that cell is drawn in bo's colour.
+    assert_eq!(buf[(px + 7, py)].bg, bo_color);
+    // The selection is tinted, not the plain background.
+    assert_ne!(buf[(px + 1, py)].bg, buf[(px - 2, py)].bg);
+    // The name tag sits above the cursor, in bo's colour.
+    assert_eq!(buf[(px + 8, py - 1)].symbol(), "b");
+    assert_eq!(buf[(px + 8, py - 1)].bg, bo_color);
+}
+
+#[test]
+fn snapshot_viewer_read_only_message() {
+    let mut v = app_on(session("let a = 1;\n", Role::Viewer, "cy"));
+    key(&mut v, KeyCode::Char('x'));
+    let t = screen(&mut v, 60, 6);
+    insta::assert_snapshot!("viewer_read_only", screen_text(&t));
+    assert!(screen_text(&t).contains("read-only: you joined with a view code"));
+}
+
+#[test]
+fn snapshot_wide_and_combining_characters() {
+    let mut a = app("日本語のテキスト\ne\u{301}t\u{e9} 😀 x\n\tz\n");
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::End);
+    let mut t = screen(&mut a, 50, 7);
+    insta::assert_snapshot!("wide_chars", screen_text(&t));
+    // The cursor sits after "x": é(1) t(1) é(1) ' '(1) 😀(2) ' '(1) x(1) = 8 columns.
+    let (x_e, _) = cell_of(&t, "e\u{301}");
+    let pos = t.get_cursor_position().unwrap();
+    assert_eq!(pos.x - x_e, 8);
+    // CJK takes two columns per character.
+    let (x0, y0) = cell_of(&t, "日");
+    assert_eq!(t.backend().buffer()[(x0 + 2, y0)].symbol(), "本");
+}
+
+#[test]
+fn snapshot_codes_overlay_and_help() {
+    let mut a = app("x\n");
+    a.codes = Some(Codes {
+        write: "ws://127.0.0.1:7070/r/ROOM/w_TOKEN".into(),
+        view: "ws://127.0.0.1:7070/r/ROOM/v_TOKEN".into(),
+    });
+    key(&mut a, KeyCode::F(2));
+    let t = screen(&mut a, 70, 12);
+    assert!(screen_text(&t).contains("pairedit join ws://127.0.0.1:7070/r/ROOM/v_TOKEN"));
+    key(&mut a, KeyCode::Char('q'));
+    assert_eq!(a.mode, Mode::Normal);
+    assert_eq!(
+        text(&a),
+        "x\n",
+        "the key that closes an overlay is not typed"
+    );
+    key(&mut a, KeyCode::F(1));
+    let t = screen(&mut a, 80, 24);
+    insta::assert_snapshot!("help", screen_text(&t));
+}
+
+#[test]
+fn remote_edits_above_keep_the_cursor_on_its_text() {
+    let ana = session("line1\nline2\nline3\n", Role::Writer, "ana");
+    let bo = {
+        let mut st = ClientState::detached(SharedDoc::new(), Role::Writer, "bo");
+        st.synced = true;
+        SessionHandle::detached(st)
+    };
+    sync_pair(&ana, &bo);
+    let mut a = app_on(ana.clone());
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Right);
+    assert_eq!(a.cursor, 13);
+    bo.lock()
+        .doc
+        .apply_local(&Edit::insert(0, "new\n"))
+        .unwrap();
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    assert_eq!(a.cursor, 17, "still after the 'l' of line3");
+    type_str(&mut a, "X");
+    assert_eq!(text(&a), "new\nline1\nline2\nlXine3\n");
+}
