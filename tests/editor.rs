@@ -411,9 +411,11 @@ fn snapshot_remote_cursors_and_members_panel() {
     assert_eq!(buf[(px + 7, py)].bg, bo_color);
     // The selection is tinted, not the plain background.
     assert_ne!(buf[(px + 1, py)].bg, buf[(px - 2, py)].bg);
-    // The name tag sits above the cursor, in bo's colour.
-    assert_eq!(buf[(px + 8, py - 1)].symbol(), "b");
-    assert_eq!(buf[(px + 8, py - 1)].bg, bo_color);
+    // The name tag sits after the end of bo's line, in bo's colour, hiding no text.
+    let (tx, ty) = cell_of(&t, " bo ");
+    assert_eq!(ty, py);
+    assert!(tx > cell_of(&t, "\");").0);
+    assert_eq!(buf[(tx + 1, ty)].bg, bo_color);
 }
 
 #[test]

@@ -129,7 +129,6 @@ fn draw_text(
     let text_x = area.x + gutter_w;
     let right = area.x + area.width;
     let mut own_cursor = None;
-    let mut tags = Vec::new();
     for (row, line_spans) in spans.iter().enumerate() {
         let l = app.top + row;
         let y = area.y + row as u16;
@@ -181,9 +180,6 @@ fn draw_text(
                 if ci == app.cursor {
                     own_cursor = Some((x, y));
                 }
-                for r in remotes.iter().filter(|r| r.head == ci) {
-                    tags.push((r, x, y));
-                }
                 x += w;
                 ci += g.chars().count();
             }
@@ -193,33 +189,21 @@ fn draw_text(
         if ci == app.cursor {
             own_cursor = Some((x, y));
         }
-        for r in remotes.iter().filter(|r| r.head == ci) {
-            tags.push((r, x, y));
+        // Name tags go after the end of the line, so they never hide text.
+        let line_end = line_start..=ci;
+        let mut tx = x + 2;
+        for r in remotes.iter().filter(|r| line_end.contains(&r.head)) {
+            if tx >= app.left && tx < app.left + app.view_width {
+                let sx = text_x + (tx - app.left) as u16;
+                let room = right.saturating_sub(sx) as usize;
+                let tag = Style::default()
+                    .bg(r.color)
+                    .fg(Color::Black)
+                    .add_modifier(Modifier::BOLD);
+                buf.set_stringn(sx, y, format!(" {} ", r.name), room, tag);
+            }
+            tx += r.name.chars().count() + 3;
         }
-    }
-    for (r, x, y) in tags {
-        if x < app.left || x >= app.left + app.view_width {
-            continue;
-        }
-        let ty = if y > area.y {
-            y - 1
-        } else if y + 1 < area.y + area.height {
-            y + 1
-        } else {
-            continue;
-        };
-        let tx = text_x + (x - app.left) as u16;
-        let room = right.saturating_sub(tx) as usize;
-        buf.set_stringn(
-            tx,
-            ty,
-            format!(" {} ", r.name),
-            room,
-            Style::default()
-                .bg(r.color)
-                .fg(Color::Black)
-                .add_modifier(Modifier::BOLD),
-        );
     }
     if app.mode == Mode::Normal
         && let Some((x, y)) = own_cursor

@@ -1,0 +1,224 @@
+//! End to end in real terminals: `pairedit host` in one tmux window, `join` with the write code
+//! in a second and with the view code in a third. Keys go in with `send-keys`, screens come out
+//! with `capture-pane`; the file on disk is checked after Ctrl-S.
+//!
+//! Needs tmux (`.ci/run` installs it). Without it the test says SKIPPED, unless
+//! PAIREDIT_REQUIRE_TMUX=1 (set by `.ci/run`), which makes that a failure.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pairedit");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A private tmux server, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start() -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            let why = "SKIPPED: tmux is not installed";
+            if std::env::var("PAIREDIT_REQUIRE_TMUX").is_ok_and(|v| v == "1") {
+                panic!("{why}, and PAIREDIT_REQUIRE_TMUX=1");
+            }
+            eprintln!("{why}");
+            return None;
+        }
+        Some(Tmux {
+            socket: format!("pairedit-test-{}", std::process::id()),
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn capture(&self, target: &str) -> String {
+        self.run(&["capture-pane", "-p", "-t", target])
+    }
+
+    fn keys(&self, target: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", target];
+        args.extend(keys);
+        self.run(&args);
+    }
+
+    /// Types text literally (no key-name lookup).
+    fn type_text(&self, target: &str, text: &str) {
+        self.run(&["send-keys", "-t", target, "-l", text]);
+    }
+
+    /// Polls a window until its screen satisfies `pred`.
+    fn wait(&self, target: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.capture(target);
+            if pred(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "window {target} never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+fn find_code(screen: &str, prefix: &str) -> Option<String> {
+    screen
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://") && w.contains(prefix))
+        .map(str::to_string)
+}
+
+fn cat(code: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["cat", code])
+        .output()
+        .expect("pairedit cat");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn editor(cmd: &str, log: &Path) -> String {
+    // `sleep` keeps the window open after the editor exits, so a failure can still be read.
+    format!("{cmd} --flush-ms 50 --log-file {}; sleep 60", log.display())
+}
+
+#[test]
+fn host_join_and_view_in_three_terminals() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("main.rs");
+    std::fs::write(&file, "fn main() {\r\n    println!(\"hi\");\r\n}\r\n").unwrap();
+    let log = dir.path().join("pairedit.log");
+
+    let host = format!("{BIN} host {} --name ana", file.display());
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "pe",
+        "-x",
+        "110",
+        "-y",
+        "24",
+        &editor(&host, &log),
+    ]);
+    let screen = tmux.wait("pe:0", "the join codes", |s| {
+        s.contains("/w_") && s.contains("/v_")
+    });
+    let write = find_code(&screen, "/w_").expect("write code on screen");
+    let view = find_code(&screen, "/v_").expect("view code on screen");
+    tmux.keys("pe:0", &["Escape"]);
+
+    tmux.run(&[
+        "new-window",
+        "-d",
+        "-t",
+        "pe:1",
+        &editor(&format!("{BIN} join {write} --name bo"), &log),
+    ]);
+    tmux.run(&[
+        "new-window",
+        "-d",
+        "-t",
+        "pe:2",
+        &editor(&format!("{BIN} join {view} --name cy"), &log),
+    ]);
+    for w in ["pe:0", "pe:1", "pe:2"] {
+        tmux.wait(w, "three members", |s| {
+            s.contains("3 here") && s.contains("connected")
+        });
+    }
+    tmux.wait("pe:1", "the host's file", |s| {
+        s.contains("println!(\"hi\");")
+    });
+
+    // The host types at the end; the writer and the viewer see it.
+    tmux.keys("pe:0", &["C-End"]);
+    tmux.type_text("pe:0", "// from ana");
+    for w in ["pe:1", "pe:2"] {
+        tmux.wait(w, "ana's line", |s| s.contains("// from ana"));
+    }
+    // The second writer types at the top; the host and the viewer see it.
+    tmux.keys("pe:1", &["C-Home"]);
+    tmux.type_text("pe:1", "// bo first");
+    tmux.keys("pe:1", &["Enter"]);
+    for w in ["pe:0", "pe:2"] {
+        tmux.wait(w, "bo's line", |s| {
+            s.contains("1 // bo first") && s.contains("2 fn main() {")
+        });
+    }
+    // The viewer's keys change nothing anywhere, and it is told why.
+    tmux.keys("pe:2", &["C-End"]);
+    tmux.type_text("pe:2", "VIEWER");
+    tmux.keys("pe:2", &["Enter", "BSpace", "C-v", "C-z"]);
+    tmux.wait("pe:2", "the read-only notice", |s| {
+        s.contains("read-only: you joined with a view code")
+    });
+
+    // A chat line from the viewer reaches everyone.
+    tmux.keys("pe:2", &["C-t"]);
+    tmux.type_text("pe:2", "looks good");
+    tmux.keys("pe:2", &["Enter"]);
+    tmux.wait("pe:0", "cy's chat line", |s| s.contains("cy: looks good"));
+
+    let want = "// bo first\r\nfn main() {\r\n    println!(\"hi\");\r\n}\r\n// from ana";
+    // Give a wrongly sent viewer edit every chance to arrive before checking it did not.
+    tmux.keys("pe:1", &["C-End"]);
+    tmux.type_text("pe:1", "!");
+    tmux.wait("pe:0", "bo's last key", |s| s.contains("// from ana!"));
+    let want = format!("{want}!");
+    assert_eq!(
+        cat(&write),
+        want,
+        "the room holds exactly the writers' edits"
+    );
+    for w in ["pe:0", "pe:1", "pe:2"] {
+        assert!(
+            !tmux.capture(w).contains("VIEWER"),
+            "window {w} shows the viewer's text"
+        );
+    }
+
+    // Ctrl-S on the host writes the merged text, CRLF kept.
+    tmux.keys("pe:0", &["C-s"]);
+    tmux.wait("pe:0", "the save message", |s| s.contains("saved "));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+    assert!(!tmux.capture("pe:0").contains("[+] unsaved"));
+
+    // Quitting restores the terminal and prints the codes.
+    tmux.keys("pe:0", &["C-q"]);
+    let screen = tmux.wait("pe:0", "the exit message", |s| {
+        s.contains("room codes were")
+    });
+    assert!(screen.contains(&view), "{screen}");
+}
