@@ -161,20 +161,24 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     };
     let room = http::create_room(&relay_url).await?;
 
-    let mut doc = SharedDoc::new();
-    doc.apply_local(&crate::sync::Edit::insert(0, text))?;
+    let mut doc = SharedDoc::with_text(&text);
+    drop(text);
     doc.set_meta("name", &file_name);
     doc.set_meta("language", &language);
-    // The relay gets the content in its sync handshake; no need to send it twice.
-    let _ = doc.take_outgoing();
+    // The relay gets the content in its sync handshake; only the meta goes as an update.
     doc.enable_undo(UNDO_CAPTURE_MS);
     let code = crate::protocol::JoinCode::parse(&room.write_code)?;
     let mut opts = editor_options(&args.editor);
     opts.max_message = opts.max_message.max(protocol_max(doc.rope().len_bytes()));
-    let client = Client::connect_with_doc(code, opts, doc).await?;
+    let mut state =
+        crate::client::ClientState::detached(doc, crate::protocol::Role::Writer, &opts.name);
+    state.synced = true;
+    let handle = crate::client::SessionHandle::detached(state);
+    // Connect in the background: the first frame does not wait for the network.
+    let client = Client::launch(code, opts, handle.clone(), crate::protocol::Role::Writer);
 
     let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
-    let mut app = crate::tui::app::App::new(client.handle(), Some(args.file.clone()), highlighter);
+    let mut app = crate::tui::app::App::new(handle, Some(args.file.clone()), highlighter);
     app.codes = Some(crate::tui::app::Codes {
         write: room.write_code.clone(),
         view: room.view_code.clone(),

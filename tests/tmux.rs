@@ -211,7 +211,8 @@ fn host_join_and_view_in_three_terminals() {
 
     // Ctrl-S on the host writes the merged text, CRLF kept.
     tmux.keys("pe:0", &["C-s"]);
-    tmux.wait("pe:0", "the save message", |s| s.contains("saved "));
+    let saved = format!("saved {}", file.display());
+    tmux.wait("pe:0", "the save message", |s| s.contains(&saved));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
     assert!(!tmux.capture("pe:0").contains("[+] unsaved"));
 

@@ -84,6 +84,8 @@ pub enum ClientError {
 /// Connection state, as a status line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connection {
+    /// Opening the connection (the editor is already usable).
+    Connecting,
     Connected,
     /// Closed, with the reason (the relay's close reason when it gave one).
     Closed(String),
@@ -475,19 +477,68 @@ impl Client {
         let (ws, role) = open(&code, &opts).await?;
         let mut state = ClientState::detached(doc, role, &opts.name);
         state.connection = Connection::Connected;
-        let state = Arc::new(Mutex::new(state));
+        Ok(Self::start(
+            code,
+            opts,
+            SessionHandle::detached(state),
+            role,
+            Some(ws),
+        ))
+    }
+
+    /// Starts a session in the background on `handle`'s state and returns at once: the editor
+    /// stays usable while it connects, and shows connection failures in its status line.
+    /// The relay must grant `role` (a host's write code does).
+    pub fn launch(
+        code: JoinCode,
+        opts: ClientOptions,
+        handle: SessionHandle,
+        role: Role,
+    ) -> Client {
+        handle.lock().connection = Connection::Connecting;
+        Self::start(code, opts, handle, role, None)
+    }
+
+    fn start(
+        code: JoinCode,
+        opts: ClientOptions,
+        handle: SessionHandle,
+        role: Role,
+        ws: Option<Ws>,
+    ) -> Client {
+        let state = handle.state.clone();
         let (notify, changes) = watch::channel(0u64);
         let cancel = CancellationToken::new();
         let flush_now = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(session(
-            ws,
-            state.clone(),
-            notify.clone(),
-            opts.flush_interval,
-            flush_now.clone(),
-            cancel.clone(),
-        ));
-        Ok(Client {
+        let task = {
+            let (state, notify, flush_now, cancel, code) = (
+                state.clone(),
+                notify.clone(),
+                flush_now.clone(),
+                cancel.clone(),
+                code.clone(),
+            );
+            tokio::spawn(async move {
+                let ws = match ws {
+                    Some(ws) => ws,
+                    None => match open(&code, &opts).await {
+                        Ok((ws, _)) => {
+                            lock(&state).connection = Connection::Connected;
+                            ws
+                        }
+                        Err(e) => {
+                            let mut st = lock(&state);
+                            st.connection = Connection::Closed(e.to_string());
+                            st.version += 1;
+                            let _ = notify.send(st.version);
+                            return;
+                        }
+                    },
+                };
+                session(ws, state, notify, opts.flush_interval, flush_now, cancel).await;
+            })
+        };
+        Client {
             state,
             changes,
             notify,
@@ -496,7 +547,7 @@ impl Client {
             task: Some(task),
             role,
             code,
-        })
+        }
     }
 
     pub fn role(&self) -> Role {

@@ -114,8 +114,25 @@ impl SharedDoc {
     /// Wraps an existing doc (which must use [`OffsetKind::Utf16`]); the mirror starts from its text.
     pub fn with_doc(doc: Doc) -> SharedDoc {
         let text = doc.get_or_insert_text(TEXT_NAME);
-        let meta = doc.get_or_insert_map(META_NAME);
         let rope = Rope::from_str(&text.get_string(&doc.transact()));
+        Self::build(doc, rope)
+    }
+
+    /// A document holding `content`, made without producing an outgoing update: peers get it
+    /// through the sync handshake (a big file is then encoded once, not twice).
+    pub fn with_text(content: &str) -> SharedDoc {
+        let doc = Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        });
+        let text = doc.get_or_insert_text(TEXT_NAME);
+        text.insert(&mut doc.transact_mut_with(LOCAL_ORIGIN), 0, content);
+        Self::build(doc, Rope::from_str(content))
+    }
+
+    fn build(doc: Doc, rope: Rope) -> SharedDoc {
+        let text = doc.get_or_insert_text(TEXT_NAME);
+        let meta = doc.get_or_insert_map(META_NAME);
         let observed: Arc<Mutex<Vec<Vec<Op>>>> = Arc::default();
         let outgoing: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let local = Origin::from(LOCAL_ORIGIN);

@@ -293,6 +293,7 @@ fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
         })
         .unwrap_or_else(|| "untitled".into());
     let conn = match &st.connection {
+        Connection::Connecting => "connecting…".to_string(),
         Connection::Connected if st.synced => "connected".to_string(),
         Connection::Connected => "syncing".to_string(),
         Connection::Closed(reason) => {
