@@ -149,6 +149,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = crate::protocol::DEFAULT_FLUSH_MS)]
         flush_ms: u64,
     },
+    /// Highlighting throughput over a whole file, and the cost of re-highlighting the first
+    /// screen after an edit on line 1.
+    Highlight {
+        /// A source file (its extension picks the syntax).
+        file: PathBuf,
+        #[arg(long, default_value = crate::tui::highlight::DEFAULT_THEME)]
+        theme: String,
+    },
     /// Hold N idle viewer connections open on a room and report the relay's memory.
     Idle {
         /// A view (or write) code; its relay and room are used. Or give --url.

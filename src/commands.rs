@@ -36,6 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             rate,
             flush_ms,
         }) => bench_updates(&trace, rate, flush_ms),
+        Command::Bench(BenchCommand::Highlight { file, theme }) => bench_highlight(&file, &theme),
         Command::Bench(BenchCommand::Idle {
             code,
             url,
@@ -331,6 +332,56 @@ fn bench_updates(path: &std::path::Path, rate: f64, flush_ms: u64) -> anyhow::Re
     println!(
         "replica converged to endContent; replay took {:.2} s",
         elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
+    use crate::tui::highlight::{Highlighter, language_for, load_theme};
+    let text = crate::fsutil::load_text(path)?;
+    let rope = ropey::Rope::from_str(&text);
+    let language = language_for(
+        &path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let mut h = Highlighter::new(&language, load_theme(theme).map_err(anyhow::Error::msg)?);
+    let lines = rope.len_lines();
+    let screen = 50;
+    let started = Instant::now();
+    let mut first = 0;
+    while first < lines {
+        // Page through the file the way the editor would, one screen at a time.
+        h.lines(&rope, first, screen);
+        first += screen;
+    }
+    let full = started.elapsed();
+    // An edit on line 1: invalidate, then draw the first screen again.
+    let mut edited = rope.clone();
+    edited.insert(0, "/* edit */ ");
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        h.invalidate_from(0);
+        h.lines(&edited, 0, screen);
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    println!(
+        "file: {} ({lines} lines, {} bytes, syntax {language})",
+        path.display(),
+        text.len()
+    );
+    println!(
+        "full pass: {:.3} s = {:.0} lines/s",
+        full.as_secs_f64(),
+        lines as f64 / full.as_secs_f64()
+    );
+    println!(
+        "re-highlight of the first {screen}-line screen after an edit on line 1: median {:.2} ms, max {:.2} ms",
+        samples[samples.len() / 2].as_secs_f64() * 1000.0,
+        samples[samples.len() - 1].as_secs_f64() * 1000.0
     );
     Ok(())
 }

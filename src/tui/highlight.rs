@@ -92,6 +92,8 @@ pub struct Highlighter {
     /// `checkpoints[k]` is the state before line `k * CHECKPOINT`; always a valid prefix.
     checkpoints: Vec<Checkpoint>,
     cache: BTreeMap<usize, Spans>,
+    /// The state after the last line parsed (scrolling down resumes here, not at a checkpoint).
+    resume: Option<(usize, Checkpoint, bool)>,
     pub background: Color,
     pub foreground: Color,
     pub selection: Color,
@@ -119,6 +121,7 @@ impl Highlighter {
             theme,
             checkpoints: Vec::new(),
             cache: BTreeMap::new(),
+            resume: None,
             background,
             foreground,
             selection,
@@ -160,6 +163,9 @@ impl Highlighter {
             self.checkpoints.push(fresh);
         }
         let _ = self.cache.split_off(&line);
+        if self.resume.as_ref().is_some_and(|(at, _, _)| *at > line) {
+            self.resume = None;
+        }
     }
 
     /// Highlighted spans for lines `first..first + count` (fewer at the end of the text).
@@ -175,6 +181,19 @@ impl Highlighter {
         } else {
             (first.saturating_sub(FRESH_LEAD), self.fresh(), false)
         };
+        // Resume where the last frame stopped when that is closer (scrolling down).
+        if let Some((at, resumed, resumed_exact)) = &self.resume
+            && *at <= first
+            && *at > line
+            && (*resumed_exact || !exact)
+        {
+            (line, state) = (*at, resumed.clone());
+        }
+        let exact = exact
+            || self
+                .resume
+                .as_ref()
+                .is_some_and(|(at, _, e)| *e && *at == line);
         let highlighter = SynHighlighter::new(&self.theme);
         let set = syntax_set();
         let mut buf = String::new();
@@ -212,6 +231,7 @@ impl Highlighter {
             }
             line += 1;
         }
+        self.resume = Some((line, state, exact));
         if self.cache.len() > 4096 {
             // Keep the cache small: what is on screen is all a frame needs.
             self.cache.retain(|l, _| *l >= first && *l < end);
@@ -294,6 +314,17 @@ mod tests {
         let before = h.parsed_lines;
         h.lines(&rope, 1900, 10);
         assert_eq!(h.parsed_lines, before);
+    }
+
+    #[test]
+    fn scrolling_down_parses_each_line_once() {
+        let text: String = (0..1000).map(|i| format!("let x{i} = {i};\n")).collect();
+        let rope = Rope::from_str(&text);
+        let mut h = rust();
+        for first in (0..1000).step_by(30) {
+            h.lines(&rope, first, 30);
+        }
+        assert!(h.parsed_lines <= 1001, "parsed {} lines", h.parsed_lines);
     }
 
     #[test]
