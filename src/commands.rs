@@ -175,8 +175,18 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         crate::client::ClientState::detached(doc, crate::protocol::Role::Writer, &opts.name);
     state.synced = true;
     let handle = crate::client::SessionHandle::detached(state);
-    // Connect in the background: the first frame does not wait for the network.
-    let client = Client::launch(code, opts, handle.clone(), crate::protocol::Role::Writer);
+    // Connect in the background once the first frame is up: it never waits for the network.
+    let (first_frame, drawn) = tokio::sync::oneshot::channel();
+    let gate = async move {
+        let _ = drawn.await;
+    };
+    let client = Client::launch(
+        code,
+        opts,
+        handle.clone(),
+        crate::protocol::Role::Writer,
+        gate,
+    );
 
     let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
     let mut app = crate::tui::app::App::new(handle, Some(args.file.clone()), highlighter);
@@ -185,7 +195,7 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         view: room.view_code.clone(),
     });
     app.mode = crate::tui::app::Mode::Codes;
-    let result = crate::tui::run(&mut app, client.changes()).await;
+    let result = crate::tui::run(&mut app, client.changes(), Some(first_frame)).await;
     client.close().await;
     println!("pairedit: room codes were");
     println!("  may type:   pairedit join {}", room.write_code);
@@ -225,7 +235,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| "Plain Text".to_string());
     let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
     let mut app = crate::tui::app::App::new(client.handle(), args.file.clone(), highlighter);
-    let result = crate::tui::run(&mut app, client.changes()).await;
+    let result = crate::tui::run(&mut app, client.changes(), None).await;
     client.close().await;
     result
 }

@@ -482,21 +482,23 @@ impl Client {
             opts,
             SessionHandle::detached(state),
             role,
-            Some(ws),
+            Connect::Open(Box::new(ws)),
         ))
     }
 
     /// Starts a session in the background on `handle`'s state and returns at once: the editor
     /// stays usable while it connects, and shows connection failures in its status line.
-    /// The relay must grant `role` (a host's write code does).
+    /// The relay must grant `role` (a host's write code does). It connects once `gate`
+    /// resolves (the editor's first frame, say).
     pub fn launch(
         code: JoinCode,
         opts: ClientOptions,
         handle: SessionHandle,
         role: Role,
+        gate: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Client {
         handle.lock().connection = Connection::Connecting;
-        Self::start(code, opts, handle, role, None)
+        Self::start(code, opts, handle, role, Connect::After(Box::pin(gate)))
     }
 
     fn start(
@@ -504,7 +506,7 @@ impl Client {
         opts: ClientOptions,
         handle: SessionHandle,
         role: Role,
-        ws: Option<Ws>,
+        connect: Connect,
     ) -> Client {
         let state = handle.state.clone();
         let (notify, changes) = watch::channel(0u64);
@@ -519,21 +521,25 @@ impl Client {
                 code.clone(),
             );
             tokio::spawn(async move {
-                let ws = match ws {
-                    Some(ws) => ws,
-                    None => match open(&code, &opts).await {
-                        Ok((ws, _)) => {
-                            lock(&state).connection = Connection::Connected;
-                            ws
+                let ws = match connect {
+                    Connect::Open(ws) => *ws,
+                    Connect::After(gate) => {
+                        gate.await;
+                        let opened = open(&code, &opts).await;
+                        match opened {
+                            Ok((ws, _)) => {
+                                lock(&state).connection = Connection::Connected;
+                                ws
+                            }
+                            Err(e) => {
+                                let mut st = lock(&state);
+                                st.connection = Connection::Closed(e.to_string());
+                                st.version += 1;
+                                let _ = notify.send(st.version);
+                                return;
+                            }
                         }
-                        Err(e) => {
-                            let mut st = lock(&state);
-                            st.connection = Connection::Closed(e.to_string());
-                            st.version += 1;
-                            let _ = notify.send(st.version);
-                            return;
-                        }
-                    },
+                    }
                 };
                 session(ws, state, notify, opts.flush_interval, flush_now, cancel).await;
             })
@@ -665,6 +671,12 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// How a session gets its socket: already open, or opened once a gate resolves.
+enum Connect {
+    Open(Box<Ws>),
+    After(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 }
 
 /// The network task: one loop over relay messages, flush ticks and cancellation.

@@ -15,17 +15,25 @@ use crossterm::event::{
     DisableBracketedPaste, EnableBracketedPaste, Event, EventStream, KeyEventKind,
 };
 use futures_util::StreamExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use app::App;
 use update::{Effect, Msg, update};
 
+/// Frames or updates slower than this are logged (half a 60 Hz frame).
+const SLOW: Duration = Duration::from_millis(8);
+
 /// Runs the editor until the user quits. The terminal is restored on return, on error, and on
 /// panic (ratatui's panic hook).
-pub async fn run(app: &mut App, changes: watch::Receiver<u64>) -> anyhow::Result<()> {
+/// `first_frame` is told once the first frame is on screen (so heavy startup work can wait).
+pub async fn run(
+    app: &mut App,
+    changes: watch::Receiver<u64>,
+    first_frame: Option<oneshot::Sender<()>>,
+) -> anyhow::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let _ = crossterm::execute!(std::io::stdout(), EnableBracketedPaste);
-    let result = event_loop(&mut terminal, app, changes).await;
+    let result = event_loop(&mut terminal, app, changes, first_frame).await;
     let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
     ratatui::restore();
     result
@@ -35,13 +43,21 @@ async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
     changes: watch::Receiver<u64>,
+    mut first_frame: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     let mut events = EventStream::new();
     let (saved_tx, mut saved_rx) = mpsc::unbounded_channel::<Msg>();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut changes = Some(changes);
     loop {
+        let drawn = std::time::Instant::now();
         terminal.draw(|frame| view::render(frame, app))?;
+        if drawn.elapsed() > SLOW {
+            tracing::warn!("slow frame: {:?}", drawn.elapsed());
+        }
+        if let Some(tx) = first_frame.take() {
+            let _ = tx.send(());
+        }
         let msg = tokio::select! {
             event = events.next() => match event {
                 Some(Ok(Event::Key(key))) if key.kind != KeyEventKind::Release => Msg::Key(key),
@@ -66,7 +82,12 @@ async fn event_loop(
             Some(msg) = saved_rx.recv() => msg,
             _ = tick.tick() => Msg::Tick,
         };
-        for effect in update(app, msg) {
+        let started = std::time::Instant::now();
+        let effects = update(app, msg);
+        if started.elapsed() > SLOW {
+            tracing::warn!("slow update: {:?}", started.elapsed());
+        }
+        for effect in effects {
             match effect {
                 Effect::Save {
                     path,

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Editor benchmarks in real terminals (tmux), pairedit beside vim and nvim in the same run.
+
+  keystroke: time from `send-keys` of one character until it is on the pane (capture-pane),
+             over one tmux control-mode connection (no fork per poll); `cat` is the floor.
+  bigfile:   time from starting the editor on a big file until its first line is on screen,
+             and the editor's peak RSS (VmHWM) once it has settled.
+
+Usage: bench/editor.py [--keys N] [--bigfile PATH] [--bin target/release/pairedit]
+Needs tmux; vim/nvim are measured when installed (apt-get install vim-nox neovim).
+"""
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SOCKET = f"pairedit-bench-{os.getpid()}"
+
+
+class Control:
+    """One tmux control-mode client: commands in, their output blocks out."""
+
+    def __init__(self):
+        subprocess.run(["tmux", "-L", SOCKET, "new-session", "-d", "-s", "b", "-x", "120", "-y", "40"], check=True)
+        self.p = subprocess.Popen(["tmux", "-L", SOCKET, "-C", "attach", "-t", "b"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        # Attaching answers with an empty block of its own: consume it, or every reply is late by one.
+        self._block("attach")
+
+    def cmd(self, command):
+        self.p.stdin.write((command + "\n").encode())
+        self.p.stdin.flush()
+        return self._block(command)
+
+    def _block(self, command):
+        out, inside = [], False
+        while True:
+            raw = self.p.stdout.readline()
+            if not raw:
+                raise RuntimeError("tmux control client ended")
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            if line.startswith("%begin"):
+                inside, out = True, []
+            elif line.startswith("%end") or line.startswith("%error"):
+                if inside:
+                    if line.startswith("%error"):
+                        raise RuntimeError(f"tmux: {command}: {out}")
+                    return out
+            elif inside:
+                out.append(line)
+
+    def screen(self, target):
+        return "\n".join(self.cmd(f"capture-pane -p -t {target}"))
+
+    def wait(self, target, pred, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.screen(target)
+            if pred(s):
+                return s
+        raise TimeoutError(f"{target}: condition not met; screen:\n{self.screen(target)}")
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+        except OSError:
+            pass
+        subprocess.run(["tmux", "-L", SOCKET, "kill-server"], capture_output=True)
+
+
+def shell_quote(s):
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+def window(ctl, name, command):
+    ctl.cmd(f"new-window -d -n {name} {shell_quote('exec ' + command)}")
+    return f"b:{name}"
+
+
+def pane_pid(ctl, target):
+    return int(ctl.cmd(f"display -p -t {target} '#{{pane_pid}}'")[0])
+
+
+def vm(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def keystrokes(ctl, target, n, ready):
+    """Types n random letters; returns per-key latencies in ms."""
+    ctl.wait(target, ready)
+    time.sleep(0.5)
+    rng = random.Random(7)
+    typed, lat = "", []
+    for i in range(n):
+        if len(typed) >= 60:
+            ctl.cmd(f"send-keys -t {target} Enter")
+            typed = ""
+            time.sleep(0.05)
+        c = rng.choice("abcdefghijklmnopqrstuvwxyz")
+        typed += c
+        tail = typed[-12:]
+        t0 = time.perf_counter()
+        ctl.cmd(f"send-keys -t {target} -l {c}")
+        while tail not in ctl.screen(target):
+            time.sleep(0.0005)
+            if time.perf_counter() - t0 > 5:
+                raise TimeoutError(f"key {i} never showed in {target}")
+        lat.append((time.perf_counter() - t0) * 1000)
+        if os.environ.get("BENCH_DEBUG") and lat[-1] > 20:
+            print(f"slow key {i} {c!r} sent at {time.strftime('%H:%M:%S', time.localtime(time.time() - lat[-1] / 1000))}.{int(((time.time() - lat[-1] / 1000) % 1) * 1e6):06d} took {lat[-1]:.1f} ms", file=sys.stderr)
+    return lat
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
+
+
+def bench_keys(ctl, pe_bin, n):
+    tmp = tempfile.mkdtemp()
+    empty = os.path.join(tmp, "empty.txt")
+    open(empty, "w").close()
+    editors = [("floor (cat)", "cat", lambda s: True)]
+    if shutil.which("vim"):
+        editors.append(("vim -u NONE", f"vim -u NONE -N -c startinsert {empty}", lambda s: "0L, 0B" in s))
+    if shutil.which("nvim"):
+        editors.append(("nvim --clean", f"nvim --clean -c startinsert {empty}", lambda s: "INSERT" in s))
+    pe_file = os.path.join(tmp, "pe.txt")
+    open(pe_file, "w").close()
+    editors.append(("pairedit host", f"{pe_bin} host {pe_file} --log-file {tmp}/pe.log {os.environ.get('PE_ARGS', '')}", lambda s: "connected" in s))
+    rows = []
+    for i, (name, command, ready) in enumerate(editors):
+        target = window(ctl, f"k{i}", command)
+        if name.startswith("pairedit"):
+            ctl.wait(target, lambda s: "join codes" in s)
+            ctl.cmd(f"send-keys -t {target} Escape")
+        lat = keystrokes(ctl, target, n, ready)
+        rows.append((name, statistics.median(lat), pct(lat, 99), max(lat)))
+        if os.environ.get("BENCH_DEBUG"):
+            slow = sorted(range(len(lat)), key=lambda i: -lat[i])[:8]
+            print(name, "slowest keys:", [(i, round(lat[i], 1)) for i in slow], file=sys.stderr)
+        ctl.cmd(f"kill-window -t {target}")
+    floor = rows[0][1]
+    print(f"\n## Keystroke to screen ({n} keys, tmux capture-pane over one control-mode client)\n")
+    print("| program | p50 ms | p99 ms | max ms | p50 − floor ms |")
+    print("|---|---|---|---|---|")
+    for name, p50, p99, mx in rows:
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {mx:.2f} | {p50 - floor:.2f} |")
+
+
+def bench_bigfile(ctl, pe_bin, path, runs):
+    with open(path, "rb") as f:
+        first_line = f.readline().decode().strip()[:30]
+    size_mb = os.path.getsize(path) / 1e6
+    editors = []
+    if shutil.which("vim"):
+        editors.append(("vim -u NONE", f"vim -u NONE -N {path}"))
+    if shutil.which("nvim"):
+        editors.append(("nvim --clean", f"nvim --clean {path}"))
+    editors.append(("pairedit host", f"{pe_bin} host {path} --log-file /tmp/pairedit-bench.log"))
+    print(f"\n## Big file: {path} ({size_mb:.0f} MB), first frame and peak RSS (median of {runs})\n")
+    print("| program | first frame s | peak RSS MiB | RSS after 3 s MiB |")
+    print("|---|---|---|---|")
+    for name, command in editors:
+        frames, peaks, settled = [], [], []
+        for r in range(runs):
+            t0 = time.perf_counter()
+            target = window(ctl, f"big{r}", command)
+            ctl.wait(target, lambda s: first_line in s, timeout=120)
+            frames.append(time.perf_counter() - t0)
+            pid = pane_pid(ctl, target)
+            time.sleep(3)
+            peaks.append(vm(pid, "VmHWM") / 1024)
+            settled.append(vm(pid, "VmRSS") / 1024)
+            ctl.cmd(f"kill-window -t {target}")
+            time.sleep(0.5)
+        print(f"| {name} | {statistics.median(frames):.3f} | {statistics.median(peaks):.0f} | {statistics.median(settled):.0f} |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", type=int, default=300)
+    ap.add_argument("--bigfile")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--bin", default="target/release/pairedit")
+    a = ap.parse_args()
+    if not shutil.which("tmux"):
+        sys.exit("tmux is required")
+    pe_bin = os.path.abspath(a.bin)
+    ctl = Control()
+    try:
+        print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}; tmux {subprocess.run(['tmux', '-V'], capture_output=True, text=True).stdout.strip()}")
+        bench_keys(ctl, pe_bin, a.keys)
+        if a.bigfile:
+            bench_bigfile(ctl, pe_bin, a.bigfile, a.runs)
+    finally:
+        ctl.close()
+
+
+if __name__ == "__main__":
+    main()
