@@ -171,12 +171,14 @@ async fn linger(mut stream: futures_util::stream::SplitStream<WebSocket>, at_mos
     let deadline = tokio::time::Instant::now() + at_most;
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Err(_) => return,
             Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_))) => {
+            // After a read error the stream reports its end at once, whatever the peer does:
+            // keep the socket open until the deadline all the same.
+            Ok(Some(Err(_)) | None) => {
                 tokio::time::sleep_until(deadline).await;
                 return;
             }
-            Ok(None) | Err(_) => return,
         }
     }
 }

@@ -184,7 +184,11 @@ pub async fn raw_expect(ws: &mut RawWs, mut pred: impl FnMut(&Seen) -> bool) -> 
                 )]
             }
             Some(Ok(_)) => vec![],
-            Some(Err(_)) | None => vec![Seen::Closed(None)],
+            Some(Err(e)) => {
+                eprintln!("raw socket error: {e}");
+                vec![Seen::Closed(None)]
+            }
+            None => vec![Seen::Closed(None)],
         };
         for s in seen {
             let closed = matches!(s, Seen::Closed(_));
