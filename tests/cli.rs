@@ -124,3 +124,34 @@ async fn help_teaches() {
         );
     }
 }
+
+#[tokio::test]
+async fn host_refuses_binary_and_invalid_utf8_files_before_touching_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("image.png");
+    std::fs::write(&bin, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let bad = dir.path().join("latin1.txt");
+    std::fs::write(&bad, b"caf\xe9\n").unwrap();
+    for (path, needle) in [(&bin, "binary"), (&bad, "not valid UTF-8")] {
+        let out = run(&["host", path.to_str().unwrap()]).await;
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{err}");
+        assert!(out.stdout.is_empty(), "no escape codes were written");
+    }
+    assert_eq!(
+        std::fs::read(&bad).unwrap(),
+        b"caf\xe9\n",
+        "the file is untouched"
+    );
+    let missing = run(&["host", "/nonexistent/file.rs"]).await;
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+    let good = dir.path().join("ok.rs");
+    std::fs::write(&good, "fn main() {}\n").unwrap();
+    let theme = run(&["host", good.to_str().unwrap(), "--theme", "nope"]).await;
+    assert!(!theme.status.success());
+    assert!(
+        String::from_utf8_lossy(&theme.stderr).contains("pairedit-light"),
+        "lists the shipped themes"
+    );
+}

@@ -489,3 +489,50 @@ fn remote_edits_above_keep_the_cursor_on_its_text() {
     type_str(&mut a, "X");
     assert_eq!(text(&a), "new\nline1\nline2\nlXine3\n");
 }
+
+#[test]
+fn follow_mode_tracks_a_teammate_and_any_own_move_stops_it() {
+    let text: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    let ana = session(&text, Role::Writer, "ana");
+    let bo = {
+        let mut st = ClientState::detached(SharedDoc::new(), Role::Writer, "bo");
+        st.synced = true;
+        SessionHandle::detached(st)
+    };
+    sync_pair(&ana, &bo);
+    let mut a = app_on(ana.clone());
+    screen(&mut a, 80, 12); // sets the view height
+    assert_eq!(key(&mut a, KeyCode::F(3)), vec![]);
+    assert_eq!(
+        a.status.as_ref().map(|s| s.0.as_str()),
+        Some("nobody to follow yet")
+    );
+    let line_150 = bo.lock().doc.rope().line_to_char(150);
+    bo.lock().set_cursor(line_150, line_150);
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    key(&mut a, KeyCode::F(3));
+    assert_eq!(a.follow, Some(bo.lock().client_id()));
+    assert!(
+        a.top <= 150 && 150 < a.top + a.view_height,
+        "view shows bo's line (top {})",
+        a.top
+    );
+    // bo moves; the view goes along.
+    let line_20 = bo.lock().doc.rope().line_to_char(20);
+    bo.lock().set_cursor(line_20, line_20);
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    assert!(
+        a.top <= 20 && 20 < a.top + a.view_height,
+        "view follows to line 20 (top {})",
+        a.top
+    );
+    // Our own move stops following.
+    key(&mut a, KeyCode::Down);
+    assert_eq!(a.follow, None);
+    assert_eq!(
+        a.status.as_ref().map(|s| s.0.as_str()),
+        Some("stopped following")
+    );
+}
