@@ -536,3 +536,29 @@ fn follow_mode_tracks_a_teammate_and_any_own_move_stops_it() {
         Some("stopped following")
     );
 }
+
+#[test]
+fn tiny_and_odd_terminal_sizes_never_panic() {
+    let text = "fn main() {\n\t\"日本語 😀 e\u{301}\";\n}\n".repeat(50);
+    let mut a = app(&text);
+    a.codes = Some(Codes {
+        write: "ws://h/r/R/w_T".into(),
+        view: "ws://h/r/R/v_T".into(),
+    });
+    for (w, h) in [(1, 1), (2, 2), (5, 3), (10, 4), (20, 5), (40, 2), (200, 60)] {
+        for k in [
+            KeyCode::End,
+            KeyCode::PageDown,
+            KeyCode::F(1),
+            KeyCode::Esc,
+            KeyCode::F(2),
+            KeyCode::Esc,
+        ] {
+            key(&mut a, k);
+            screen(&mut a, w, h);
+        }
+        ctrl(&mut a, 't');
+        screen(&mut a, w, h);
+        key(&mut a, KeyCode::Esc);
+    }
+}

@@ -112,6 +112,9 @@ fn draw_text(
     area: Rect,
     remotes: &[RemoteCursor],
 ) {
+    if area.area() == 0 {
+        return;
+    }
     let rope = st.doc.rope();
     let bg = app.highlighter.background;
     let fg = app.highlighter.foreground;
@@ -224,6 +227,9 @@ fn ago(ms: u64) -> String {
 }
 
 fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
+    if area.area() == 0 {
+        return;
+    }
     let mut lines = vec![
         Line::from(vec![
             Span::styled("● ", Style::default().fg(parse_color(st.color()))),
@@ -257,6 +263,9 @@ fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
 }
 
 fn draw_chat(buf: &mut Buffer, st: &ClientState, area: Rect) {
+    if area.area() == 0 {
+        return;
+    }
     let lines: Vec<Line> = st
         .chat()
         .iter()
@@ -279,6 +288,9 @@ fn draw_chat(buf: &mut Buffer, st: &ClientState, area: Rect) {
 }
 
 fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
+    if area.area() == 0 {
+        return;
+    }
     let rope = st.doc.rope();
     let (line, col) = App::line_col(rope, app.cursor);
     let dcol = text::display_col(&text::line_text(rope, line), col);
@@ -328,6 +340,9 @@ fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
 }
 
 fn draw_prompt(frame: &mut Frame, app: &App, area: Rect) {
+    if area.area() == 0 {
+        return;
+    }
     let (text, cursor) = match &app.mode {
         Mode::Find { query, .. } => (format!("find: {query}"), true),
         Mode::GotoLine { input } => (format!("go to line: {input}"), true),
@@ -367,6 +382,9 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 fn draw_help(buf: &mut Buffer, area: Rect) {
+    if area.area() == 0 {
+        return;
+    }
     let lines: Vec<Line> = HELP
         .iter()
         .map(|(k, v)| {
@@ -391,6 +409,9 @@ fn draw_help(buf: &mut Buffer, area: Rect) {
 }
 
 fn draw_codes(buf: &mut Buffer, app: &App, area: Rect) {
+    if area.area() == 0 {
+        return;
+    }
     let Some(codes) = &app.codes else { return };
     let lines = vec![
         Line::from(Span::styled(
