@@ -16,6 +16,8 @@ pub const TEXT_NAME: &str = "content";
 pub const META_NAME: &str = "meta";
 /// Protocol version of pairedit's own additions (codes, role header); y-protocols itself is unversioned.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Response header on the WebSocket upgrade with the relay's [`PROTOCOL_VERSION`].
+pub const VERSION_HEADER: &str = "x-pairedit-protocol";
 /// Response header on the WebSocket upgrade that tells the client its role.
 pub const ROLE_HEADER: &str = "x-pairedit-role";
 /// Largest WebSocket message the relay accepts by default.

@@ -69,6 +69,8 @@ pub enum ClientError {
     BadToken,
     #[error("the relay refused the connection: HTTP {0}")]
     Refused(u16),
+    #[error("incompatible versions: {0}")]
+    Version(String),
     #[error("timed out connecting to {0}")]
     Timeout(String),
     #[error("this session is read-only (joined with a view code)")]
@@ -81,12 +83,28 @@ pub enum ClientError {
     Disconnected(String),
 }
 
+impl ClientError {
+    /// Errors that trying again cannot fix.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ClientError::UnknownRoom | ClientError::BadToken | ClientError::Version(_) => true,
+            ClientError::Refused(status) => *status != 503 && *status != 429 && *status < 500,
+            _ => false,
+        }
+    }
+}
+
 /// Connection state, as a status line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connection {
     /// Opening the connection (the editor is already usable).
     Connecting,
     Connected,
+    /// Lost; trying again with backoff. Local edits keep queueing and merge on reconnect.
+    Reconnecting {
+        attempt: u32,
+        reason: String,
+    },
     /// Closed, with the reason (the relay's close reason when it gave one).
     Closed(String),
 }
@@ -198,7 +216,7 @@ impl ClientState {
 
     /// Local edits not yet sent.
     pub fn queued_updates(&self) -> usize {
-        self.batcher.len() + usize::from(self.doc.has_outgoing())
+        self.batcher.len() + self.doc.outgoing_len()
     }
 
     /// Starts (or stops) recording remote text changes for [`ClientState::take_remote_edits`].
@@ -359,6 +377,30 @@ impl ClientState {
         Ok(())
     }
 
+    /// A (re)connection starts with the sync handshake, whose step 2 carries every local edit
+    /// the relay lacks: what was queued for sending is covered by it and dropped (it would only
+    /// arrive twice), and our presence is announced again.
+    fn on_connected(&mut self) {
+        let _ = self.doc.take_outgoing();
+        self.batcher = Batcher::new();
+        // Our clock must pass the one the relay used to announce our departure (ours + 1),
+        // or peers would ignore our presence until the next change.
+        self.publish();
+        self.publish();
+    }
+
+    /// Others' presence is stale once we are cut off; the relay sends it afresh on reconnect.
+    /// A fresh `Awareness` (keeping only our own entry and clock) forgets them without the
+    /// clock bump `remove_state` would make, which would make us ignore their next update.
+    fn on_disconnected(&mut self) {
+        let me = self.awareness.client_id();
+        let mut fresh = Awareness::new(self.doc.doc().clone());
+        if let Ok(mine) = self.awareness.update_with_clients([me]) {
+            let _ = fresh.apply_update(mine);
+        }
+        self.awareness = fresh;
+    }
+
     /// Picks up new chat lines from members' awareness states.
     fn collect_chat(&mut self) {
         for m in self.members() {
@@ -437,6 +479,15 @@ async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<(Ws, Role), Clien
             return Err(match resp.status().as_u16() {
                 404 => ClientError::UnknownRoom,
                 401 | 403 => ClientError::BadToken,
+                426 => ClientError::Version(
+                    resp.body()
+                        .as_deref()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                        .and_then(|v| v["error"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| {
+                            "the relay speaks another pairedit protocol version".into()
+                        }),
+                ),
                 s => ClientError::Refused(s),
             });
         }
@@ -448,6 +499,19 @@ async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<(Ws, Role), Clien
         }
         Ok(Ok(pair)) => pair,
     };
+    let relay_version = response
+        .headers()
+        .get(protocol::VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    if let Some(v) = relay_version
+        && v != protocol::PROTOCOL_VERSION
+    {
+        return Err(ClientError::Version(format!(
+            "the relay speaks pairedit protocol v{v}, this client v{}; upgrade the older one",
+            protocol::PROTOCOL_VERSION
+        )));
+    }
     let role = response
         .headers()
         .get(ROLE_HEADER)
@@ -521,27 +585,72 @@ impl Client {
                 code.clone(),
             );
             tokio::spawn(async move {
-                let ws = match connect {
-                    Connect::Open(ws) => *ws,
+                let set = |connection: Connection| {
+                    let mut st = lock(&state);
+                    st.connection = connection;
+                    st.version += 1;
+                    let _ = notify.send(st.version);
+                };
+                let mut socket = match connect {
+                    Connect::Open(ws) => Some(*ws),
                     Connect::After(gate) => {
                         gate.await;
-                        let opened = open(&code, &opts).await;
-                        match opened {
-                            Ok((ws, _)) => {
-                                lock(&state).connection = Connection::Connected;
-                                ws
+                        None
+                    }
+                };
+                let mut attempt = 0u32;
+                loop {
+                    let ws = match socket.take() {
+                        Some(ws) => ws,
+                        None => {
+                            let opened = tokio::select! {
+                                _ = cancel.cancelled() => return set(Connection::Closed("closed".into())),
+                                opened = open(&code, &opts) => opened,
+                            };
+                            match opened {
+                                Ok((ws, _)) => ws,
+                                Err(e) if e.is_permanent() => {
+                                    return set(Connection::Closed(e.to_string()));
+                                }
+                                Err(e) => {
+                                    attempt += 1;
+                                    set(Connection::Reconnecting {
+                                        attempt,
+                                        reason: e.to_string(),
+                                    });
+                                    if !backoff(attempt, &cancel).await {
+                                        return set(Connection::Closed("closed".into()));
+                                    }
+                                    continue;
+                                }
                             }
-                            Err(e) => {
-                                let mut st = lock(&state);
-                                st.connection = Connection::Closed(e.to_string());
-                                st.version += 1;
-                                let _ = notify.send(st.version);
-                                return;
+                        }
+                    };
+                    lock(&state).on_connected();
+                    set(Connection::Connected);
+                    attempt = 0;
+                    let ended = session(
+                        ws,
+                        state.clone(),
+                        notify.clone(),
+                        opts.flush_interval,
+                        flush_now.clone(),
+                        cancel.clone(),
+                    )
+                    .await;
+                    match ended {
+                        Ended::Cancelled => return set(Connection::Closed("closed".into())),
+                        Ended::Refused(reason) => return set(Connection::Closed(reason)),
+                        Ended::Lost(reason) => {
+                            lock(&state).on_disconnected();
+                            attempt += 1;
+                            set(Connection::Reconnecting { attempt, reason });
+                            if !backoff(attempt, &cancel).await {
+                                return set(Connection::Closed("closed".into()));
                             }
                         }
                     }
-                };
-                session(ws, state, notify, opts.flush_interval, flush_now, cancel).await;
+                }
             })
         };
         Client {
@@ -679,6 +788,15 @@ enum Connect {
     After(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 }
 
+/// How one connection ended.
+enum Ended {
+    Cancelled,
+    /// The relay refused to go on in a way a retry cannot fix.
+    Refused(String),
+    /// The network or the relay went away: try again.
+    Lost(String),
+}
+
 /// The network task: one loop over relay messages, flush ticks and cancellation.
 async fn session(
     ws: Ws,
@@ -687,7 +805,7 @@ async fn session(
     flush_interval: Duration,
     flush_now: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
-) {
+) -> Ended {
     let (mut sink, mut stream) = ws.split();
     let bump = |st: &mut ClientState| {
         st.version += 1;
@@ -697,9 +815,9 @@ async fn session(
         let st = lock(&state);
         protocol::sync_step1(&st.doc.state_vector())
     };
-    let mut closed_reason = String::from("connection closed");
+    let mut ended = Ended::Lost("connection closed".into());
     if sink.send(WsMessage::binary(hello)).await.is_err() {
-        closed_reason = "could not send the sync handshake".into();
+        ended = Ended::Lost("could not send the sync handshake".into());
     } else {
         let mut ticker = tokio::time::interval(flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -716,7 +834,7 @@ async fn session(
                         let _ = sink.send(WsMessage::binary(frame)).await;
                     }
                     let _ = sink.close().await;
-                    closed_reason = "closed".into();
+                    ended = Ended::Cancelled;
                     break;
                 }
                 _ = ticker.tick() => {
@@ -732,20 +850,26 @@ async fn session(
                         match replies {
                             Ok(replies) => replies,
                             Err(e) => {
-                                closed_reason = format!("bad message from relay: {e}");
+                                ended = Ended::Refused(format!("bad message from relay: {e}"));
                                 break;
                             }
                         }
                     }
                     Some(Ok(WsMessage::Close(frame))) => {
                         if let Some(frame) = frame {
-                            closed_reason = format!("closed by relay ({}): {}", u16::from(frame.code), frame.reason);
+                            let code = u16::from(frame.code);
+                            let reason = format!("closed by relay ({code}): {}", frame.reason);
+                            // Protocol errors and size refusals would only repeat; the rest retry.
+                            ended = match code {
+                                protocol::close::PROTOCOL_ERROR | protocol::close::TOO_BIG => Ended::Refused(reason),
+                                _ => Ended::Lost(reason),
+                            };
                         }
                         break;
                     }
                     Some(Ok(_)) => Vec::new(),
                     Some(Err(e)) => {
-                        closed_reason = e.to_string();
+                        ended = Ended::Lost(e.to_string());
                         break;
                     }
                     None => break,
@@ -757,17 +881,33 @@ async fn session(
             {
                 last_awareness = Instant::now();
             }
+            let mut failed = None;
             for frame in outgoing {
                 if let Err(e) = sink.send(WsMessage::binary(frame)).await {
-                    closed_reason = e.to_string();
+                    failed = Some(e.to_string());
                     break;
                 }
             }
+            if let Some(e) = failed {
+                ended = Ended::Lost(e);
+                break;
+            }
         }
     }
-    let mut st = lock(&state);
-    st.connection = Connection::Closed(closed_reason);
-    bump(&mut st);
+    ended
+}
+
+/// Sleeps for the backoff of `attempt` (exponential from 200 ms, capped at 10 s, with jitter so
+/// a room's members do not all come back at once); false if cancelled meanwhile.
+async fn backoff(attempt: u32, cancel: &CancellationToken) -> bool {
+    let base = Duration::from_millis(200)
+        .saturating_mul(1 << attempt.min(6))
+        .min(Duration::from_secs(10));
+    let jitter = 0.5 + (getrandom::u32().unwrap_or(0) as f64 / u32::MAX as f64) * 0.5;
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(base.mul_f64(jitter)) => true,
+    }
 }
 
 /// An awareness update that removes our own state.

@@ -294,6 +294,8 @@ async fn create_room(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Res
 #[derive(Deserialize)]
 struct TokenQuery {
     token: Option<String>,
+    /// The client's pairedit protocol version (pairedit clients send it; stock Yjs clients don't).
+    v: Option<String>,
 }
 
 async fn join_room_query(
@@ -302,6 +304,15 @@ async fn join_room_query(
     Query(q): Query<TokenQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Some(v) = &q.v
+        && v.parse::<u32>().ok() != Some(protocol::PROTOCOL_VERSION)
+    {
+        let msg = format!(
+            "this relay speaks pairedit protocol v{}, the client v{v}; upgrade the older one",
+            protocol::PROTOCOL_VERSION
+        );
+        return error(StatusCode::UPGRADE_REQUIRED, &msg);
+    }
     join_room(relay, room, q.token, ws)
 }
 
@@ -363,8 +374,11 @@ fn join_room(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| tasks.track_future(conn::serve(relay, room, role, socket)));
-    response
-        .headers_mut()
-        .insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));
+    let headers = response.headers_mut();
+    headers.insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));
+    headers.insert(
+        protocol::VERSION_HEADER,
+        HeaderValue::from(protocol::PROTOCOL_VERSION),
+    );
     response
 }

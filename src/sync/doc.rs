@@ -339,6 +339,11 @@ impl SharedDoc {
         !lock(&self.outgoing).is_empty()
     }
 
+    /// Local transactions not yet taken by [`SharedDoc::take_outgoing`].
+    pub fn outgoing_len(&self) -> usize {
+        lock(&self.outgoing).len()
+    }
+
     pub fn state_vector(&self) -> StateVector {
         self.doc.transact().state_vector()
     }

@@ -306,6 +306,10 @@ fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
         .unwrap_or_else(|| "untitled".into());
     let conn = match &st.connection {
         Connection::Connecting => "connecting…".to_string(),
+        Connection::Reconnecting { attempt, reason } => {
+            let queued = st.queued_updates();
+            format!("reconnecting (try {attempt}: {reason}) · {queued} edits queued")
+        }
         Connection::Connected if st.synced => "connected".to_string(),
         Connection::Connected => "syncing".to_string(),
         Connection::Closed(reason) => {

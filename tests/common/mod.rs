@@ -24,9 +24,12 @@ impl TestRelay {
     }
 
     pub async fn with_config(config: RelayConfig) -> TestRelay {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        Self::at("127.0.0.1:0".parse().expect("addr"), config).await
+    }
+
+    /// A relay on a given address (to restart one where its clients expect it).
+    pub async fn at(addr: SocketAddr, config: RelayConfig) -> TestRelay {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(relay::run(listener, config, shutdown.clone()));
