@@ -35,6 +35,8 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// The relay is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// The relay could not store an update (disk full, say); it was not applied.
+    pub const INTERNAL: u16 = 1011;
 }
 
 /// What a connection may do in a room.

@@ -98,9 +98,15 @@ async fn serve_room_create_cat_and_sigterm() {
         .await
         .unwrap();
     assert!(stderr.contains("relay stopped"), "{stderr}");
+    let stored = dir.path().join(&room.room);
     assert!(
-        dir.path().join(format!("{}.ydoc", room.room)).exists(),
-        "room flushed on shutdown"
+        stored.join("snapshot.ydoc").exists(),
+        "room compacted on shutdown"
+    );
+    let record = std::fs::read_to_string(stored.join("room.json")).unwrap();
+    assert!(
+        !record.contains(&room.write_token) && !record.contains(&room.view_token),
+        "tokens are stored hashed"
     );
 }
 

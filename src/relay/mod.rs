@@ -29,7 +29,7 @@ pub use metrics::Metrics;
 pub use room::Room;
 
 use crate::protocol::{self, JoinCode, ROLE_HEADER, Role};
-use store::{FileStore, RoomRecord};
+use store::FileStore;
 
 /// How often changed rooms are written to `--data-dir` while the relay runs.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
@@ -105,9 +105,11 @@ impl Relay {
         Some(room)
     }
 
-    /// Writes every changed room to the data dir (no-op without one).
+    /// Compacts every changed room to a snapshot (no-op without a data dir).
     fn flush_rooms(&self) {
-        let Some(store) = &self.store else { return };
+        if self.store.is_none() {
+            return;
+        }
         let rooms: Vec<Arc<Room>> = self
             .rooms
             .lock()
@@ -120,12 +122,7 @@ impl Relay {
             if !room.take_dirty() {
                 continue;
             }
-            let record = RoomRecord {
-                room: room.id.clone(),
-                write_token: room.write_token.clone(),
-                view_token: room.view_token.clone(),
-            };
-            match store.save(&record, &room.encode_state()) {
+            match room.compact() {
                 Ok(()) => saved += 1,
                 Err(e) => {
                     room.mark_dirty();
@@ -161,24 +158,24 @@ pub async fn run(
         tasks: TaskTracker::new(),
     });
     if let Some(store) = &relay.store {
-        for (record, state) in store.load_all()? {
+        for loaded in store.load_all()? {
+            let record = loaded.record;
             if !protocol::is_valid_id(&record.room) {
                 tracing::warn!("skipping room with invalid id {:?}", record.room);
                 continue;
             }
-            let id = record.room.clone();
-            match Room::restore(
+            let room = Room::restore(
                 record.room,
-                record.write_token,
-                record.view_token,
+                record.write_hash,
+                record.view_hash,
                 relay.config.max_doc_bytes,
                 metrics.clone(),
-                &state,
-            ) {
-                Ok(room) => {
-                    let _ = relay.insert_room(room);
-                }
-                Err(e) => tracing::warn!("skipping room {id}: its snapshot is corrupt ({e})"),
+                &loaded.updates,
+                loaded.log,
+            );
+            if relay.insert_room(room).is_none() {
+                tracing::warn!("more rooms on disk than --max-rooms; the rest stay on disk");
+                break;
             }
         }
     }
@@ -263,12 +260,31 @@ async fn create_room(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Res
             "public URL does not make valid codes",
         );
     };
+    let record = store::RoomRecord {
+        room: id.clone(),
+        write_hash: store::hash_token(&write_token),
+        view_hash: store::hash_token(&view_token),
+    };
+    let log = match &relay.store {
+        Some(store) => match store.create(&record) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                tracing::error!("cannot store a new room: {e:#}");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the relay cannot store new rooms",
+                );
+            }
+        },
+        None => None,
+    };
     let room = Room::new(
         id.clone(),
-        write_token.clone(),
-        view_token.clone(),
+        record.write_hash,
+        record.view_hash,
         relay.config.max_doc_bytes,
         relay.metrics.clone(),
+        log,
     );
     if relay.insert_room(room).is_none() {
         relay

@@ -15,7 +15,11 @@ use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use super::conn::Kick;
 use super::metrics::Metrics;
+use super::store::{RoomLog, hash_token};
 use crate::protocol::{self, Role, close};
+
+/// A room's log is compacted into a snapshot once it grows past this many bytes.
+const COMPACT_LOG_AT: u64 = 64 << 20;
 
 /// A member's connection as the room sees it.
 struct Member {
@@ -34,6 +38,8 @@ struct RoomState {
     /// Updates the room's doc emitted for the transaction just applied (filled by an observer).
     applied: Arc<Mutex<Vec<Vec<u8>>>>,
     dirty: bool,
+    /// With `--data-dir`: every accepted update is appended here before it is broadcast.
+    log: Option<RoomLog>,
 }
 
 /// Why a message made the relay close the connection that sent it.
@@ -43,6 +49,8 @@ pub enum Refusal {
     Malformed(String),
     #[error("document would exceed the room's limit of {0} bytes")]
     DocTooLarge(usize),
+    #[error("the relay cannot store this update ({0}); it was not applied")]
+    Storage(String),
 }
 
 impl Refusal {
@@ -50,6 +58,7 @@ impl Refusal {
         match self {
             Refusal::Malformed(_) => close::PROTOCOL_ERROR,
             Refusal::DocTooLarge(_) => close::TOO_BIG,
+            Refusal::Storage(_) => close::INTERNAL,
         }
     }
 }
@@ -58,8 +67,9 @@ impl Refusal {
 /// `--data-dir`), joined with its write or view token.
 pub struct Room {
     pub id: String,
-    pub write_token: String,
-    pub view_token: String,
+    /// SHA-256 of the tokens: the tokens themselves are never kept.
+    write_hash: String,
+    view_hash: String,
     max_doc_bytes: usize,
     state: Mutex<RoomState>,
     metrics: Arc<Metrics>,
@@ -67,6 +77,32 @@ pub struct Room {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether applying `update` would change the room's document: items it does not have (continuing
+/// its state or after a gap) or deletions it has not made.
+fn would_change(st: &RoomState, update: &Update) -> bool {
+    if update.is_empty() {
+        return false;
+    }
+    let txn = st.awareness.doc().transact();
+    let snapshot = txn.snapshot();
+    let sv = &snapshot.state_map;
+    update.extends(sv)
+        || update
+            .state_vector_lower()
+            .iter()
+            .any(|(client, clock)| *clock > sv.get(client))
+        || {
+            let deletes = update.delete_set();
+            deletes.client_ids().any(|client| {
+                match (deletes.get(&client), snapshot.delete_set.get(&client)) {
+                    (Some(asked), Some(known)) => !asked.subset_of(known),
+                    (Some(asked), None) => !asked.is_empty(),
+                    (None, _) => false,
+                }
+            })
+        }
 }
 
 /// The relay's own doc never edits the text, so offsets never matter; UTF-16 matches Yjs.
@@ -78,12 +114,14 @@ fn new_doc() -> Doc {
 }
 
 impl Room {
+    /// A room whose tokens are `write_hash` / `view_hash` (see [`hash_token`]).
     pub fn new(
         id: String,
-        write_token: String,
-        view_token: String,
+        write_hash: String,
+        view_hash: String,
         max_doc_bytes: usize,
         metrics: Arc<Metrics>,
+        log: Option<RoomLog>,
     ) -> Room {
         let doc = new_doc();
         let applied: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
@@ -95,8 +133,8 @@ impl Room {
         debug_assert!(registered.is_ok());
         Room {
             id,
-            write_token,
-            view_token,
+            write_hash,
+            view_hash,
             max_doc_bytes,
             state: Mutex::new(RoomState {
                 awareness: Awareness::new(doc),
@@ -104,40 +142,69 @@ impl Room {
                 approx_bytes: 0,
                 applied,
                 dirty: false,
+                log,
             }),
             metrics,
         }
     }
 
-    /// Restores a room from a snapshot (its encoded state).
+    /// Restores a room from its stored updates (snapshot first, then the log), skipping any
+    /// update that does not decode (reported, never fatal).
     pub fn restore(
         id: String,
-        write_token: String,
-        view_token: String,
+        write_hash: String,
+        view_hash: String,
         max_doc_bytes: usize,
         metrics: Arc<Metrics>,
-        state: &[u8],
-    ) -> Result<Room, String> {
-        let room = Room::new(id, write_token, view_token, max_doc_bytes, metrics);
+        updates: &[Vec<u8>],
+        log: RoomLog,
+    ) -> Room {
+        let room = Room::new(id, write_hash, view_hash, max_doc_bytes, metrics, Some(log));
         {
             let mut st = lock(&room.state);
-            let update = Update::decode_v1(state).map_err(|e| e.to_string())?;
-            st.awareness
-                .doc()
-                .transact_mut()
-                .apply_update(update)
-                .map_err(|e| e.to_string())?;
+            let mut txn = st.awareness.doc().transact_mut();
+            for (i, bytes) in updates.iter().enumerate() {
+                match Update::decode_v1(bytes).map(|u| txn.apply_update(u)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(room = %room.id, "stored update {i} does not apply: {e}")
+                    }
+                    Err(e) => {
+                        tracing::warn!(room = %room.id, "stored update {i} does not decode: {e}")
+                    }
+                }
+            }
+            drop(txn);
             lock(&st.applied).clear();
-            st.approx_bytes = state.len();
+            st.approx_bytes = updates.iter().map(Vec::len).sum();
         }
-        Ok(room)
+        room
+    }
+
+    /// Writes the whole document as a snapshot and empties the log (with `--data-dir`).
+    pub fn compact(&self) -> std::io::Result<()> {
+        let mut st = lock(&self.state);
+        let state = st
+            .awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        match &mut st.log {
+            Some(log) => {
+                log.compact(&state)?;
+                st.approx_bytes = state.len();
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Which role a token grants here, comparing in constant time.
     pub fn role_for(&self, token: &str) -> Option<Role> {
+        let hash = hash_token(token);
         // Evaluate both comparisons so timing does not reveal which one matched.
-        let w = protocol::constant_time_eq(token, &self.write_token);
-        let v = protocol::constant_time_eq(token, &self.view_token);
+        let w = protocol::constant_time_eq(&hash, &self.write_hash);
+        let v = protocol::constant_time_eq(&hash, &self.view_hash);
         match (w, v) {
             (true, _) => Some(Role::Writer),
             (false, true) => Some(Role::Viewer),
@@ -274,6 +341,10 @@ impl Room {
 
     fn apply_write(&self, st: &mut RoomState, conn_id: u64, bytes: &[u8]) -> Result<(), Refusal> {
         let update = Update::decode_v1(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        if !would_change(st, &update) {
+            // A reconnecting writer's step 2 often brings nothing new: nothing to store or send.
+            return Ok(());
+        }
         if st.approx_bytes + bytes.len() > self.max_doc_bytes {
             // The running estimate only grows; measure exactly before refusing.
             let exact = st
@@ -287,12 +358,32 @@ impl Room {
                 return Err(Refusal::DocTooLarge(self.max_doc_bytes));
             }
         }
+        // Stored before it is applied or broadcast: what anyone has seen, the disk has.
+        if let Some(log) = &mut st.log {
+            log.append(bytes).map_err(|e| {
+                tracing::error!(room = %self.id, "cannot append to the room log: {e}");
+                Refusal::Storage(e.to_string())
+            })?;
+        }
         st.awareness
             .doc()
             .transact_mut()
             .apply_update(update)
             .map_err(|e| Refusal::Malformed(e.to_string()))?;
         st.approx_bytes += bytes.len();
+        if st.log.as_ref().is_some_and(|l| l.len > COMPACT_LOG_AT) {
+            // Keep replay time and disk use bounded; the periodic snapshot covers the rest.
+            let state = st
+                .awareness
+                .doc()
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            if let Some(log) = &mut st.log
+                && let Err(e) = log.compact(&state)
+            {
+                tracing::error!(room = %self.id, "compaction failed: {e}");
+            }
+        }
         let applied = std::mem::take(&mut *lock(&st.applied));
         for update in applied {
             st.dirty = true;
@@ -318,25 +409,7 @@ impl Room {
         if update.is_empty() {
             return Ok(());
         }
-        let writes = {
-            let txn = st.awareness.doc().transact();
-            let snapshot = txn.snapshot();
-            let sv = &snapshot.state_map;
-            // New items continuing the room's state, or starting past it (after a gap)...
-            update.extends(sv)
-                || update.state_vector_lower().iter().any(|(client, clock)| *clock > sv.get(client))
-                // ...or deletions of items the room has not deleted.
-                || {
-                let deletes = update.delete_set();
-                deletes.client_ids().any(|client| {
-                    match (deletes.get(&client), snapshot.delete_set.get(&client)) {
-                        (Some(asked), Some(known)) => !asked.subset_of(known),
-                        (Some(asked), None) => !asked.is_empty(),
-                        (None, _) => false,
-                    }
-                })
-            }
-        };
+        let writes = would_change(st, &update);
         if writes {
             self.metrics
                 .viewer_writes_dropped
