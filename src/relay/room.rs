@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
-use yrs::updates::decoder::Decode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use super::conn::Kick;
@@ -164,7 +163,7 @@ impl Room {
             let mut st = lock(&room.state);
             let mut txn = st.awareness.doc().transact_mut();
             for (i, bytes) in updates.iter().enumerate() {
-                match Update::decode_v1(bytes).map(|u| txn.apply_update(u)) {
+                match protocol::decode_update(bytes).map(|u| txn.apply_update(u)) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(room = %room.id, "stored update {i} does not apply: {e}")
@@ -340,7 +339,8 @@ impl Room {
     }
 
     fn apply_write(&self, st: &mut RoomState, conn_id: u64, bytes: &[u8]) -> Result<(), Refusal> {
-        let update = Update::decode_v1(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let update =
+            protocol::decode_update(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
         if !would_change(st, &update) {
             // A reconnecting writer's step 2 often brings nothing new: nothing to store or send.
             return Ok(());
@@ -405,7 +405,8 @@ impl Room {
         conn_id: u64,
         bytes: &[u8],
     ) -> Result<(), Refusal> {
-        let update = Update::decode_v1(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let update =
+            protocol::decode_update(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
         if update.is_empty() {
             return Ok(());
         }

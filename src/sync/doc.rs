@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use ropey::Rope;
 use yrs::types::Delta;
 use yrs::undo::UndoManager;
-use yrs::updates::decoder::Decode;
 use yrs::{
     Any, Doc, GetString, Map, MapRef, Observable, OffsetKind, Options, Origin, Out, ReadTxn,
-    StateVector, Text, TextRef, Transact, Update,
+    StateVector, Text, TextRef, Transact,
 };
 
 use crate::protocol::{META_NAME, TEXT_NAME};
@@ -288,7 +287,8 @@ impl SharedDoc {
 
     /// Integrates an update from a peer and returns the text changes it made, in chars, in order.
     pub fn apply_remote(&mut self, update: &[u8]) -> Result<Vec<Edit>, DocError> {
-        let update = Update::decode_v1(update).map_err(|e| DocError::Malformed(e.to_string()))?;
+        let update = crate::protocol::decode_update(update)
+            .map_err(|e| DocError::Malformed(e.to_string()))?;
         {
             let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
             txn.apply_update(update)
