@@ -103,11 +103,36 @@ pub fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>, ProtocolError> {
 /// client id wider than 53 bits trips an assertion in `ClientID::new`, found by `tests/fuzz.rs`);
 /// here that becomes a malformed-message error for that connection, not a crash.
 pub fn guarded<T>(decode: impl FnOnce() -> Result<T, ProtocolError>) -> Result<T, ProtocolError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|_| {
+    quiet_panics_in_guard();
+    IN_GUARD.with(|g| g.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode));
+    IN_GUARD.with(|g| g.set(false));
+    result.unwrap_or_else(|_| {
         Err(ProtocolError::Malformed(
-            "the decoder rejected the bytes (panicked)".into(),
+            "the decoder rejected the bytes".into(),
         ))
     })
+}
+
+thread_local! {
+    static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A hostile frame must not flood stderr with panic reports: inside [`guarded`] a panic is
+/// logged at debug level; everywhere else the previous hook (ratatui's terminal restore, the
+/// default report) runs as before.
+fn quiet_panics_in_guard() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_GUARD.with(|g| g.get()) {
+                tracing::debug!("decoder panicked on malformed input: {info}");
+            } else {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Encodes one message as a WebSocket binary payload.

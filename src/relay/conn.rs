@@ -14,6 +14,18 @@ use super::Relay;
 use super::room::Room;
 use crate::protocol::{Role, close};
 
+/// A close frame's reason must fit in 123 bytes (RFC 6455 §5.5), or the frame is invalid.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// `s` cut to at most `max` bytes, on a char boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A handle that closes one connection from outside (slow consumer, shutdown, refusal), with the
 /// close code and reason the peer will see. The first reason given wins.
 #[derive(Clone, Debug)]
@@ -33,7 +45,7 @@ impl Kick {
     pub fn close(&self, code: u16, reason: &str) {
         let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
         if r.is_none() {
-            *r = Some((code, reason.to_string()));
+            *r = Some((code, clip(reason, MAX_CLOSE_REASON).to_string()));
         }
         drop(r);
         self.token.cancel();
@@ -189,4 +201,15 @@ fn is_capacity_error(e: axum::Error) -> bool {
         inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
         Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let long = "é".repeat(100);
+        let clipped = super::clip(&long, super::MAX_CLOSE_REASON);
+        assert!(clipped.len() <= 123 && clipped.len() >= 121);
+        assert_eq!(super::clip("short", 123), "short");
+    }
 }
