@@ -78,6 +78,9 @@ pub struct HostArgs {
     /// Base URL written into the codes for the built-in relay (e.g. ws://my-laptop.local:7070).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// The --relay's create token, if it asks for one.
+    #[arg(long, env = "PAIREDIT_CREATE_TOKEN", hide_env_values = true)]
+    pub create_token: Option<String>,
     #[command(flatten)]
     pub editor: EditorArgs,
 }
@@ -120,6 +123,13 @@ pub struct ServeArgs {
     /// Messages queued per connection before it is disconnected as too slow.
     #[arg(long, default_value_t = 256)]
     pub send_queue: usize,
+    /// Most open connections from one client address (raise it for load tests from one host).
+    #[arg(long, default_value_t = 512)]
+    pub max_conns_per_ip: usize,
+    /// Require this secret to create rooms (`room create --create-token`, or the
+    /// PAIREDIT_CREATE_TOKEN variable on the creating side). Joining needs only a room's code.
+    #[arg(long, env = "PAIREDIT_CREATE_TOKEN", hide_env_values = true)]
+    pub create_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +142,9 @@ pub enum RoomCommand {
         /// Print the relay's JSON answer instead of two lines.
         #[arg(long)]
         json: bool,
+        /// The relay's create token, if it asks for one.
+        #[arg(long, env = "PAIREDIT_CREATE_TOKEN", hide_env_values = true)]
+        create_token: Option<String>,
     },
 }
 

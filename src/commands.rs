@@ -20,8 +20,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Host(args) => host(args).await,
         Command::Join(args) => join(args).await,
-        Command::Room(RoomCommand::Create { relay, json }) => {
-            let room = http::create_room(&relay).await?;
+        Command::Room(RoomCommand::Create {
+            relay,
+            json,
+            create_token,
+        }) => {
+            let room = http::create_room(&relay, create_token.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&room)?);
             } else {
@@ -55,6 +59,8 @@ impl From<&ServeArgs> for RelayConfig {
             max_members: a.max_members,
             max_rooms: a.max_rooms,
             send_queue: a.send_queue,
+            max_conns_per_ip: a.max_conns_per_ip,
+            create_token: a.create_token.clone(),
             data_dir: a.data_dir.clone(),
             public_url: a.public_url.clone(),
         }
@@ -160,7 +166,7 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
             format!("http://{addr}")
         }
     };
-    let room = http::create_room(&relay_url).await?;
+    let room = http::create_room(&relay_url, args.create_token.as_deref()).await?;
 
     let mut doc = SharedDoc::with_text(&text);
     drop(text);

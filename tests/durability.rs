@@ -71,7 +71,7 @@ fn type_some(c: &Client, ch: &str, n: usize, seed: &mut u64) {
 async fn no_acknowledged_edit_is_lost_to_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (relay, addr) = spawn_relay(dir.path(), "127.0.0.1:0").await;
-    let room = pairedit::client::http::create_room(&format!("http://{addr}"))
+    let room = pairedit::client::http::create_room(&format!("http://{addr}"), None)
         .await
         .unwrap();
     let a = join(&room.write_code, "a").await;
@@ -114,7 +114,7 @@ async fn no_acknowledged_edit_is_lost_to_kill_9() {
 async fn clients_reconnect_after_kill_9_and_converge_with_everything() {
     let dir = tempfile::tempdir().unwrap();
     let (relay, addr) = spawn_relay(dir.path(), "127.0.0.1:0").await;
-    let room = pairedit::client::http::create_room(&format!("http://{addr}"))
+    let room = pairedit::client::http::create_room(&format!("http://{addr}"), None)
         .await
         .unwrap();
     let a = join(&room.write_code, "a").await;

@@ -476,7 +476,7 @@ async fn room_creation_stops_at_max_rooms() {
     })
     .await;
     relay.create_room().await;
-    let err = pairedit::client::http::create_room(&relay.http())
+    let err = pairedit::client::http::create_room(&relay.http(), None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("503"), "{err:#}");
@@ -486,5 +486,74 @@ async fn room_creation_stops_at_max_rooms() {
             "pairedit_rejected_total{reason=\"max_rooms\"}"
         ),
         1
+    );
+}
+
+#[tokio::test]
+async fn create_token_rate_limit_and_connections_per_address() {
+    let relay = TestRelay::with_config(RelayConfig {
+        create_token: Some("s3cret".into()),
+        max_conns_per_ip: 3,
+        ..RelayConfig::default()
+    })
+    .await;
+    let http = relay.http();
+    let err = pairedit::client::http::create_room(&http, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("create token"), "{err:#}");
+    let err = pairedit::client::http::create_room(&http, Some("wrong"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err:#}");
+    let room = pairedit::client::http::create_room(&http, Some("s3cret"))
+        .await
+        .unwrap();
+    // Ten rooms in a burst per address, then 429 (two attempts above were refused earlier).
+    let mut made = 1;
+    let refused = loop {
+        match pairedit::client::http::create_room(&http, Some("s3cret")).await {
+            Ok(_) => made += 1,
+            Err(e) => break e,
+        }
+        assert!(made <= 10, "no rate limit");
+    };
+    assert_eq!(made, 10);
+    assert!(refused.to_string().contains("429"), "{refused:#}");
+
+    let _a = join(&room.write_code, "a").await;
+    let _b = join(&room.view_code, "b").await;
+    let _c = join(&room.view_code, "c").await;
+    let fourth = Client::connect(&room.view_code, fast_opts("d")).await.err();
+    assert!(
+        matches!(fourth, Some(ClientError::Refused(429))),
+        "{fourth:?}"
+    );
+    drop(_c);
+    // The slot comes back when a connection ends.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Client::connect(&room.view_code, fast_opts("d")).await {
+            Ok(_) => break,
+            Err(ClientError::Refused(429)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let metrics = relay.metrics().await;
+    assert_eq!(
+        metric(&metrics, "pairedit_rejected_total{reason=\"create_token\"}"),
+        2
+    );
+    assert_eq!(
+        metric(&metrics, "pairedit_rejected_total{reason=\"rate_limited\"}"),
+        1
+    );
+    assert!(
+        metric(
+            &metrics,
+            "pairedit_rejected_total{reason=\"too_many_connections\"}"
+        ) >= 1
     );
 }

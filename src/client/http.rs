@@ -21,16 +21,18 @@ pub fn relay_base(relay: &str) -> String {
 }
 
 /// `POST /api/rooms` on the relay: a new room and its two codes.
-pub async fn create_room(relay: &str) -> anyhow::Result<CreatedRoom> {
+pub async fn create_room(relay: &str, create_token: Option<&str>) -> anyhow::Result<CreatedRoom> {
     let base = relay_base(relay);
     if base.starts_with("https://") {
         anyhow::bail!("TLS relays are not supported yet: use an http:// or ws:// relay URL");
     }
     let url = format!("{base}/api/rooms");
     let client = HttpClient::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
-    let request = http::Request::post(&url)
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from_static(b"{}")))?;
+    let mut request = http::Request::post(&url).header("content-type", "application/json");
+    if let Some(token) = create_token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(bytes::Bytes::from_static(b"{}")))?;
     let response =
         tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
             .await

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub rejected_bad_token: AtomicU64,
     pub rejected_room_full: AtomicU64,
     pub rejected_max_rooms: AtomicU64,
+    pub rejected_create_token: AtomicU64,
+    pub rejected_rate_limited: AtomicU64,
+    pub rejected_too_many_connections: AtomicU64,
 }
 
 impl Metrics {
@@ -111,6 +114,12 @@ impl Metrics {
                 ("{reason=\"bad_token\"}", g(&self.rejected_bad_token)),
                 ("{reason=\"room_full\"}", g(&self.rejected_room_full)),
                 ("{reason=\"max_rooms\"}", g(&self.rejected_max_rooms)),
+                ("{reason=\"create_token\"}", g(&self.rejected_create_token)),
+                ("{reason=\"rate_limited\"}", g(&self.rejected_rate_limited)),
+                (
+                    "{reason=\"too_many_connections\"}",
+                    g(&self.rejected_too_many_connections),
+                ),
             ],
         );
         out

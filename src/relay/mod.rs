@@ -4,6 +4,7 @@
 //! cancellation token; it returns after the token fires, connections are closed and rooms flushed.
 
 mod conn;
+mod limits;
 mod metrics;
 mod room;
 pub mod store;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,6 +47,10 @@ pub struct RelayConfig {
     pub max_members: usize,
     /// Most rooms the relay holds.
     pub max_rooms: usize,
+    /// Most open connections from one client address.
+    pub max_conns_per_ip: usize,
+    /// When set, `POST /api/rooms` needs `Authorization: Bearer <this>`.
+    pub create_token: Option<String>,
     /// Frames queued per connection before it counts as too slow and is disconnected.
     pub send_queue: usize,
     /// Where rooms are kept across restarts; `None` keeps them in memory only.
@@ -62,6 +67,8 @@ impl Default for RelayConfig {
             max_members: 1024,
             max_rooms: 10_000,
             send_queue: 256,
+            max_conns_per_ip: 512,
+            create_token: None,
             data_dir: None,
             public_url: None,
         }
@@ -77,6 +84,7 @@ pub struct Relay {
     next_conn: AtomicU64,
     store: Option<FileStore>,
     tasks: TaskTracker,
+    limits: limits::Limits,
 }
 
 impl Relay {
@@ -157,6 +165,7 @@ pub async fn run(
         next_conn: AtomicU64::new(1),
         store,
         tasks: TaskTracker::new(),
+        limits: limits::Limits::default(),
     });
     if let Some(store) = &relay.store {
         for loaded in store.load_all()? {
@@ -206,9 +215,12 @@ pub async fn run(
         });
     }
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await?;
     // Upgraded connections live outside hyper: they watch the same token; wait for them.
     relay.tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), relay.tasks.wait())
@@ -242,7 +254,38 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-async fn create_room(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
+async fn create_room(
+    State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(expected) = &relay.config.create_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !protocol::constant_time_eq(&store::hash_token(given), &store::hash_token(expected)) {
+            relay
+                .metrics
+                .rejected_create_token
+                .fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "this relay needs a create token to make rooms (Authorization: Bearer ...)",
+            );
+        }
+    }
+    if !relay.limits.allow_create(peer.ip()) {
+        relay
+            .metrics
+            .rejected_rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many rooms created from this address; try again in a minute",
+        );
+    }
     let base = match &relay.config.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
@@ -317,6 +360,7 @@ struct TokenQuery {
 
 async fn join_room_query(
     State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(room): Path<String>,
     Query(q): Query<TokenQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -330,20 +374,22 @@ async fn join_room_query(
         );
         return error(StatusCode::UPGRADE_REQUIRED, &msg);
     }
-    join_room(relay, room, q.token, ws)
+    join_room(relay, peer, room, q.token, ws)
 }
 
 async fn join_room_path(
     State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path((room, token)): Path<(String, String)>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    join_room(relay, room, Some(token), ws)
+    join_room(relay, peer, room, Some(token), ws)
 }
 
 /// Checks room and token before upgrading: 404 unknown room, 401 no token, 403 wrong token.
 fn join_room(
     relay: Arc<Relay>,
+    peer: std::net::SocketAddr,
     room_id: String,
     token: Option<String>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -380,6 +426,23 @@ fn join_room(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    if !relay
+        .limits
+        .try_open(peer.ip(), relay.config.max_conns_per_ip)
+    {
+        relay
+            .metrics
+            .rejected_too_many_connections
+            .fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address",
+        );
+    }
+    let slot = limits::IpSlot {
+        relay: relay.clone(),
+        ip: peer.ip(),
+    };
     let max = relay.config.max_frame;
     let tasks = relay.tasks.clone();
     let mut response = ws
@@ -390,7 +453,12 @@ fn join_room(
         .max_write_buffer_size(max.saturating_mul(2).max(64 * 1024))
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tasks.track_future(conn::serve(relay, room, role, socket)));
+        .on_upgrade(move |socket| {
+            tasks.track_future(async move {
+                conn::serve(relay, room, role, socket).await;
+                drop(slot);
+            })
+        });
     let headers = response.headers_mut();
     headers.insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));
     headers.insert(

@@ -45,7 +45,7 @@ impl TestRelay {
     }
 
     pub async fn create_room(&self) -> CreatedRoom {
-        pairedit::client::http::create_room(&self.http())
+        pairedit::client::http::create_room(&self.http(), None)
             .await
             .expect("create room")
     }

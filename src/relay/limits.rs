@@ -1,0 +1,102 @@
+//! Per-client-address limits: room creation rate (token bucket) and open connections.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Room creations allowed per address in a burst, and how fast the allowance refills.
+const CREATE_BURST: f64 = 10.0;
+const CREATE_PER_SEC: f64 = 1.0 / 6.0;
+
+#[derive(Default)]
+pub struct Limits {
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    connections: Mutex<HashMap<IpAddr, usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Limits {
+    /// Takes one room creation from `ip`'s bucket; false when it is empty.
+    pub fn allow_create(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() > 100_000 {
+            // Forget full buckets so a scan of many addresses cannot grow this without bound.
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + at.elapsed().as_secs_f64() * CREATE_PER_SEC < CREATE_BURST
+            });
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((CREATE_BURST, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * CREATE_PER_SEC).min(CREATE_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts a new connection from `ip`; false when it already has `max` open.
+    pub fn try_open(&self, ip: IpAddr, max: usize) -> bool {
+        let mut conns = lock(&self.connections);
+        let n = conns.entry(ip).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn close(&self, ip: IpAddr) {
+        let mut conns = lock(&self.connections);
+        if let Some(n) = conns.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                conns.remove(&ip);
+            }
+        }
+    }
+}
+
+/// One open connection from an address, counted until dropped (also when an upgrade never
+/// completes and its callback is dropped unused).
+pub struct IpSlot {
+    pub relay: std::sync::Arc<super::Relay>,
+    pub ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.relay.limits.close(self.ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creation_is_rate_limited_per_address() {
+        let l = Limits::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!((0..20).filter(|_| l.allow_create(a)).count(), 10);
+        assert!(l.allow_create(b), "another address has its own bucket");
+    }
+
+    #[test]
+    fn connections_are_counted_and_released() {
+        let l = Limits::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(l.try_open(a, 2) && l.try_open(a, 2));
+        assert!(!l.try_open(a, 2));
+        l.close(a);
+        assert!(l.try_open(a, 2));
+    }
+}
