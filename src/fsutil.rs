@@ -117,3 +117,70 @@ mod tests {
         );
     }
 }
+
+/// What a file looked like when we last read or wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub modified: Option<std::time::SystemTime>,
+    pub len: u64,
+}
+
+pub fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SaveError {
+    #[error("{0} changed on disk since it was loaded")]
+    ChangedOnDisk(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Saves atomically, unless the file changed on disk since `expect` (someone else wrote it) and
+/// `force` is off. Returns the new stamp.
+pub fn save_checked(
+    path: &Path,
+    text: &str,
+    expect: Option<Stamp>,
+    force: bool,
+) -> Result<Stamp, SaveError> {
+    if !force
+        && let Some(expect) = expect
+        && stamp(path) != Some(expect)
+    {
+        return Err(SaveError::ChangedOnDisk(path.display().to_string()));
+    }
+    write_atomic(path, text.as_bytes())
+        .map_err(|e| SaveError::Io(format!("{}: {e}", path.display())))?;
+    stamp(path).ok_or_else(|| SaveError::Io(format!("{}: written but unreadable", path.display())))
+}
+
+#[cfg(test)]
+mod save_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_changed_on_disk_is_not_clobbered_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.txt");
+        fs::write(&p, "v1").unwrap();
+        let loaded = stamp(&p);
+        let s2 = save_checked(&p, "ours", loaded, false).unwrap();
+        fs::write(&p, "someone else's longer text").unwrap();
+        assert_eq!(
+            save_checked(&p, "ours again", Some(s2), false),
+            Err(SaveError::ChangedOnDisk(p.display().to_string()))
+        );
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "someone else's longer text"
+        );
+        save_checked(&p, "ours again", Some(s2), true).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "ours again");
+    }
+}

@@ -4,6 +4,7 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use pairedit::client::{ClientState, SessionHandle};
+use pairedit::fsutil::Stamp;
 use pairedit::protocol::Role;
 use pairedit::sync::{Edit, SharedDoc};
 use pairedit::tui::app::{App, Codes, Mode};
@@ -343,20 +344,85 @@ fn goto_line_find_wraps_and_save_and_quit_flow() {
         path,
         text: saved,
         generation,
+        force: false,
+        ..
     }) = effects.into_iter().next()
     else {
         panic!("expected a save");
     };
     assert_eq!(saved, "alpha\n!\ngamma\nbeta\n");
+    let stamp = Stamp {
+        modified: None,
+        len: 20,
+    };
     let effects = update(
         &mut a,
         Msg::Saved {
             generation,
-            result: Ok(path),
+            result: Ok((path, stamp)),
         },
     );
     assert_eq!(effects, vec![Effect::Quit]);
     assert!(!a.dirty);
+    assert_eq!(a.disk, Some(stamp));
+}
+
+#[test]
+fn a_file_changed_on_disk_asks_before_overwriting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.rs");
+    std::fs::write(&file, "fn a() {}\n").unwrap();
+    let mut a = app("fn a() {}\n");
+    a.path = Some(file.clone());
+    a.disk = pairedit::fsutil::stamp(&file);
+    type_str(&mut a, "// mine ");
+    // Someone else writes the file meanwhile.
+    std::fs::write(&file, "fn a() {} // theirs, longer\n").unwrap();
+    let Some(Effect::Save {
+        path,
+        text,
+        generation,
+        expect,
+        force,
+    }) = ctrl(&mut a, 's').pop()
+    else {
+        panic!("expected a save");
+    };
+    let result = pairedit::fsutil::save_checked(&path, &text, expect, force).map(|s| (path, s));
+    assert!(result.is_err(), "the check refuses to clobber");
+    update(&mut a, Msg::Saved { generation, result });
+    assert_eq!(a.mode, Mode::ConfirmOverwrite);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "fn a() {} // theirs, longer\n"
+    );
+    // "w" writes beside the file instead.
+    let Some(Effect::Save {
+        path,
+        force: true,
+        expect: None,
+        ..
+    }) = key(&mut a, KeyCode::Char('w')).pop()
+    else {
+        panic!("expected a forced save beside the file");
+    };
+    assert_eq!(path, dir.path().join("x.rs.pairedit"));
+    // Asked again, "o" overwrites.
+    a.saving = false;
+    update(
+        &mut a,
+        Msg::Saved {
+            generation,
+            result: Err(pairedit::fsutil::SaveError::ChangedOnDisk("x".into())),
+        },
+    );
+    let Some(Effect::Save {
+        path, force: true, ..
+    }) = key(&mut a, KeyCode::Char('o')).pop()
+    else {
+        panic!("expected a forced save");
+    };
+    assert_eq!(path, file);
 }
 
 #[test]

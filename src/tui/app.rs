@@ -29,6 +29,8 @@ pub enum Mode {
     Help,
     Codes,
     ConfirmQuit,
+    /// The file changed on disk since it was loaded or saved: overwrite, write beside, cancel.
+    ConfirmOverwrite,
 }
 
 /// The two codes a host shares (shown with F2, printed on exit).
@@ -43,6 +45,8 @@ pub struct App {
     pub role: Role,
     /// Where Ctrl-S writes; `None` for a member without a local copy.
     pub path: Option<PathBuf>,
+    /// The file as we last read or wrote it: a save that finds it different asks first.
+    pub disk: Option<crate::fsutil::Stamp>,
     pub codes: Option<Codes>,
     /// Cursor and selection anchor, in chars.
     pub cursor: usize,
@@ -88,6 +92,7 @@ impl App {
         App {
             session,
             role,
+            disk: path.as_deref().and_then(crate::fsutil::stamp),
             path,
             codes: None,
             cursor: 0,

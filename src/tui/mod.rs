@@ -93,13 +93,14 @@ async fn event_loop(
                     path,
                     text,
                     generation,
+                    expect,
+                    force,
                 } => {
                     let tx = saved_tx.clone();
                     // Disk I/O off the render loop; the answer comes back as a message.
                     tokio::task::spawn_blocking(move || {
-                        let result = crate::fsutil::write_atomic(&path, text.as_bytes())
-                            .map(|()| path.clone())
-                            .map_err(|e| format!("{}: {e}", path.display()));
+                        let result = crate::fsutil::save_checked(&path, &text, expect, force)
+                            .map(|stamp| (path, stamp));
                         let _ = tx.send(Msg::Saved { generation, result });
                     });
                 }

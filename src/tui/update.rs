@@ -23,7 +23,7 @@ pub enum Msg {
     Resize(u16, u16),
     Saved {
         generation: u64,
-        result: Result<PathBuf, String>,
+        result: Result<(PathBuf, crate::fsutil::Stamp), crate::fsutil::SaveError>,
     },
     Tick,
 }
@@ -35,6 +35,9 @@ pub enum Effect {
         path: PathBuf,
         text: String,
         generation: u64,
+        /// The file as last seen: if it no longer matches, someone else wrote it.
+        expect: Option<crate::fsutil::Stamp>,
+        force: bool,
     },
     /// Send pending edits and presence now.
     Flush,
@@ -74,7 +77,8 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::Saved { generation, result } => {
             app.saving = false;
             match result {
-                Ok(path) => {
+                Ok((path, stamp)) => {
+                    app.disk = Some(stamp);
                     if generation == app.change_gen {
                         app.dirty = false;
                     }
@@ -82,6 +86,9 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                     if app.quit {
                         effects.push(Effect::Quit);
                     }
+                }
+                Err(crate::fsutil::SaveError::ChangedOnDisk(_)) => {
+                    app.mode = Mode::ConfirmOverwrite;
                 }
                 Err(e) => {
                     app.quit = false;
@@ -439,11 +446,17 @@ fn target(rope: &Rope, pos: usize, motion: Motion, want_col: usize, page: usize)
 }
 
 fn save(app: &mut App, effects: &mut Vec<Effect>) {
+    save_to(app, effects, None, false);
+}
+
+/// Saves to `beside` (or the file itself), checking that the file did not change on disk
+/// unless `force`.
+fn save_to(app: &mut App, effects: &mut Vec<Effect>, beside: Option<PathBuf>, force: bool) {
     if app.role == Role::Viewer {
         app.say("read-only: viewers do not save (copy what you need)");
         return;
     }
-    let Some(path) = app.path.clone() else {
+    let Some(path) = beside.clone().or_else(|| app.path.clone()) else {
         app.say("no local file to save to (join with --file PATH to keep a copy)");
         return;
     };
@@ -456,6 +469,8 @@ fn save(app: &mut App, effects: &mut Vec<Effect>) {
         path,
         text,
         generation: app.change_gen,
+        expect: if beside.is_some() { None } else { app.disk },
+        force,
     });
 }
 
@@ -490,6 +505,26 @@ fn prompt_key(app: &mut App, key: KeyEvent, effects: &mut Vec<Effect>) {
     let mode = std::mem::replace(&mut app.mode, Mode::Normal);
     app.mode = match mode {
         Mode::Help | Mode::Codes => Mode::Normal,
+        Mode::ConfirmOverwrite => match key.code {
+            KeyCode::Char('o') => {
+                save_to(app, effects, None, true);
+                Mode::Normal
+            }
+            KeyCode::Char('w') => {
+                let beside = app.path.as_ref().map(|p| {
+                    let mut name = p.file_name().unwrap_or_default().to_os_string();
+                    name.push(".pairedit");
+                    p.with_file_name(name)
+                });
+                save_to(app, effects, beside, true);
+                Mode::Normal
+            }
+            _ => {
+                app.quit = false;
+                app.say("not saved: the file on disk was left as it is");
+                Mode::Normal
+            }
+        },
         Mode::ConfirmQuit => match key.code {
             KeyCode::Char('y') => {
                 app.quit = true;

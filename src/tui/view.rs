@@ -351,6 +351,11 @@ fn draw_prompt(frame: &mut Frame, app: &App, area: Rect) {
         Mode::Find { query, .. } => (format!("find: {query}"), true),
         Mode::GotoLine { input } => (format!("go to line: {input}"), true),
         Mode::Chat { input } => (format!("say: {input}"), true),
+        Mode::ConfirmOverwrite => (
+            "the file changed on disk since it was loaded. o: overwrite · w: write beside it (.pairedit) · any other key: cancel"
+                .to_string(),
+            false,
+        ),
         Mode::ConfirmQuit => (
             "unsaved changes. y: save and quit · n: quit without saving · any other key: stay"
                 .to_string(),
