@@ -557,3 +557,21 @@ async fn create_token_rate_limit_and_connections_per_address() {
         ) >= 1
     );
 }
+
+#[tokio::test]
+async fn out_of_order_updates_wait_for_what_they_depend_on() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let watcher = join(&room.view_code, "watcher").await;
+    let mut local = SharedDoc::new();
+    local.apply_local(&Edit::insert(0, "first ")).unwrap();
+    local.apply_local(&Edit::insert(6, "second")).unwrap();
+    let updates = local.take_outgoing();
+    let mut ws = raw_connect(&relay, &room.room, &room.write_token).await;
+    // The second update arrives first: it cannot apply yet, and nothing is broken by it.
+    raw_send(&mut ws, protocol::sync_update(updates[1].clone())).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(watcher.text(), "");
+    raw_send(&mut ws, protocol::sync_update(updates[0].clone())).await;
+    wait_text(&watcher, "first second").await;
+}
