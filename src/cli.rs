@@ -81,6 +81,10 @@ pub struct HostArgs {
     /// The --relay's create token, if it asks for one.
     #[arg(long, env = "PAIREDIT_CREATE_TOKEN", hide_env_values = true)]
     pub create_token: Option<String>,
+    /// Open the unsaved changes a crashed session left in .FILE.pairedit-recovery (without
+    /// this flag pairedit asks, when it can).
+    #[arg(long)]
+    pub recover: bool,
     #[command(flatten)]
     pub editor: EditorArgs,
 }

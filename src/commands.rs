@@ -136,7 +136,8 @@ const UNDO_CAPTURE_MS: u64 = 500;
 
 async fn host(args: HostArgs) -> anyhow::Result<()> {
     // Everything that can be refused is checked before the terminal is taken over.
-    let text = crate::fsutil::load_text(&args.file)?;
+    let mut text = crate::fsutil::load_text(&args.file)?;
+    let recovered = offer_recovery(&args.file, &mut text, args.recover);
     let theme =
         crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
     let file_name = args
@@ -201,7 +202,14 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         view: room.view_code.clone(),
     });
     app.mode = crate::tui::app::Mode::Codes;
+    if recovered {
+        app.mark_changed();
+        app.say("opened the unsaved changes of a crashed session: Ctrl-S saves them");
+    }
     let result = crate::tui::run(&mut app, client.changes(), Some(first_frame)).await;
+    if !app.dirty || app.discarded {
+        let _ = std::fs::remove_file(crate::fsutil::recovery_path(&args.file));
+    }
     client.close().await;
     println!("pairedit: room codes were");
     println!("  may type:   pairedit join {}", room.write_code);
@@ -218,6 +226,44 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
     }
     result
+}
+
+/// If a crashed session left unsaved changes for `file`, offers them (or takes them with
+/// `--recover`); returns whether `text` now holds them.
+fn offer_recovery(file: &std::path::Path, text: &mut String, recover: bool) -> bool {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let path = crate::fsutil::recovery_path(file);
+    let Ok(saved) = crate::fsutil::load_text(&path) else {
+        return false;
+    };
+    if saved == *text {
+        let _ = std::fs::remove_file(&path);
+        return false;
+    }
+    let take = recover
+        || {
+            let interactive = std::io::stdin().is_terminal();
+            if interactive {
+                eprint!(
+                    "pairedit: {} holds unsaved changes from an earlier session that ended abruptly.\nOpen them instead of the file on disk? [Y/n] ",
+                    path.display()
+                );
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                !answer.trim().eq_ignore_ascii_case("n")
+            } else {
+                false
+            }
+        };
+    if take {
+        *text = saved;
+    } else {
+        eprintln!(
+            "pairedit: kept {} (unsaved changes of an earlier session); open them with --recover",
+            path.display()
+        );
+    }
+    take
 }
 
 /// A message limit that fits a whole document of `len` bytes plus headroom.

@@ -184,3 +184,13 @@ mod save_tests {
         assert_eq!(fs::read_to_string(&p).unwrap(), "ours again");
     }
 }
+
+/// Where unsaved changes to `path` are kept while the editor runs: `.NAME.pairedit-recovery`
+/// beside it. A clean save or a deliberate discard removes it; a crash leaves it.
+pub fn recovery_path(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.pairedit-recovery"))
+}

@@ -27,8 +27,11 @@ impl Tmux {
             eprintln!("{why}");
             return None;
         }
+        // One server per test: tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(Tmux {
-            socket: format!("pairedit-test-{}", std::process::id()),
+            socket: format!("pairedit-test-{}-{n}", std::process::id()),
         })
     }
 
@@ -222,4 +225,87 @@ fn host_join_and_view_in_three_terminals() {
         s.contains("room codes were")
     });
     assert!(screen.contains(&view), "{screen}");
+}
+
+#[test]
+fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "saved line\n").unwrap();
+    let log = dir.path().join("pairedit.log");
+    let recovery = pairedit::fsutil::recovery_path(&file);
+
+    let host = format!("{BIN} host {} --name ana", file.display());
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "pe",
+        "-x",
+        "100",
+        "-y",
+        "20",
+        &editor(&host, &log),
+    ]);
+    tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
+    tmux.keys("pe:0", &["Escape"]);
+    tmux.wait("pe:0", "the editor", |s| s.contains("F1 help"));
+    tmux.keys("pe:0", &["C-End"]);
+    tmux.type_text("pe:0", "typed but never saved");
+    tmux.wait("pe:0", "the typing", |s| {
+        s.contains("typed but never saved")
+    });
+    // Within about a second the unsaved text is in the recovery copy.
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&recovery).is_ok_and(|t| t.contains("typed but never saved")) {
+        assert!(Instant::now() < deadline, "no recovery copy appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The host dies without a chance to clean up.
+    let shell = tmux.run(&["display", "-p", "-t", "pe:0", "#{pane_pid}"]);
+    let pids = Command::new("pgrep")
+        .args(["-P", shell.trim(), "pairedit"])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&pids.stdout).to_string();
+    assert!(!pids.trim().is_empty(), "found the editor's process");
+    for pid in pids.split_whitespace() {
+        assert!(
+            Command::new("kill")
+                .args(["-9", pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    tmux.wait("pe:0", "the editor killed", |s| s.contains("Killed"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "saved line\n",
+        "the file was never touched"
+    );
+    assert!(recovery.exists(), "a crash leaves the recovery copy");
+
+    // The next host is offered it (here non-interactively, with --recover).
+    let again = format!("{BIN} host {} --name ana --recover", file.display());
+    tmux.run(&["new-window", "-d", "-t", "pe:1", &editor(&again, &log)]);
+    tmux.wait("pe:1", "the codes", |s| s.contains("/w_"));
+    tmux.keys("pe:1", &["Escape"]);
+    tmux.wait("pe:1", "the recovered text", |s| {
+        s.contains("typed but never saved") && s.contains("[+] unsaved")
+    });
+    tmux.keys("pe:1", &["C-s"]);
+    let saved = format!("saved {}", file.display());
+    tmux.wait("pe:1", "the save", |s| s.contains(&saved));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "saved line\ntyped but never saved"
+    );
+    tmux.keys("pe:1", &["C-q"]);
+    tmux.wait("pe:1", "the exit", |s| s.contains("room codes were"));
+    assert!(
+        !recovery.exists(),
+        "a clean exit after saving removes the recovery copy"
+    );
 }

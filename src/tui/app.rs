@@ -70,6 +70,10 @@ pub struct App {
     /// Bumped on every text change; a save clears `dirty` only if nothing changed meanwhile.
     pub change_gen: u64,
     pub saving: bool,
+    /// The change generation last written to the crash-recovery copy.
+    pub recovered_gen: Option<u64>,
+    /// The user chose to quit without saving.
+    pub discarded: bool,
     /// Line break for Enter and pastes: the file's own (CRLF files stay CRLF).
     pub line_ending: &'static str,
     pub indent_unit: String,
@@ -110,6 +114,8 @@ impl App {
             dirty: false,
             change_gen: 0,
             saving: false,
+            recovered_gen: None,
+            discarded: false,
             line_ending,
             indent_unit,
             highlighter,

@@ -105,6 +105,21 @@ async fn event_loop(
                     });
                 }
                 Effect::Flush => app.session.flush(),
+                Effect::WriteRecovery { path, text } => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = crate::fsutil::write_atomic(&path, text.as_bytes()) {
+                            tracing::warn!(
+                                "cannot write the recovery copy {}: {e}",
+                                path.display()
+                            );
+                        }
+                    });
+                }
+                Effect::RemoveRecovery { path } => {
+                    tokio::task::spawn_blocking(move || {
+                        let _ = std::fs::remove_file(path);
+                    });
+                }
                 Effect::Quit => return Ok(()),
             }
         }

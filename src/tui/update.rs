@@ -39,6 +39,15 @@ pub enum Effect {
         expect: Option<crate::fsutil::Stamp>,
         force: bool,
     },
+    /// Write the crash-recovery copy of unsaved text.
+    WriteRecovery {
+        path: PathBuf,
+        text: String,
+    },
+    /// The text is saved (or deliberately discarded): the recovery copy goes.
+    RemoveRecovery {
+        path: PathBuf,
+    },
     /// Send pending edits and presence now.
     Flush,
     Quit,
@@ -105,9 +114,30 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                 app.status = None;
             }
             follow(app);
+            recovery(app, &mut effects);
         }
     }
     effects
+}
+
+/// Keeps the crash-recovery copy current: unsaved changes go to a file beside the real one
+/// (at most once a second), which a clean save removes and the next `host` offers after a crash.
+fn recovery(app: &mut App, effects: &mut Vec<Effect>) {
+    let Some(path) = app.path.as_ref().filter(|_| app.role == Role::Writer) else {
+        return;
+    };
+    let recovery = crate::fsutil::recovery_path(path);
+    if app.dirty && app.recovered_gen != Some(app.change_gen) {
+        app.recovered_gen = Some(app.change_gen);
+        let text = app.session.lock().doc.text();
+        effects.push(Effect::WriteRecovery {
+            path: recovery,
+            text,
+        });
+    } else if !app.dirty && app.recovered_gen.is_some() {
+        app.recovered_gen = None;
+        effects.push(Effect::RemoveRecovery { path: recovery });
+    }
 }
 
 /// Takes the session's news: others' edits move our cursor and scroll, language may change.
@@ -532,6 +562,13 @@ fn prompt_key(app: &mut App, key: KeyEvent, effects: &mut Vec<Effect>) {
                 Mode::Normal
             }
             KeyCode::Char('n') => {
+                // Discarding is a choice: no recovery copy is kept for it.
+                app.discarded = true;
+                if let Some(path) = &app.path {
+                    effects.push(Effect::RemoveRecovery {
+                        path: crate::fsutil::recovery_path(path),
+                    });
+                }
                 effects.push(Effect::Quit);
                 Mode::Normal
             }
