@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// Messages queued per connection before it is disconnected as too slow.
     #[arg(long, default_value_t = 256)]
     pub send_queue: usize,
+    /// With --data-dir: rooms nobody has been in for this many seconds are saved and dropped
+    /// from memory, and loaded again when someone joins.
+    #[arg(long, default_value_t = 600)]
+    pub evict_idle_secs: u64,
     /// Most open connections from one client address (raise it for load tests from one host).
     #[arg(long, default_value_t = 512)]
     pub max_conns_per_ip: usize,

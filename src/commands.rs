@@ -61,8 +61,10 @@ impl From<&ServeArgs> for RelayConfig {
             send_queue: a.send_queue,
             max_conns_per_ip: a.max_conns_per_ip,
             create_token: a.create_token.clone(),
+            evict_idle_after: Duration::from_secs(a.evict_idle_secs),
             data_dir: a.data_dir.clone(),
             public_url: a.public_url.clone(),
+            ..RelayConfig::default()
         }
     }
 }

@@ -156,3 +156,55 @@ async fn mismatched_protocol_versions_are_refused_with_a_message() {
     .await;
     assert_ne!(status, 426);
 }
+
+#[tokio::test]
+async fn idle_rooms_are_evicted_to_disk_and_loaded_again_on_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::with_config(RelayConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        evict_idle_after: std::time::Duration::ZERO,
+        snapshot_every: std::time::Duration::from_millis(50),
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let a = join(&room.write_code, "a").await;
+    a.edit(&Edit::insert(0, "kept while evicted ✓")).unwrap();
+    a.flush();
+    let v = join(&room.view_code, "v").await;
+    wait_text(&v, "kept while evicted ✓").await;
+    // A room with members stays in memory.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        metric(&relay.metrics().await, "pairedit_rooms_evicted_total"),
+        0
+    );
+    a.close().await;
+    v.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = relay.metrics().await;
+        if metric(&m, "pairedit_rooms_evicted_total") == 1 && metric(&m, "pairedit_rooms ") == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never evicted:\n{m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let back = join(&room.view_code, "back").await;
+    assert_eq!(back.text(), "kept while evicted ✓");
+    assert_eq!(
+        metric(&relay.metrics().await, "pairedit_rooms_loaded_total"),
+        1
+    );
+    // Wrong tokens are still refused for a loaded room.
+    let mut bad = pairedit::protocol::JoinCode::parse(&room.view_code).unwrap();
+    bad.token = "v_nope".into();
+    assert!(
+        pairedit::client::Client::connect(&bad.to_string(), fast_opts("x"))
+            .await
+            .is_err()
+    );
+}

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub rooms: AtomicU64,
+    pub rooms_evicted: AtomicU64,
+    pub rooms_loaded: AtomicU64,
     pub writers: AtomicU64,
     pub viewers: AtomicU64,
     pub connections_total: AtomicU64,
@@ -43,6 +45,18 @@ impl Metrics {
             "gauge",
             "Rooms held in memory.",
             &[("", g(&self.rooms))],
+        );
+        metric(
+            "rooms_evicted_total",
+            "counter",
+            "Idle rooms written to disk and dropped from memory.",
+            &[("", g(&self.rooms_evicted))],
+        );
+        metric(
+            "rooms_loaded_total",
+            "counter",
+            "Evicted rooms loaded again on a join.",
+            &[("", g(&self.rooms_loaded))],
         );
         metric(
             "connections",

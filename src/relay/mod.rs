@@ -51,6 +51,11 @@ pub struct RelayConfig {
     pub max_conns_per_ip: usize,
     /// When set, `POST /api/rooms` needs `Authorization: Bearer <this>`.
     pub create_token: Option<String>,
+    /// With a data dir: rooms without members for this long are saved and dropped from memory,
+    /// and loaded again on the next join.
+    pub evict_idle_after: Duration,
+    /// How often changed rooms are compacted to disk (and idle ones evicted).
+    pub snapshot_every: Duration,
     /// Frames queued per connection before it counts as too slow and is disconnected.
     pub send_queue: usize,
     /// Where rooms are kept across restarts; `None` keeps them in memory only.
@@ -69,6 +74,8 @@ impl Default for RelayConfig {
             send_queue: 256,
             max_conns_per_ip: 512,
             create_token: None,
+            evict_idle_after: Duration::from_secs(600),
+            snapshot_every: SNAPSHOT_EVERY,
             data_dir: None,
             public_url: None,
         }
@@ -92,12 +99,71 @@ impl Relay {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The room, loading it from the data dir if it was evicted.
     fn room(&self, id: &str) -> Option<Arc<Room>> {
-        self.rooms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(room) = rooms.get(id) {
+            return Some(room.clone());
+        }
+        // Under the map lock, so a room is never loaded twice (rare: only after an eviction).
+        let store = self.store.as_ref()?;
+        if !protocol::is_valid_id(id) || rooms.len() >= self.config.max_rooms {
+            return None;
+        }
+        match store.load(id)? {
+            Ok(loaded) => {
+                let record = loaded.record;
+                let room = Arc::new(Room::restore(
+                    record.room,
+                    record.write_hash,
+                    record.view_hash,
+                    self.config.max_doc_bytes,
+                    self.metrics.clone(),
+                    &loaded.updates,
+                    loaded.log,
+                ));
+                rooms.insert(id.to_string(), room.clone());
+                self.metrics
+                    .rooms
+                    .store(rooms.len() as u64, Ordering::Relaxed);
+                self.metrics.rooms_loaded.fetch_add(1, Ordering::Relaxed);
+                Some(room)
+            }
+            Err(e) => {
+                tracing::warn!("cannot load room {id}: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Saves and drops rooms idle for `evict_idle_after` (only with a data dir: never lose one).
+    fn evict_idle(&self) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let idle: Vec<String> = rooms
+            .iter()
+            .filter(|(_, r)| {
+                r.idle_for()
+                    .is_some_and(|d| d >= self.config.evict_idle_after)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            // Compacted under the map lock: a join cannot load it again before the disk is final.
+            match rooms.get(&id).map(|r| r.compact()) {
+                Some(Ok(())) => {
+                    rooms.remove(&id);
+                    self.metrics.rooms_evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Err(e)) => tracing::error!("not evicting room {id}: cannot save it: {e}"),
+                None => {}
+            }
+        }
+        self.metrics
+            .rooms
+            .store(rooms.len() as u64, Ordering::Relaxed);
     }
 
     /// Adds a room; `None` when the relay already holds `max_rooms`.
@@ -201,14 +267,18 @@ pub async fn run(
     if relay.store.is_some() {
         let (relay, shutdown) = (relay.clone(), shutdown.clone());
         relay.tasks.clone().spawn(async move {
-            let mut every = tokio::time::interval(SNAPSHOT_EVERY);
+            let mut every = tokio::time::interval(relay.config.snapshot_every);
             every.tick().await;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = every.tick() => {
                         let relay = relay.clone();
-                        let _ = tokio::task::spawn_blocking(move || relay.flush_rooms()).await;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            relay.flush_rooms();
+                            relay.evict_idle();
+                        })
+                        .await;
                     }
                 }
             }

@@ -39,6 +39,8 @@ struct RoomState {
     dirty: bool,
     /// With `--data-dir`: every accepted update is appended here before it is broadcast.
     log: Option<RoomLog>,
+    /// When a member last joined, left or sent something (for evicting idle rooms).
+    last_active: std::time::Instant,
 }
 
 /// Why a message made the relay close the connection that sent it.
@@ -142,6 +144,7 @@ impl Room {
                 applied,
                 dirty: false,
                 log,
+                last_active: std::time::Instant::now(),
             }),
             metrics,
         }
@@ -215,6 +218,12 @@ impl Room {
         lock(&self.state).members.len()
     }
 
+    /// How long the room has had no members and no traffic (`None` while anyone is in it).
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        let st = lock(&self.state);
+        st.members.is_empty().then(|| st.last_active.elapsed())
+    }
+
     /// The room's whole document as one update (for snapshots and tests).
     pub fn encode_state(&self) -> Vec<u8> {
         let st = lock(&self.state);
@@ -268,6 +277,7 @@ impl Room {
     /// Removes a member and tells the others its awareness states are gone.
     pub fn leave(&self, conn_id: u64) {
         let mut st = lock(&self.state);
+        st.last_active = std::time::Instant::now();
         let Some(member) = st.members.remove(&conn_id) else {
             return;
         };
@@ -306,6 +316,7 @@ impl Room {
         let msgs =
             protocol::decode_messages(frame).map_err(|e| Refusal::Malformed(e.to_string()))?;
         let mut st = lock(&self.state);
+        st.last_active = std::time::Instant::now();
         let Some(role) = st.members.get(&conn_id).map(|m| m.role) else {
             return Ok(());
         };

@@ -117,6 +117,12 @@ impl FileStore {
         Ok(RoomLog { dir, file, len: 0 })
     }
 
+    /// One room by id, if it is on disk (the id must already be validated: it names a directory).
+    pub fn load(&self, room: &str) -> Option<anyhow::Result<LoadedRoom>> {
+        let dir = self.dir.join(room);
+        dir.join("room.json").exists().then(|| load_room(&dir))
+    }
+
     /// Every room on disk. Rooms that cannot be read are reported and skipped.
     pub fn load_all(&self) -> anyhow::Result<Vec<LoadedRoom>> {
         let mut rooms = Vec::new();
