@@ -13,6 +13,7 @@ use super::keys::HELP;
 use super::text;
 use crate::client::{ClientState, Connection, now_ms};
 use crate::protocol::Role;
+use crate::sync::presence::Member;
 
 const MEMBERS_WIDTH: u16 = 26;
 const CHAT_LINES: usize = 3;
@@ -71,15 +72,17 @@ pub fn render(frame: &mut Frame, app: &mut App) {
     } else {
         (main, None)
     };
-    let remotes = remote_cursors(&st);
+    // Parsed once per frame: a room can hold many members.
+    let members = st.members();
+    let remotes = remote_cursors(&st, &members);
     draw_text(frame, app, &st, text_area, &remotes);
     if let Some(m) = members_area {
-        draw_members(frame.buffer_mut(), app, &st, m);
+        draw_members(frame.buffer_mut(), app, &st, &members, m);
     }
     if chat_rows > 0 {
         draw_chat(frame.buffer_mut(), &st, chat);
     }
-    draw_status(frame.buffer_mut(), app, &st, status);
+    draw_status(frame.buffer_mut(), app, &st, members.len(), status);
     draw_prompt(frame, app, prompt);
     match app.mode {
         Mode::Help => draw_help(frame.buffer_mut(), area),
@@ -88,9 +91,9 @@ pub fn render(frame: &mut Frame, app: &mut App) {
     }
 }
 
-fn remote_cursors(st: &ClientState) -> Vec<RemoteCursor> {
-    st.members()
-        .into_iter()
+fn remote_cursors(st: &ClientState, members: &[Member]) -> Vec<RemoteCursor> {
+    members
+        .iter()
         .filter_map(|m| {
             let c = m.cursor.as_ref()?;
             let head = st.resolve_position(&c.head)?;
@@ -226,7 +229,7 @@ fn ago(ms: u64) -> String {
     }
 }
 
-fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
+fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, members: &[Member], area: Rect) {
     if area.area() == 0 {
         return;
     }
@@ -240,7 +243,7 @@ fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
         ]),
         Line::from(format!("  {}", st.role())),
     ];
-    for m in st.members() {
+    for m in members {
         let mark = if app.follow == Some(m.client_id) {
             "→ "
         } else {
@@ -256,7 +259,7 @@ fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
             m.active.map_or_else(String::new, ago)
         )));
     }
-    let title = format!(" {} here ", st.members().len() + 1);
+    let title = format!(" {} here ", members.len() + 1);
     Paragraph::new(lines)
         .block(Block::default().borders(Borders::LEFT).title(title))
         .render_ref(area, buf);
@@ -287,7 +290,7 @@ fn draw_chat(buf: &mut Buffer, st: &ClientState, area: Rect) {
     Paragraph::new(lines).render_ref(area, buf);
 }
 
-fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
+fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, others: usize, area: Rect) {
     if area.area() == 0 {
         return;
     }
@@ -325,7 +328,7 @@ fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, area: Rect) {
         " {name} │ {} │ {} │ {conn} │ {} here",
         app.highlighter.language(),
         st.role(),
-        st.members().len() + 1
+        others + 1
     );
     if app.dirty && app.path.is_some() {
         left.push_str(" │ [+] unsaved");
