@@ -289,12 +289,30 @@ impl SharedDoc {
     pub fn apply_remote(&mut self, update: &[u8]) -> Result<Vec<Edit>, DocError> {
         let update = crate::protocol::decode_update(update)
             .map_err(|e| DocError::Malformed(e.to_string()))?;
-        {
+        let applied = {
             let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
             txn.apply_update(update)
-                .map_err(|e| DocError::Apply(e.to_string()))?;
+        };
+        // Even a failed update may have been partly integrated: the mirror follows what yrs
+        // did either way, or it would drift from the Y.Text (found by tests/fuzz.rs).
+        let mut edits = self.sync_mirror();
+        // Conflicting or malformed updates (a hostile peer's) can make yrs change the text
+        // without a matching event. A length check is O(1); on a mismatch the mirror is
+        // rebuilt from the Y.Text and reported as one whole-text replacement.
+        let ylen = self.text.len(&self.doc.transact()) as usize;
+        if ylen != self.rope.len_utf16_cu() {
+            tracing::warn!("text mirror out of step with the document; rebuilt it");
+            let text = self.ytext();
+            let edit = Edit {
+                at: 0,
+                delete: self.rope.len_chars(),
+                insert: text,
+            };
+            self.rope = Rope::from_str(&edit.insert);
+            edits = vec![edit];
         }
-        Ok(self.sync_mirror())
+        applied.map_err(|e| DocError::Apply(e.to_string()))?;
+        Ok(edits)
     }
 
     /// Brings the rope up to date with text changes from non-local transactions (remote updates,
