@@ -41,6 +41,21 @@ async fn spawn_relay(dir: &Path, listen: &str) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// A relay process on a fresh data dir, with one room.
+async fn relay_with_room() -> (
+    tempfile::TempDir,
+    Child,
+    SocketAddr,
+    pairedit::relay::CreatedRoom,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, addr) = spawn_relay(dir.path(), "127.0.0.1:0").await;
+    let room = pairedit::client::http::create_room(&format!("http://{addr}"), None)
+        .await
+        .unwrap();
+    (dir, relay, addr, room)
+}
+
 async fn kill_9(mut child: Child) {
     child.start_kill().expect("SIGKILL");
     let _ = tokio::time::timeout(WAIT, child.wait())
@@ -69,11 +84,7 @@ fn type_some(c: &Client, ch: &str, n: usize, seed: &mut u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_edit_is_lost_to_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let (relay, addr) = spawn_relay(dir.path(), "127.0.0.1:0").await;
-    let room = pairedit::client::http::create_room(&format!("http://{addr}"), None)
-        .await
-        .unwrap();
+    let (dir, relay, _, room) = relay_with_room().await;
     let a = join(&room.write_code, "a").await;
     let b = join(&room.write_code, "b").await;
     let v = join(&room.view_code, "v").await;
@@ -112,11 +123,7 @@ async fn no_acknowledged_edit_is_lost_to_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_reconnect_after_kill_9_and_converge_with_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let (relay, addr) = spawn_relay(dir.path(), "127.0.0.1:0").await;
-    let room = pairedit::client::http::create_room(&format!("http://{addr}"), None)
-        .await
-        .unwrap();
+    let (dir, relay, addr, room) = relay_with_room().await;
     let a = join(&room.write_code, "a").await;
     let b = join(&room.write_code, "b").await;
     let (mut sa, mut sb) = (3u64, 4u64);

@@ -29,6 +29,13 @@ fn session(text: &str, role: Role, name: &str) -> SessionHandle {
     SessionHandle::detached(st)
 }
 
+/// A synced session with an empty document, as a member joining an existing room starts.
+fn joiner(role: Role, name: &str) -> SessionHandle {
+    let mut st = ClientState::detached(SharedDoc::new(), role, name);
+    st.synced = true;
+    SessionHandle::detached(st)
+}
+
 fn app_on(session: SessionHandle) -> App {
     let lang = session.lock().doc.meta("language").unwrap_or_default();
     App::new(
@@ -448,16 +455,8 @@ fn snapshot_remote_cursors_and_members_panel() {
         Role::Writer,
         "ana",
     );
-    let bo = {
-        let mut st = ClientState::detached(SharedDoc::new(), Role::Writer, "bo");
-        st.synced = true;
-        SessionHandle::detached(st)
-    };
-    let cy = {
-        let mut st = ClientState::detached(SharedDoc::new(), Role::Viewer, "cy");
-        st.synced = true;
-        SessionHandle::detached(st)
-    };
+    let bo = joiner(Role::Writer, "bo");
+    let cy = joiner(Role::Viewer, "cy");
     sync_pair(&ana, &bo);
     sync_pair(&ana, &cy);
     // bo selects "println" on line 2; cy's cursor sits at the start of line 3.
@@ -536,11 +535,7 @@ fn snapshot_codes_overlay_and_help() {
 #[test]
 fn remote_edits_above_keep_the_cursor_on_its_text() {
     let ana = session("line1\nline2\nline3\n", Role::Writer, "ana");
-    let bo = {
-        let mut st = ClientState::detached(SharedDoc::new(), Role::Writer, "bo");
-        st.synced = true;
-        SessionHandle::detached(st)
-    };
+    let bo = joiner(Role::Writer, "bo");
     sync_pair(&ana, &bo);
     let mut a = app_on(ana.clone());
     key(&mut a, KeyCode::Down);
@@ -562,11 +557,7 @@ fn remote_edits_above_keep_the_cursor_on_its_text() {
 fn follow_mode_tracks_a_teammate_and_any_own_move_stops_it() {
     let text: String = (0..200).map(|i| format!("line {i}\n")).collect();
     let ana = session(&text, Role::Writer, "ana");
-    let bo = {
-        let mut st = ClientState::detached(SharedDoc::new(), Role::Writer, "bo");
-        st.synced = true;
-        SessionHandle::detached(st)
-    };
+    let bo = joiner(Role::Writer, "bo");
     sync_pair(&ana, &bo);
     let mut a = app_on(ana.clone());
     screen(&mut a, 80, 12); // sets the view height

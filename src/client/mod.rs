@@ -350,8 +350,9 @@ impl ClientState {
                 }
                 Message::Sync(SyncMessage::Update(update)) => self.apply_remote(&update)?,
                 Message::Awareness(update) => {
-                    let _ = self.awareness.apply_update(update);
-                    self.collect_chat();
+                    if let Ok(Some(summary)) = self.awareness.apply_update_summary(update) {
+                        self.collect_chat(&summary.all_changes());
+                    }
                 }
                 Message::AwarenessQuery => {
                     let me = self.awareness.client_id();
@@ -402,8 +403,17 @@ impl ClientState {
     }
 
     /// Picks up new chat lines from members' awareness states.
-    fn collect_chat(&mut self) {
-        for m in self.members() {
+    /// Only the members this update changed are read: with many members, parsing every state
+    /// on every awareness message would be quadratic in the room's size.
+    fn collect_chat(&mut self, changed: &[yrs::block::ClientID]) {
+        let me = self.awareness.client_id();
+        for &id in changed.iter().filter(|id| **id != me) {
+            let Some(state) = self.awareness.state::<serde_json::Value>(id) else {
+                continue;
+            };
+            let Some(m) = Member::from_value(id.get(), state) else {
+                continue;
+            };
             let Some(chat) = m.chat else { continue };
             let seen = self.chat_seen.entry(m.client_id).or_insert(0);
             if chat.seq > *seen {

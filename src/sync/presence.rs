@@ -73,7 +73,10 @@ pub struct Member {
 
 impl Member {
     pub fn from_json(client_id: u64, json: &str) -> Option<Member> {
-        let v: Value = serde_json::from_str(json).ok()?;
+        Self::from_value(client_id, serde_json::from_str(json).ok()?)
+    }
+
+    pub fn from_value(client_id: u64, v: Value) -> Option<Member> {
         if !v.is_object() {
             return None;
         }
