@@ -26,9 +26,10 @@ pub enum Command {
     Host(HostArgs),
     /// Join a room in the editor: a write code lets you type, a view code lets you watch.
     Join(JoinArgs),
-    /// Run the relay alone (for a team, or the internet behind a TLS proxy).
+    /// Run the relay alone (for a team, or the internet: with --tls-cert/--tls-key, or behind a
+    /// TLS proxy).
     ///
-    /// Prints `listening on http://ADDR` as its first line. Stop it with Ctrl-C or SIGTERM: every
+    /// Prints `listening on http://ADDR` (https:// with TLS) as its first line. Stop it with Ctrl-C or SIGTERM: every
     /// connection is closed cleanly and, with --data-dir, every room is saved first.
     Serve(ServeArgs),
     /// Manage rooms on a running relay.
@@ -43,6 +44,8 @@ pub enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
     },
     /// Measurements (see BENCHMARKS.md).
     #[command(subcommand)]
@@ -63,13 +66,32 @@ pub struct EditorArgs {
     /// Where logs go (never onto the screen).
     #[arg(long, env = "PAIREDIT_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// Trust for `wss://` and `https://` relays.
+#[derive(Debug, Clone, Args)]
+pub struct ClientTlsArgs {
+    /// Also trust this CA (PEM) for wss:// relays, e.g. a relay's self-signed certificate. The
+    /// system's trust store and Mozilla's roots are always trusted.
+    #[arg(long, env = "PAIREDIT_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The TLS client setup these flags ask for (read once; reconnects reuse it).
+    pub fn config(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+        crate::net::client_config(self.ca_cert.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct HostArgs {
     /// The file to share (UTF-8 text; saved with Ctrl-S, atomically, keeping its line endings).
     pub file: PathBuf,
-    /// Use this relay instead of starting one, e.g. http://relay.example.com:7070
+    /// Use this relay instead of starting one, e.g. https://relay.example.com (a relay run with
+    /// `pairedit serve`; the built-in one serves plain TCP on --listen)
     #[arg(long, env = "PAIREDIT_RELAY")]
     pub relay: Option<String>,
     /// Where the built-in relay listens; use 0.0.0.0:7070 to let others on your network join.
@@ -138,6 +160,23 @@ pub struct ServeArgs {
     /// PAIREDIT_CREATE_TOKEN variable on the creating side). Joining needs only a room's code.
     #[arg(long, env = "PAIREDIT_CREATE_TOKEN", hide_env_values = true)]
     pub create_token: Option<String>,
+    /// Serve TLS (codes become wss://) with this certificate chain (PEM); needs --tls-key.
+    /// Clients trust it through the system's store, or with `--ca-cert` when self-signed.
+    #[arg(
+        long,
+        env = "PAIREDIT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(
+        long,
+        env = "PAIREDIT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +192,8 @@ pub enum RoomCommand {
         /// The relay's create token, if it asks for one.
         #[arg(long, env = "PAIREDIT_CREATE_TOKEN", hide_env_values = true)]
         create_token: Option<String>,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
     },
 }
 

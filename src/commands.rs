@@ -24,8 +24,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             relay,
             json,
             create_token,
+            tls,
         }) => {
-            let room = http::create_room(&relay, create_token.as_deref()).await?;
+            let room =
+                http::create_room(&relay, create_token.as_deref(), Some(&tls.config()?)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&room)?);
             } else {
@@ -34,7 +36,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Cat { code, timeout } => cat(&code, Duration::from_secs(timeout)).await,
+        Command::Cat { code, timeout, tls } => {
+            cat(&code, Duration::from_secs(timeout), tls.config()?).await
+        }
         Command::Bench(BenchCommand::Updates {
             trace,
             rate,
@@ -97,13 +101,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let config = RelayConfig::from(&args);
+    let mut config = RelayConfig::from(&args);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(crate::net::server_config(cert, key)?);
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
+        writeln!(out, "listening on {scheme}://{addr}")?;
         writeln!(
             out,
-            "create a room: pairedit room create --relay http://{addr}"
+            "create a room: pairedit room create --relay {scheme}://{addr}"
         )?;
         out.flush()?;
     }
@@ -122,15 +134,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn editor_options(args: &EditorArgs) -> ClientOptions {
-    ClientOptions {
+fn editor_options(args: &EditorArgs) -> anyhow::Result<ClientOptions> {
+    Ok(ClientOptions {
         name: args
             .name
             .clone()
             .unwrap_or_else(crate::client::default_name),
         flush_interval: Duration::from_millis(args.flush_ms.max(1)),
+        tls: Some(args.tls.config()?),
         ..ClientOptions::default()
-    }
+    })
 }
 
 /// Undo groups: edits closer together than this undo as one.
@@ -169,7 +182,12 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
             format!("http://{addr}")
         }
     };
-    let room = http::create_room(&relay_url, args.create_token.as_deref()).await?;
+    let room = http::create_room(
+        &relay_url,
+        args.create_token.as_deref(),
+        Some(&args.editor.tls.config()?),
+    )
+    .await?;
 
     let mut doc = SharedDoc::with_text(&text);
     drop(text);
@@ -178,7 +196,7 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     // The relay gets the content in its sync handshake; only the meta goes as an update.
     doc.enable_undo(UNDO_CAPTURE_MS);
     let code = crate::protocol::JoinCode::parse(&room.write_code)?;
-    let mut opts = editor_options(&args.editor);
+    let mut opts = editor_options(&args.editor)?;
     opts.max_message = opts.max_message.max(protocol_max(doc.rope().len_bytes()));
     let mut state =
         crate::client::ClientState::detached(doc, crate::protocol::Role::Writer, &opts.name);
@@ -279,7 +297,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let code = crate::protocol::JoinCode::parse(&args.code)?;
     let mut doc = SharedDoc::new();
     doc.enable_undo(UNDO_CAPTURE_MS);
-    let client = Client::connect_with_doc(code, editor_options(&args.editor), doc).await?;
+    let client = Client::connect_with_doc(code, editor_options(&args.editor)?, doc).await?;
     // The room's text and language arrive with the first sync; the editor shows them as they do.
     let _ = client.wait_synced(Duration::from_secs(10)).await;
     let language = client
@@ -294,10 +312,15 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn cat(code: &str, timeout: Duration) -> anyhow::Result<()> {
+async fn cat(
+    code: &str,
+    timeout: Duration,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> anyhow::Result<()> {
     let opts = ClientOptions {
         name: format!("{} (cat)", crate::client::default_name()),
         connect_timeout: timeout,
+        tls: Some(tls),
         ..ClientOptions::default()
     };
     let client = Client::connect(code, opts).await?;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod fsutil;
+pub mod net;
 pub mod protocol;
 pub mod relay;
 pub mod sync;

@@ -50,7 +50,7 @@ async fn relay_with_room() -> (
 ) {
     let dir = tempfile::tempdir().unwrap();
     let (relay, addr) = spawn_relay(dir.path(), "127.0.0.1:0").await;
-    let room = pairedit::client::http::create_room(&format!("http://{addr}"), None)
+    let room = pairedit::client::http::create_room(&format!("http://{addr}"), None, None)
         .await
         .unwrap();
     (dir, relay, addr, room)

@@ -52,9 +52,23 @@ impl NodePeer {
         token: &str,
         name: &str,
     ) -> NodePeer {
+        let url = format!("ws://{}/r", relay.addr);
+        Self::spawn_at(dir, &url, &room.room, token, name, &[]).await
+    }
+
+    /// A peer on server URL `url` (`ws://` or `wss://` + `/r`), with extra environment.
+    async fn spawn_at(
+        dir: &PathBuf,
+        url: &str,
+        room: &str,
+        token: &str,
+        name: &str,
+        env: &[(&str, &std::path::Path)],
+    ) -> NodePeer {
         let mut child = Command::new("node")
             .arg(dir.join("peer.mjs"))
-            .args([&format!("ws://{}/r", relay.addr), &room.room, token, name])
+            .args([url, room, token, name])
+            .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -273,4 +287,39 @@ async fn stock_yjs_viewer_is_read_only() {
     let metrics = relay.metrics().await;
     assert!(metric(&metrics, "pairedit_viewer_writes_dropped_total") >= 1);
     viewer.quit().await;
+}
+
+/// The stock client over TLS: Node's `ws` trusts our test CA through NODE_EXTRA_CA_CERTS, the
+/// standard way to add a CA to Node; nothing in yjs or y-websocket changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_yjs_client_over_wss() {
+    let Some(dir) = interop_dir() else { return };
+    let cert = TestCert::new();
+    let relay = TestRelay::with_config(pairedit::relay::RelayConfig {
+        tls: Some(cert.server()),
+        ..pairedit::relay::RelayConfig::default()
+    })
+    .await;
+    let room = pairedit::client::http::create_room(&relay.http(), None, Some(&cert.client()))
+        .await
+        .expect("create");
+    let opts = pairedit::client::ClientOptions {
+        tls: Some(cert.client()),
+        ..fast_opts("rust")
+    };
+    let rust = Client::connect(&room.write_code, opts).await.expect("wss");
+    rust.wait_synced(WAIT).await.expect("synced");
+    rust.edit(&Edit::insert(0, "over TLS 🔒\n")).unwrap();
+    rust.flush();
+    wait_text(&rust, "over TLS 🔒\n").await;
+
+    let url = format!("wss://{}/r", relay.addr);
+    let env = [("NODE_EXTRA_CA_CERTS", cert.ca.as_path())];
+    let mut node =
+        NodePeer::spawn_at(&dir, &url, &room.room, &room.write_token, "node-tls", &env).await;
+    node.wait_event("synced").await;
+    node.wait_text("over TLS 🔒\n").await;
+    node.cmd(r#"insert 0 "yjs says hi\n""#).await;
+    wait_text(&rust, "yjs says hi\nover TLS 🔒\n").await;
+    node.quit().await;
 }

@@ -476,7 +476,7 @@ async fn room_creation_stops_at_max_rooms() {
     })
     .await;
     relay.create_room().await;
-    let err = pairedit::client::http::create_room(&relay.http(), None)
+    let err = pairedit::client::http::create_room(&relay.http(), None, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("503"), "{err:#}");
@@ -498,21 +498,21 @@ async fn create_token_rate_limit_and_connections_per_address() {
     })
     .await;
     let http = relay.http();
-    let err = pairedit::client::http::create_room(&http, None)
+    let err = pairedit::client::http::create_room(&http, None, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("create token"), "{err:#}");
-    let err = pairedit::client::http::create_room(&http, Some("wrong"))
+    let err = pairedit::client::http::create_room(&http, Some("wrong"), None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("401"), "{err:#}");
-    let room = pairedit::client::http::create_room(&http, Some("s3cret"))
+    let room = pairedit::client::http::create_room(&http, Some("s3cret"), None)
         .await
         .unwrap();
     // Ten rooms in a burst per address, then 429 (two attempts above were refused earlier).
     let mut made = 1;
     let refused = loop {
-        match pairedit::client::http::create_room(&http, Some("s3cret")).await {
+        match pairedit::client::http::create_room(&http, Some("s3cret"), None).await {
             Ok(_) => made += 1,
             Err(e) => break e,
         }

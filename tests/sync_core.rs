@@ -194,3 +194,60 @@ fn meta_is_shared() {
     assert_eq!(b.meta("language").as_deref(), Some("Rust"));
     assert_eq!(b.meta("missing"), None);
 }
+
+/// A stock Yjs client (a rich-text editor, say) may put an embed into the Y.Text. It has length 1
+/// there; the mirror holds U+FFFC in its place so every offset after it still lines up, and edits
+/// on both sides of it land where they were meant to.
+#[test]
+fn an_embed_from_a_stock_client_keeps_offsets_aligned() {
+    use yrs::updates::decoder::Decode;
+    use yrs::{Any, Doc, GetString, Options, ReadTxn, Text, Transact};
+    let peer = Doc::with_options(Options {
+        offset_kind: yrs::OffsetKind::Utf16,
+        ..Options::default()
+    });
+    let text = peer.get_or_insert_text("content");
+    {
+        let mut txn = peer.transact_mut();
+        text.insert(&mut txn, 0, "a😀b");
+        // After "a😀" (3 UTF-16 units): an image-like embed.
+        text.insert_embed(&mut txn, 3, Any::from(vec![1u8, 2, 3]));
+    }
+    let state = peer
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    let mut doc = SharedDoc::new();
+    let edits = doc.apply_remote(&state).unwrap();
+    assert_eq!(doc.text(), "a😀\u{FFFC}b");
+    assert_eq!(doc.ytext(), doc.text());
+    let mut replay = ropey::Rope::new();
+    for e in &edits {
+        e.apply_to(&mut replay);
+    }
+    assert_eq!(
+        replay.to_string(),
+        doc.text(),
+        "the reported edits rebuild the mirror"
+    );
+    // A local edit after the embed lands after it in the Y.Text too.
+    doc.apply_local(&Edit::insert(3, "X")).unwrap();
+    doc.apply_local(&Edit::delete(0, 1)).unwrap();
+    assert_eq!(doc.text(), "😀\u{FFFC}Xb");
+    assert_eq!(doc.ytext(), doc.text());
+    let mut peer_txn = peer.transact_mut();
+    for update in doc.take_outgoing() {
+        peer_txn
+            .apply_update(yrs::Update::decode_v1(&update).unwrap())
+            .unwrap();
+    }
+    assert_eq!(
+        text.get_string(&peer_txn),
+        "😀Xb",
+        "the peer's plain string skips its embed"
+    );
+    assert_eq!(
+        text.len(&peer_txn),
+        5,
+        "😀 is 2 units, the embed 1, X and b 1 each"
+    );
+}

@@ -1,8 +1,9 @@
 //! The relay's small HTTP API, from the client side.
 
+use std::sync::Arc;
+
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 
 use crate::relay::CreatedRoom;
 
@@ -20,26 +21,52 @@ pub fn relay_base(relay: &str) -> String {
     }
 }
 
-/// `POST /api/rooms` on the relay: a new room and its two codes.
-pub async fn create_room(relay: &str, create_token: Option<&str>) -> anyhow::Result<CreatedRoom> {
+/// `POST /api/rooms` on the relay: a new room and its two codes. `https://` (or `wss://`) relays
+/// are reached over TLS with `tls` (default: the system's and Mozilla's roots).
+pub async fn create_room(
+    relay: &str,
+    create_token: Option<&str>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<CreatedRoom> {
     let base = relay_base(relay);
-    if base.starts_with("https://") {
-        anyhow::bail!("TLS relays are not supported yet: use an http:// or ws:// relay URL");
-    }
     let url = format!("{base}/api/rooms");
-    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
-    let mut request = http::Request::post(&url).header("content-type", "application/json");
+    let authority = url::Url::parse(&url)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .ok_or_else(|| anyhow::anyhow!("not a relay URL: {relay}"))?;
+    let mut request = http::Request::post("/api/rooms")
+        .header(http::header::HOST, authority)
+        .header("content-type", "application/json");
     if let Some(token) = create_token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
     let request = request.body(Full::new(bytes::Bytes::from_static(b"{}")))?;
-    let response =
-        tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+    let exchange = async {
+        let stream = crate::net::connect(&url, tls)
             .await
-            .map_err(|_| anyhow::anyhow!("timed out creating a room at {url}"))?
             .map_err(|e| anyhow::anyhow!("could not reach the relay at {base}: {e}"))?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| anyhow::anyhow!("could not talk to the relay at {base}: {e}"))?;
+        let conn = tokio::spawn(conn);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| anyhow::anyhow!("could not talk to the relay at {base}: {e}"))?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        conn.abort();
+        anyhow::Ok((status, body))
+    };
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out creating a room at {url}"))??;
     if status != http::StatusCode::CREATED {
         anyhow::bail!(
             "the relay refused to create a room (HTTP {status}): {}",

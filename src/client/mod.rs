@@ -37,6 +37,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Largest message accepted from the relay.
     pub max_message: usize,
+    /// TLS trust for `wss://` codes; `None`: the system's and Mozilla's roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -46,6 +48,7 @@ impl Default for ClientOptions {
             flush_interval: Duration::from_millis(protocol::DEFAULT_FLUSH_MS),
             connect_timeout: Duration::from_secs(10),
             max_message: 64 << 20,
+            tls: None,
         }
     }
 }
@@ -73,6 +76,8 @@ pub enum ClientError {
     Version(String),
     #[error("timed out connecting to {0}")]
     Timeout(String),
+    #[error("cannot connect securely: {0}")]
+    Tls(String),
     #[error("this session is read-only (joined with a view code)")]
     ReadOnly,
     #[error(transparent)]
@@ -87,7 +92,10 @@ impl ClientError {
     /// Errors that trying again cannot fix.
     pub fn is_permanent(&self) -> bool {
         match self {
-            ClientError::UnknownRoom | ClientError::BadToken | ClientError::Version(_) => true,
+            ClientError::UnknownRoom
+            | ClientError::BadToken
+            | ClientError::Version(_)
+            | ClientError::Tls(_) => true,
             ClientError::Refused(status) => *status != 503 && *status != 429 && *status < 500,
             _ => false,
         }
@@ -472,8 +480,7 @@ fn lock(m: &Mutex<ClientState>) -> MutexGuard<'_, ClientState> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<crate::net::NetStream>;
 
 async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<(Ws, Role), ClientError> {
     let url = code.ws_url();
@@ -482,10 +489,26 @@ async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<(Ws, Role), Clien
         .write_buffer_size(0)
         .max_message_size(Some(opts.max_message))
         .max_frame_size(Some(opts.max_message));
-    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
-    let (ws, response) = match tokio::time::timeout(opts.connect_timeout, connect).await {
+    let connect = async {
+        let stream = crate::net::connect(&url, opts.tls.as_ref())
+            .await
+            .map_err(|e| match e {
+                crate::net::ConnectError::Tls(reason) => ClientError::Tls(reason),
+                e => ClientError::Unreachable {
+                    url: code.http_base(),
+                    reason: e.to_string(),
+                },
+            })?;
+        Ok::<_, ClientError>(
+            tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config)).await,
+        )
+    };
+    let handshake = match tokio::time::timeout(opts.connect_timeout, connect).await {
         Err(_) => return Err(ClientError::Timeout(code.http_base())),
-        Ok(Err(tungstenite::Error::Http(resp))) => {
+        Ok(result) => result?,
+    };
+    let (ws, response) = match handshake {
+        Err(tungstenite::Error::Http(resp)) => {
             return Err(match resp.status().as_u16() {
                 404 => ClientError::UnknownRoom,
                 401 | 403 => ClientError::BadToken,
@@ -501,13 +524,13 @@ async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<(Ws, Role), Clien
                 s => ClientError::Refused(s),
             });
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             return Err(ClientError::Unreachable {
                 url: code.http_base(),
                 reason: e.to_string(),
             });
         }
-        Ok(Ok(pair)) => pair,
+        Ok(pair) => pair,
     };
     let relay_version = response
         .headers()

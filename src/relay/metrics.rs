@@ -27,6 +27,7 @@ pub struct Metrics {
     pub rejected_create_token: AtomicU64,
     pub rejected_rate_limited: AtomicU64,
     pub rejected_too_many_connections: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -72,6 +73,12 @@ impl Metrics {
             "counter",
             "WebSocket connections accepted.",
             &[("", g(&self.connections_total))],
+        );
+        metric(
+            "tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out (with --tls-cert).",
+            &[("", g(&self.tls_handshake_failures))],
         );
         metric(
             "messages_received_total",

@@ -21,6 +21,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +63,8 @@ pub struct RelayConfig {
     pub data_dir: Option<PathBuf>,
     /// Base URL put into join codes (e.g. `wss://pair.example.com`); default: the request's Host.
     pub public_url: Option<String>,
+    /// Serve TLS (`wss://`, `https://`) with this certificate; `None` serves plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for RelayConfig {
@@ -78,6 +81,7 @@ impl Default for RelayConfig {
             snapshot_every: SNAPSHOT_EVERY,
             data_dir: None,
             public_url: None,
+            tls: None,
         }
     }
 }
@@ -285,12 +289,28 @@ pub async fn run(
         });
     }
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await?;
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match relay.config.tls.clone() {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await?
+        }
+        Some(tls) => {
+            let failures = metrics.clone();
+            let listener =
+                crate::net::TlsListener::new(listener, tls, shutdown.clone(), move || {
+                    failures
+                        .tls_handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                })?
+                // The no-op tap gives the listener axum's `ConnectInfo<SocketAddr>`.
+                .tap_io(|_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await?
+        }
+    }
     // Upgraded connections live outside hyper: they watch the same token; wait for them.
     relay.tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), relay.tasks.wait())
@@ -359,6 +379,7 @@ async fn create_room(
     let base = match &relay.config.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) if relay.config.tls.is_some() => format!("wss://{host}"),
             Some(host) => format!("ws://{host}"),
             None => return error(StatusCode::BAD_REQUEST, "missing Host header"),
         },

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use ropey::Rope;
 use yrs::types::Delta;
+use yrs::types::text::YChange;
 use yrs::undo::UndoManager;
 use yrs::{
     Any, Doc, GetString, Map, MapRef, Observable, OffsetKind, Options, Origin, Out, ReadTxn,
@@ -233,9 +234,19 @@ impl SharedDoc {
         self.rope.to_string()
     }
 
-    /// The Y.Text as yrs sees it (for checks; the rope is what callers should read).
+    /// The Y.Text as yrs holds it, read from yrs itself rather than the mirror (for checks and
+    /// self-repair; the rope is what callers should read). A non-text embed, which a stock Yjs
+    /// client may insert and which has length 1 in the Y.Text, reads as U+FFFC here as in the rope.
     pub fn ytext(&self) -> String {
-        self.text.get_string(&self.doc.transact())
+        let txn = self.doc.transact();
+        let mut out = String::new();
+        for chunk in self.text.diff(&txn, YChange::identity) {
+            match chunk.insert {
+                Out::Any(Any::String(s)) => out.push_str(&s),
+                _ => out.push_str(EMBED_CHAR),
+            }
+        }
+        out
     }
 
     pub fn len_chars(&self) -> usize {

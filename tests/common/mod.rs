@@ -14,6 +14,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct TestRelay {
     pub addr: SocketAddr,
+    /// Serves TLS (`https://`, `wss://`).
+    pub tls: bool,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -32,20 +34,23 @@ impl TestRelay {
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
+        let tls = config.tls.is_some();
         let handle = tokio::spawn(relay::run(listener, config, shutdown.clone()));
         TestRelay {
             addr,
+            tls,
             shutdown,
             handle: Some(handle),
         }
     }
 
     pub fn http(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub async fn create_room(&self) -> CreatedRoom {
-        pairedit::client::http::create_room(&self.http(), None)
+        pairedit::client::http::create_room(&self.http(), None, None)
             .await
             .expect("create room")
     }
@@ -95,6 +100,29 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A GET over TLS to a relay serving it, trusting `cert`'s CA: the body.
+pub async fn https_get(relay: &TestRelay, cert: &TestCert, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = format!("https://{}", relay.addr);
+    let mut s = pairedit::net::connect(&url, Some(&cert.client()))
+        .await
+        .expect("tls connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        relay.addr
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    // A TLS peer may close without close_notify; what was read is still the whole response.
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 pub fn fast_opts(name: &str) -> ClientOptions {
@@ -231,5 +259,76 @@ pub fn random_edit(seed: &mut u64, len: usize) -> pairedit::sync::Edit {
         Edit::delete(at, ((r >> 40) as usize % 4 + 1).min(len - at))
     } else {
         Edit::insert(at, PIECES[(r >> 20) as usize % PIECES.len()])
+    }
+}
+
+/// A private CA and a certificate it signed for `localhost` and 127.0.0.1, as PEM files in a
+/// temporary directory: what a team running its own relay with TLS would have.
+pub struct TestCert {
+    pub dir: tempfile::TempDir,
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TestCert {
+    pub fn new() -> TestCert {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "pairedit test CA");
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("leaf params");
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf cert");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        let cert = dir.path().join("relay.pem");
+        let key = dir.path().join("relay.key");
+        std::fs::write(&ca, ca_cert.pem()).expect("write ca");
+        std::fs::write(&cert, leaf.pem()).expect("write cert");
+        std::fs::write(&key, leaf_key.serialize_pem()).expect("write key");
+        TestCert { dir, ca, cert, key }
+    }
+
+    /// One self-signed certificate marked as a CA, for `localhost` and 127.0.0.1: what
+    /// `openssl req -x509 -subj /CN=localhost` makes. `ca` and `cert` are the same file.
+    pub fn self_signed_ca() -> TestCert {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key_pair = KeyPair::generate().expect("key");
+        let cert_pem = params.self_signed(&key_pair).expect("cert").pem();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = dir.path().join("relay.pem");
+        let key = dir.path().join("relay.key");
+        std::fs::write(&cert, cert_pem).expect("write cert");
+        std::fs::write(&key, key_pair.serialize_pem()).expect("write key");
+        TestCert {
+            ca: cert.clone(),
+            dir,
+            cert,
+            key,
+        }
+    }
+
+    /// The relay side.
+    pub fn server(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        pairedit::net::server_config(&self.cert, &self.key).expect("server tls config")
+    }
+
+    /// A client that trusts the CA.
+    pub fn client(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        pairedit::net::client_config(Some(&self.ca)).expect("client tls config")
     }
 }
