@@ -199,6 +199,51 @@ pub enum RoomCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Replay an editing trace through a writer and a replica: pairedit's sync core (rope +
+    /// composed yrs edits) vs raw yrs vs Node yjs (if `npm ci --prefix bench/node` was run),
+    /// each in its own process; prints time, update bytes and peak RSS with ratios.
+    ///
+    /// Example: pairedit bench replay --trace ../shared/traces/automerge-paper.json.gz
+    /// Fan-out: one writer per room typing (one update per flush tick), N viewers; writer-to-
+    /// viewer latency, completeness, server RSS per viewer and CPU, for pairedit's relay and the
+    /// Node reference server (`npm ci --prefix bench/node`) in the same run. Raise `ulimit -n`
+    /// above the viewer count first.
+    ///
+    /// Example: pairedit bench fanout --viewers 100,1000,10000 --out bench/results
+    Fanout {
+        /// Viewer counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+        viewers: Vec<usize>,
+        /// Rooms the viewers are spread over, each with its own writer.
+        #[arg(long, default_value_t = 1)]
+        rooms: usize,
+        /// Seconds of typing per run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Writer flush interval, in milliseconds.
+        #[arg(long, default_value_t = crate::protocol::DEFAULT_FLUSH_MS)]
+        flush_ms: u64,
+        /// Servers: pairedit, node, or both.
+        #[arg(long, default_value = "both")]
+        server: String,
+        /// Write fanout.json and SVG plots here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    Replay {
+        /// An editing trace (.json or .json.gz).
+        #[arg(long)]
+        trace: PathBuf,
+        /// Patches per merged update (the flush window).
+        #[arg(long, default_value_t = 50)]
+        window: usize,
+        /// Runs per engine; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Run only this engine here and print its JSON result (pairedit or yrs).
+        #[arg(long)]
+        engine: Option<String>,
+    },
     /// Update bytes for a trace: one update per flush tick vs one per edit.
     Updates {
         /// An editing trace (.json or .json.gz), e.g. ../shared/traces/rustcode.json.gz

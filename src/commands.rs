@@ -45,6 +45,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             flush_ms,
         }) => bench_updates(&trace, rate, flush_ms),
         Command::Bench(BenchCommand::Highlight { file, theme }) => bench_highlight(&file, &theme),
+        Command::Bench(BenchCommand::Fanout {
+            viewers,
+            rooms,
+            seconds,
+            flush_ms,
+            server,
+            out,
+        }) => {
+            use crate::bench::fanout::{FanoutConfig, ServerKind};
+            let servers = match server.as_str() {
+                "pairedit" => vec![ServerKind::Pairedit],
+                "node" => vec![ServerKind::Node],
+                "both" if crate::bench::node_script("replay.mjs").is_some() => {
+                    vec![ServerKind::Pairedit, ServerKind::Node]
+                }
+                "both" => {
+                    eprintln!(
+                        "fanout: Node server skipped (run `npm ci --prefix bench/node` to compare)"
+                    );
+                    vec![ServerKind::Pairedit]
+                }
+                other => anyhow::bail!("--server must be pairedit, node or both, not {other:?}"),
+            };
+            let config = FanoutConfig {
+                servers,
+                viewers,
+                rooms,
+                seconds,
+                flush: Duration::from_millis(flush_ms.max(1)),
+                out_dir: out,
+            };
+            crate::bench::fanout::run(&config).await.map(|_| ())
+        }
+        Command::Bench(BenchCommand::Replay {
+            trace,
+            window,
+            runs,
+            engine,
+        }) => match engine {
+            Some(engine) => {
+                let t = Trace::load(&trace)?;
+                let result = crate::bench::replay_one(&t, &engine, window)?;
+                println!("{}", serde_json::to_string(&result)?);
+                Ok(())
+            }
+            None => crate::bench::replay_all(&trace, window, runs),
+        },
         Command::Bench(BenchCommand::Idle {
             code,
             url,

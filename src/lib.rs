@@ -6,6 +6,7 @@
 //! - [`client`]: a networked session over a join code.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -27,8 +27,10 @@ fn corpus() -> Vec<Vec<u8>> {
     let mut doc = SharedDoc::new();
     doc.apply_local(&Edit::insert(0, "fn main() { 日本 😀 }\n"))
         .unwrap();
+    // Two transactions (an insert, then one with a delete set): taken apart, or they compose.
+    let mut updates = doc.take_outgoing();
     doc.apply_local(&Edit::delete(3, 4)).unwrap();
-    let updates = doc.take_outgoing();
+    updates.extend(doc.take_outgoing());
     let mut awareness = Awareness::new(doc.doc().clone());
     awareness.set_local_state_raw(r##"{"user":{"name":"x","color":"#fff"}}"##);
     vec![

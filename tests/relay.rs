@@ -105,6 +105,7 @@ async fn viewer_writes_are_dropped_and_the_viewer_is_told() {
     raw_send(&mut rogue, protocol::sync_update(delete)).await;
     // An update that starts past the room's state (its predecessor withheld) is a write too.
     local.apply_local(&Edit::insert(0, "a")).unwrap();
+    local.commit_local();
     local.apply_local(&Edit::insert(1, "b")).unwrap();
     let gapped = local.take_outgoing().remove(1);
     raw_send(&mut rogue, protocol::sync_update(gapped)).await;
@@ -565,6 +566,7 @@ async fn out_of_order_updates_wait_for_what_they_depend_on() {
     let watcher = join(&room.view_code, "watcher").await;
     let mut local = SharedDoc::new();
     local.apply_local(&Edit::insert(0, "first ")).unwrap();
+    local.commit_local();
     local.apply_local(&Edit::insert(6, "second")).unwrap();
     let updates = local.take_outgoing();
     let mut ws = raw_connect(&relay, &room.room, &room.write_token).await;

@@ -33,6 +33,14 @@ enum Op {
         frac: f64,
         len: usize,
     },
+    /// Type at the cursor (where the previous edit ended): what composes.
+    Type {
+        piece: usize,
+    },
+    /// Delete before the cursor.
+    Backspace {
+        len: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -40,11 +48,15 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0.0..=1.0f64, 0..PIECES.len(), 1..4usize)
             .prop_map(|(frac, piece, times)| Op::Insert { frac, piece, times }),
         1 => (0.0..=1.0f64, 0..6usize).prop_map(|(frac, len)| Op::Delete { frac, len }),
+        4 => (0..PIECES.len()).prop_map(|piece| Op::Type { piece }),
+        1 => (1..4usize).prop_map(|len| Op::Backspace { len }),
     ]
 }
 
-fn to_edit(op: &Op, len: usize) -> Edit {
-    match op {
+/// The edit `op` makes in a text of `len` chars; `cursor` follows the edits like a caret.
+fn to_edit(op: &Op, len: usize, cursor: &mut usize) -> Edit {
+    *cursor = (*cursor).min(len);
+    let edit = match op {
         Op::Insert { frac, piece, times } => {
             Edit::insert((frac * len as f64) as usize, PIECES[*piece].repeat(*times))
         }
@@ -52,24 +64,45 @@ fn to_edit(op: &Op, len: usize) -> Edit {
             let at = (frac * len as f64) as usize;
             Edit::delete(at, (*n).min(len - at))
         }
-    }
+        Op::Type { piece } => Edit::insert(*cursor, PIECES[*piece]),
+        Op::Backspace { len: n } => {
+            let n = (*n).min(*cursor);
+            Edit::delete(*cursor - n, n)
+        }
+    };
+    *cursor = edit.at + edit.insert.chars().count();
+    edit
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// Edits compose in between checks (`check_every`), so yrs sees multi-edit compositions.
     #[test]
-    fn mirror_equals_ytext_under_local_edits(ops in prop::collection::vec(op(), 1..80)) {
+    fn mirror_equals_ytext_under_local_edits(
+        ops in prop::collection::vec(op(), 1..80),
+        check_every in 1..12usize,
+    ) {
         let mut doc = SharedDoc::new();
+        let mut replica = SharedDoc::new();
         let mut model = String::new();
-        for op in &ops {
-            let edit = to_edit(op, doc.len_chars());
+        let mut cursor = 0;
+        for (i, op) in ops.iter().enumerate() {
+            let edit = to_edit(op, doc.len_chars(), &mut cursor);
             doc.apply_local(&edit).unwrap();
             let mut chars: Vec<char> = model.chars().collect();
             chars.splice(edit.at..edit.at + edit.delete, edit.insert.chars());
             model = chars.into_iter().collect();
-            prop_assert_eq!(doc.text(), doc.ytext());
+            prop_assert_eq!(&doc.text(), &model);
+            if i % check_every == 0 {
+                prop_assert_eq!(doc.text(), doc.ytext());
+                for u in doc.take_outgoing() {
+                    replica.apply_remote(&u).unwrap();
+                }
+                prop_assert_eq!(replica.text(), doc.text());
+            }
         }
+        prop_assert_eq!(doc.text(), doc.ytext());
         prop_assert_eq!(doc.text(), model);
     }
 
@@ -82,25 +115,28 @@ proptest! {
         let mut a = SharedDoc::new();
         let mut b = SharedDoc::new();
         let (mut ba, mut bb) = (Batcher::new(), Batcher::new());
+        let (mut ca, mut cb) = (0, 0);
         for i in 0..a_ops.len().max(b_ops.len()) {
             if let Some(op) = a_ops.get(i) {
-                let e = to_edit(op, a.len_chars());
+                let e = to_edit(op, a.len_chars(), &mut ca);
                 a.apply_local(&e).unwrap();
             }
             if let Some(op) = b_ops.get(i) {
-                let e = to_edit(op, b.len_chars());
+                let e = to_edit(op, b.len_chars(), &mut cb);
                 b.apply_local(&e).unwrap();
             }
-            a.take_outgoing().into_iter().for_each(|u| ba.push(u));
-            b.take_outgoing().into_iter().for_each(|u| bb.push(u));
+            // Local edits keep composing between syncs; a remote update arriving in the
+            // middle of a composition must land after it.
             if i % sync_every == 0 {
+                a.take_outgoing().into_iter().for_each(|u| ba.push(u));
+                b.take_outgoing().into_iter().for_each(|u| bb.push(u));
                 if let Some(u) = ba.flush().unwrap() { b.apply_remote(&u).unwrap(); }
                 if let Some(u) = bb.flush().unwrap() { a.apply_remote(&u).unwrap(); }
                 // Receiving is not sending: nothing remote may echo back out.
                 prop_assert!(!a.has_outgoing() && !b.has_outgoing());
+                prop_assert_eq!(a.text(), a.ytext());
+                prop_assert_eq!(b.text(), b.ytext());
             }
-            prop_assert_eq!(a.text(), a.ytext());
-            prop_assert_eq!(b.text(), b.ytext());
         }
         a.take_outgoing().into_iter().for_each(|u| ba.push(u));
         b.take_outgoing().into_iter().for_each(|u| bb.push(u));
@@ -126,6 +162,8 @@ fn batcher_merges_many_edits_into_one_update_that_reproduces_them() {
         writer
             .apply_local(&Edit::insert(i, ch.to_string()))
             .unwrap();
+        // One transaction per key (without this, adjacent keys compose into one).
+        writer.commit_local();
     }
     writer.apply_local(&Edit::delete(3, 4)).unwrap();
     let updates = writer.take_outgoing();
@@ -250,4 +288,82 @@ fn an_embed_from_a_stock_client_keeps_offsets_aligned() {
         5,
         "😀 is 2 units, the embed 1, X and b 1 each"
     );
+}
+
+/// Local edits that touch one region compose into one yrs transaction before yrs sees them;
+/// an edit elsewhere starts another. The result is the same text on a replica, in fewer bytes.
+#[test]
+fn adjacent_local_edits_compose_into_one_transaction() {
+    let mut doc = SharedDoc::new();
+    doc.apply_local(&Edit::insert(0, "fn main() {}\n")).unwrap();
+    let mut replica = SharedDoc::new();
+    for u in doc.take_outgoing() {
+        replica.apply_remote(&u).unwrap();
+    }
+    // Typing inside the braces, a typo fixed with backspace, a selection replaced, and a
+    // forward delete of old text right after the region: all one region.
+    let mut at = 11;
+    for ch in "prinx".chars() {
+        doc.apply_local(&Edit::insert(at, ch.to_string())).unwrap();
+        at += 1;
+    }
+    doc.apply_local(&Edit::delete(at - 1, 1)).unwrap();
+    at -= 1;
+    doc.apply_local(&Edit::insert(at, "tln!(\"日本 😀\");"))
+        .unwrap();
+    doc.apply_local(&Edit {
+        at: 11,
+        delete: 7,
+        insert: "eprintln".into(),
+    })
+    .unwrap();
+    let end_of_region = doc.text().find('}').unwrap();
+    let end_of_region = doc.text()[..end_of_region].chars().count();
+    doc.apply_local(&Edit::delete(end_of_region, 1)).unwrap();
+    assert_eq!(doc.outgoing_len(), 9, "every key counts as queued");
+    let composed = doc.take_outgoing();
+    assert_eq!(composed.len(), 1, "one region, one transaction");
+    for u in &composed {
+        replica.apply_remote(u).unwrap();
+    }
+    assert_eq!(replica.text(), doc.text());
+    assert_eq!(doc.text(), "fn main() {eprintln!(\"日本 😀\");\n");
+    assert_eq!(doc.ytext(), doc.text());
+
+    // An edit away from the region starts a new transaction.
+    doc.apply_local(&Edit::insert(0, "// a\n")).unwrap();
+    let n = doc.len_chars();
+    doc.apply_local(&Edit::insert(n, "// z\n")).unwrap();
+    let two = doc.take_outgoing();
+    assert_eq!(two.len(), 2);
+    for u in &two {
+        replica.apply_remote(u).unwrap();
+    }
+    assert_eq!(replica.text(), doc.text());
+}
+
+/// A remote update that arrives while local edits are still composing integrates after them:
+/// both replicas end with both changes, byte for byte.
+#[test]
+fn a_remote_update_lands_after_pending_local_edits() {
+    let mut a = SharedDoc::new();
+    a.apply_local(&Edit::insert(0, "hello world")).unwrap();
+    let mut b = SharedDoc::from_update(&a.encode_state()).unwrap();
+    let _ = a.take_outgoing();
+    // a types at the end, not yet flushed; b edits the start meanwhile.
+    a.apply_local(&Edit::insert(11, "!")).unwrap();
+    a.apply_local(&Edit::insert(12, "!")).unwrap();
+    b.apply_local(&Edit::delete(0, 5)).unwrap();
+    b.apply_local(&Edit::insert(0, "HELLO")).unwrap();
+    for u in b.take_outgoing() {
+        let edits = a.apply_remote(&u).unwrap();
+        assert!(!edits.is_empty());
+    }
+    assert_eq!(a.text(), "HELLO world!!");
+    for u in a.take_outgoing() {
+        b.apply_remote(&u).unwrap();
+    }
+    assert_eq!(b.text(), "HELLO world!!");
+    assert_eq!(a.ytext(), a.text());
+    assert_eq!(b.ytext(), b.text());
 }

@@ -222,7 +222,7 @@ impl ClientState {
         &self.local.user.color
     }
 
-    /// Local edits not yet sent.
+    /// Local edits not yet sent (each key counts, however they were composed).
     pub fn queued_updates(&self) -> usize {
         self.batcher.len() + self.doc.outgoing_len()
     }

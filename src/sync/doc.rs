@@ -79,7 +79,68 @@ enum Op {
     Insert(String),
 }
 
+/// Local edits that are in the rope but not yet in yrs: one contiguous region of the text as yrs
+/// holds it, composed from consecutive edits that touch it (typing, backspacing, a replaced
+/// selection). Text before `start` is the same in the rope and in yrs.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Char offset where the region starts (same in the rope and in yrs).
+    start: usize,
+    /// Chars of yrs text the region removes from `start`, and their UTF-16 length.
+    deleted: usize,
+    deleted16: usize,
+    /// What the region holds now instead (already in the rope).
+    inserted: String,
+    /// Its length in chars.
+    inserted_chars: usize,
+}
+
+fn byte_of_char(s: &str, char_idx: usize) -> usize {
+    s.char_indices().nth(char_idx).map_or(s.len(), |(b, _)| b)
+}
+
+impl Pending {
+    /// The region in rope (current) char offsets.
+    fn range(&self) -> (usize, usize) {
+        (self.start, self.start + self.inserted_chars)
+    }
+
+    /// Composes `edit` (in rope offsets, not yet applied to `rope`) into the region; returns
+    /// false, changing nothing, if it does not touch it.
+    fn compose(&mut self, edit: &Edit, rope: &Rope) -> bool {
+        let (rs, re) = self.range();
+        let (at, end) = (edit.at, edit.at + edit.delete);
+        if at > re || end < rs {
+            return false;
+        }
+        // Text of yrs before and after the region that the edit deletes joins the region.
+        if at < rs {
+            self.deleted += rs - at;
+            self.deleted16 += rope.char_to_utf16_cu(rs) - rope.char_to_utf16_cu(at);
+            self.start = at;
+        }
+        if end > re {
+            self.deleted += end - re;
+            self.deleted16 += rope.char_to_utf16_cu(end) - rope.char_to_utf16_cu(re);
+        }
+        // Inside the region: cut what the edit deletes and put its text in place.
+        let i0 = at.max(rs) - rs;
+        let i1 = end.min(re) - rs;
+        let b0 = byte_of_char(&self.inserted, i0);
+        let b1 = b0 + byte_of_char(&self.inserted[b0..], i1 - i0);
+        self.inserted.replace_range(b0..b1, &edit.insert);
+        self.inserted_chars = self.inserted_chars - (i1 - i0) + edit.insert.chars().count();
+        true
+    }
+}
+
 /// The yrs document plus its rope mirror. Not `Sync`-shared: one owner applies edits.
+///
+/// Local edits reach the rope at once and yrs lazily: consecutive edits that touch one region are
+/// composed into a single delete + insert, applied to yrs in one transaction the next time
+/// anything reads yrs (an outgoing update, a remote update, undo, a cursor, a state vector).
+/// yrs pays per operation and walks its block list from the start for each one, so a flush
+/// window of typing costs one operation instead of one per key.
 pub struct SharedDoc {
     doc: Doc,
     text: TextRef,
@@ -91,6 +152,10 @@ pub struct SharedDoc {
     outgoing: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Undo/redo of this replica's own edits only (tracks [`LOCAL_ORIGIN`]); off until enabled.
     undo: Option<UndoManager<()>>,
+    /// Local edits in the rope that yrs has not seen yet.
+    pending: Mutex<Option<Pending>>,
+    /// Local edits made since the last [`SharedDoc::take_outgoing`].
+    unsent_edits: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -176,6 +241,35 @@ impl SharedDoc {
             observed,
             outgoing,
             undo: None,
+            pending: Mutex::new(None),
+            unsent_edits: 0,
+        }
+    }
+
+    /// Ends the current composition: the edits so far become one yrs transaction now, and the
+    /// next edit starts another (tools and tests that want one update per edit call this).
+    pub fn commit_local(&self) {
+        self.flush_local();
+    }
+
+    /// Applies the composed local edits to yrs (one transaction, [`LOCAL_ORIGIN`]). Everything
+    /// that reads or writes yrs calls this first, so yrs is never seen behind the rope.
+    fn flush_local(&self) {
+        let Some(p) = lock(&self.pending).take() else {
+            return;
+        };
+        if p.deleted == 0 && p.inserted.is_empty() {
+            return;
+        }
+        // Text before the region is the same in the rope and in yrs.
+        let start16 = self.rope.char_to_utf16_cu(p.start) as u32;
+        let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
+        if p.deleted16 > 0 {
+            self.text
+                .remove_range(&mut txn, start16, p.deleted16 as u32);
+        }
+        if !p.inserted.is_empty() {
+            self.text.insert(&mut txn, start16, &p.inserted);
         }
     }
 
@@ -193,6 +287,7 @@ impl SharedDoc {
 
     /// Ends the current undo group, so the next edit starts a new one.
     pub fn undo_boundary(&mut self) {
+        self.flush_local();
         if let Some(undo) = &mut self.undo {
             undo.reset();
         }
@@ -200,12 +295,14 @@ impl SharedDoc {
 
     /// Undoes this replica's last edit group; returns the text changes it made (empty if none).
     pub fn undo(&mut self) -> Vec<Edit> {
+        self.flush_local();
         let done = self.undo.as_mut().is_some_and(|u| u.undo_blocking());
         if done { self.sync_mirror() } else { Vec::new() }
     }
 
     /// Redoes the last undone group; returns the text changes it made (empty if none).
     pub fn redo(&mut self) -> Vec<Edit> {
+        self.flush_local();
         let done = self.undo.as_mut().is_some_and(|u| u.redo_blocking());
         if done { self.sync_mirror() } else { Vec::new() }
     }
@@ -217,11 +314,15 @@ impl SharedDoc {
         Ok(doc)
     }
 
+    /// The yrs document, brought up to date with local edits first.
     pub fn doc(&self) -> &Doc {
+        self.flush_local();
         &self.doc
     }
 
+    /// The Y.Text, brought up to date with local edits first.
     pub fn text_ref(&self) -> &TextRef {
+        self.flush_local();
         &self.text
     }
 
@@ -238,6 +339,7 @@ impl SharedDoc {
     /// self-repair; the rope is what callers should read). A non-text embed, which a stock Yjs
     /// client may insert and which has length 1 in the Y.Text, reads as U+FFFC here as in the rope.
     pub fn ytext(&self) -> String {
+        self.flush_local();
         let txn = self.doc.transact();
         let mut out = String::new();
         for chunk in self.text.diff(&txn, YChange::identity) {
@@ -253,7 +355,8 @@ impl SharedDoc {
         self.rope.len_chars()
     }
 
-    /// Applies a local edit to the rope and to yrs (one transaction with [`LOCAL_ORIGIN`]).
+    /// Applies a local edit to the rope now, and to yrs (with [`LOCAL_ORIGIN`]) composed with
+    /// the edits next to it, before yrs is next read.
     pub fn apply_local(&mut self, edit: &Edit) -> Result<(), DocError> {
         let len = self.rope.len_chars();
         let end = edit.at.checked_add(edit.delete).filter(|&e| e <= len);
@@ -267,16 +370,20 @@ impl SharedDoc {
         if edit.delete == 0 && edit.insert.is_empty() {
             return Ok(());
         }
-        let start16 = self.rope.char_to_utf16_cu(edit.at) as u32;
-        let end16 = self.rope.char_to_utf16_cu(end) as u32;
-        {
-            let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
-            if end16 > start16 {
-                self.text.remove_range(&mut txn, start16, end16 - start16);
-            }
-            if !edit.insert.is_empty() {
-                self.text.insert(&mut txn, start16, &edit.insert);
-            }
+        self.unsent_edits += 1;
+        let composed = lock(&self.pending)
+            .as_mut()
+            .is_some_and(|p| p.compose(edit, &self.rope));
+        if !composed {
+            self.flush_local();
+            let deleted16 = self.rope.char_to_utf16_cu(end) - self.rope.char_to_utf16_cu(edit.at);
+            *lock(&self.pending) = Some(Pending {
+                start: edit.at,
+                deleted: edit.delete,
+                deleted16,
+                inserted_chars: edit.insert.chars().count(),
+                inserted: edit.insert.clone(),
+            });
         }
         edit.apply_to(&mut self.rope);
         Ok(())
@@ -284,11 +391,13 @@ impl SharedDoc {
 
     /// Sets a metadata entry (e.g. `name`, `language`) in the `meta` map.
     pub fn set_meta(&mut self, key: &str, value: &str) {
+        self.flush_local();
         let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
         self.meta.insert(&mut txn, key, value);
     }
 
     pub fn meta(&self, key: &str) -> Option<String> {
+        self.flush_local();
         let txn = self.doc.transact();
         match self.meta.get(&txn, key) {
             Some(Out::Any(Any::String(s))) => Some(s.to_string()),
@@ -300,6 +409,8 @@ impl SharedDoc {
     pub fn apply_remote(&mut self, update: &[u8]) -> Result<Vec<Edit>, DocError> {
         let update = crate::protocol::decode_update(update)
             .map_err(|e| DocError::Malformed(e.to_string()))?;
+        // Our own edits go in first, so the remote ones integrate against the text we see.
+        self.flush_local();
         let applied = {
             let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
             txn.apply_update(update)
@@ -361,24 +472,29 @@ impl SharedDoc {
 
     /// Takes the updates of local transactions since the last call (feed them to a [`super::Batcher`]).
     pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
+        self.flush_local();
+        self.unsent_edits = 0;
         std::mem::take(&mut *lock(&self.outgoing))
     }
 
     pub fn has_outgoing(&self) -> bool {
-        !lock(&self.outgoing).is_empty()
+        lock(&self.pending).is_some() || !lock(&self.outgoing).is_empty()
     }
 
-    /// Local transactions not yet taken by [`SharedDoc::take_outgoing`].
+    /// Local edits (one per [`SharedDoc::apply_local`]) not yet taken by
+    /// [`SharedDoc::take_outgoing`], however few transactions they were composed into.
     pub fn outgoing_len(&self) -> usize {
-        lock(&self.outgoing).len()
+        self.unsent_edits
     }
 
     pub fn state_vector(&self) -> StateVector {
+        self.flush_local();
         self.doc.transact().state_vector()
     }
 
     /// Everything a peer with state vector `sv` is missing (a sync step 2 payload).
     pub fn diff(&self, sv: &StateVector) -> Vec<u8> {
+        self.flush_local();
         self.doc.transact().encode_state_as_update_v1(sv)
     }
 

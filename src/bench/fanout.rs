@@ -1,0 +1,545 @@
+//! `pairedit bench fanout`: one writer per room typing at a steady rate, N viewers, against
+//! pairedit's relay and the Node reference server (`@y/websocket-server`) in the same run.
+//!
+//! The load generator is this process (tokio); each server is a child process, so its memory
+//! and CPU are read from /proc alone. Every viewer speaks plain y-websocket: it sends sync step 1,
+//! then reads. The writer inserts a marker `<NNNNNN>` per flush tick (one sync update each) and
+//! records when it sent it; a viewer finds markers in the update bytes it receives (the text of
+//! an insert is stored verbatim in a v1 update), so latency is send-to-receive of that update,
+//! whatever the server does to it (re-encoding, merging).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt as _;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::{Text, Transact};
+
+/// Which server to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    Pairedit,
+    Node,
+}
+
+impl ServerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Pairedit => "pairedit",
+            ServerKind::Node => "node @y/websocket-server",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    pub servers: Vec<ServerKind>,
+    /// Viewer counts to run, e.g. 100, 1,000, 10,000.
+    pub viewers: Vec<usize>,
+    /// Rooms the viewers are spread over (each with its own writer).
+    pub rooms: usize,
+    /// How long the writers type.
+    pub seconds: f64,
+    /// Writer flush interval (one update per tick).
+    pub flush: Duration,
+    /// Where to write results.json and the SVG plots.
+    pub out_dir: Option<PathBuf>,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanoutRow {
+    pub server: String,
+    pub rooms: usize,
+    pub viewers: usize,
+    pub connected: usize,
+    /// Viewers that received every update their room's writer sent.
+    pub complete: usize,
+    pub updates_sent: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Server RSS with every viewer connected and idle, minus before any connected, per viewer.
+    pub rss_per_conn_kib: f64,
+    pub rss_mib: f64,
+    /// Server CPU while the writers typed (100 = one core).
+    pub cpu_pct: f64,
+    pub connect_secs: f64,
+}
+
+struct Server {
+    kind: ServerKind,
+    child: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+impl Server {
+    async fn start(kind: ServerKind) -> anyhow::Result<Server> {
+        match kind {
+            ServerKind::Pairedit => {
+                let exe = std::env::current_exe()?;
+                let mut child = tokio::process::Command::new(exe)
+                    .args([
+                        "serve",
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--max-conns-per-ip",
+                        "1000000",
+                        "--max-members",
+                        "1000000",
+                        "--max-rooms",
+                        "1000000",
+                    ])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .context("starting pairedit serve")?;
+                let stdout = child.stdout.take().context("serve stdout")?;
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                    .await
+                    .context("serve did not start")??
+                    .context("serve printed nothing")?;
+                let addr = first
+                    .strip_prefix("listening on http://")
+                    .context("unexpected first line from serve")?
+                    .parse()?;
+                let pid = child.id().context("serve pid")?;
+                // Keep reading its stdout so it never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                Ok(Server {
+                    kind,
+                    child,
+                    pid,
+                    addr,
+                })
+            }
+            ServerKind::Node => {
+                let script =
+                    super::node_script("node_modules/@y/websocket-server/src/server.js")
+                        .context("the Node server is not installed: npm ci --prefix bench/node")?;
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                let child = tokio::process::Command::new("node")
+                    .arg(script)
+                    .env("HOST", "127.0.0.1")
+                    .env("PORT", port.to_string())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .context("starting node")?;
+                let pid = child.id().context("node pid")?;
+                let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while TcpStream::connect(addr).await.is_err() {
+                    anyhow::ensure!(Instant::now() < deadline, "the Node server did not start");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Server {
+                    kind,
+                    child,
+                    pid,
+                    addr,
+                })
+            }
+        }
+    }
+
+    /// (writer URL, viewer URL) of a new room.
+    async fn room(&self, i: usize) -> anyhow::Result<(String, String)> {
+        match self.kind {
+            ServerKind::Pairedit => {
+                let room =
+                    crate::client::http::create_room(&format!("http://{}", self.addr), None, None)
+                        .await?;
+                let w = crate::protocol::JoinCode::parse(&room.write_code)?.ws_url();
+                let v = crate::protocol::JoinCode::parse(&room.view_code)?.ws_url();
+                Ok((w, v))
+            }
+            ServerKind::Node => {
+                let url = format!("ws://{}/bench-{i}", self.addr);
+                Ok((url.clone(), url))
+            }
+        }
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        super::proc_usage(self.pid).unwrap_or((0, 0))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+async fn connect(url: &str) -> anyhow::Result<Ws> {
+    let parsed = url::Url::parse(url)?;
+    let addr = format!(
+        "{}:{}",
+        parsed.host_str().context("host")?,
+        parsed.port_or_known_default().context("port")?
+    );
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await?;
+    Ok(ws)
+}
+
+/// Markers `<NNNNNN>` in `bytes`.
+fn markers(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    bytes.windows(8).filter_map(|w| {
+        if w[0] != b'<' || w[7] != b'>' {
+            return None;
+        }
+        let mut n = 0usize;
+        for &d in &w[1..7] {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + usize::from(d - b'0');
+        }
+        Some(n)
+    })
+}
+
+/// Per room: when each marker was sent (µs since the run began; 0 = not yet).
+struct Sent {
+    at: Vec<AtomicU64>,
+    count: AtomicUsize,
+}
+
+struct Viewer {
+    latencies_us: Vec<u32>,
+    received: usize,
+}
+
+async fn run_viewer(
+    url: String,
+    sent: Arc<Sent>,
+    start: Instant,
+    synced: Arc<AtomicUsize>,
+    delivered: Arc<AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Viewer> {
+    let mut ws = connect(&url).await?;
+    ws.send(WsMessage::binary(crate::protocol::sync_step1(
+        &yrs::StateVector::default(),
+    )))
+    .await?;
+    let mut me = Viewer {
+        latencies_us: Vec::new(),
+        received: 0,
+    };
+    let mut is_synced = false;
+    let mut seen = vec![false; sent.at.len()];
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => break,
+            msg = ws.next() => msg,
+        };
+        let Some(Ok(msg)) = msg else { break };
+        let WsMessage::Binary(bytes) = msg else {
+            continue;
+        };
+        if bytes.first() != Some(&0) {
+            continue; // awareness and the like
+        }
+        if !is_synced {
+            is_synced = true;
+            synced.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = start.elapsed().as_micros() as u64;
+        for seq in markers(&bytes) {
+            if seq < seen.len() && !seen[seq] {
+                seen[seq] = true;
+                let t = sent.at[seq].load(Ordering::Acquire);
+                if t > 0 {
+                    me.received += 1;
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    me.latencies_us.push(now.saturating_sub(t) as u32);
+                }
+            }
+        }
+    }
+    Ok(me)
+}
+
+async fn run_writer(
+    url: String,
+    sent: Arc<Sent>,
+    start: Instant,
+    flush: Duration,
+    until: Instant,
+) -> anyhow::Result<()> {
+    let mut ws = connect(&url).await?;
+    ws.send(WsMessage::binary(crate::protocol::sync_step1(
+        &yrs::StateVector::default(),
+    )))
+    .await?;
+    // Drain whatever the server sends, so its queue to us never fills.
+    let (mut sink, mut stream) = ws.split();
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text(crate::protocol::TEXT_NAME);
+    let mut tick = tokio::time::interval(flush);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0usize;
+    while Instant::now() < until && seq < sent.at.len() {
+        tick.tick().await;
+        let update = {
+            let mut txn = doc.transact_mut();
+            let len = text.len(&txn);
+            text.insert(&mut txn, len, &format!("<{seq:06}>"));
+            txn.encode_update_v1()
+        };
+        sent.at[seq].store(start.elapsed().as_micros().max(1) as u64, Ordering::Release);
+        sent.count.store(seq + 1, Ordering::Release);
+        sink.send(WsMessage::binary(crate::protocol::sync_update(update)))
+            .await?;
+        seq += 1;
+    }
+    reader.abort();
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i.min(sorted.len() - 1)]) / 1000.0
+}
+
+/// One server, one viewer count.
+pub async fn run_one(
+    kind: ServerKind,
+    viewers: usize,
+    rooms: usize,
+    seconds: f64,
+    flush: Duration,
+) -> anyhow::Result<FanoutRow> {
+    let rooms = rooms.clamp(1, viewers.max(1));
+    let server = Server::start(kind).await?;
+    let mut urls = Vec::with_capacity(rooms);
+    for i in 0..rooms {
+        urls.push(server.room(i).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss_before, _) = server.usage();
+    let start = Instant::now();
+    let max_updates = (seconds / flush.as_secs_f64()).ceil() as usize + 1;
+    let sent: Vec<Arc<Sent>> = (0..rooms)
+        .map(|_| {
+            Arc::new(Sent {
+                at: (0..max_updates).map(|_| AtomicU64::new(0)).collect(),
+                count: AtomicUsize::new(0),
+            })
+        })
+        .collect();
+    let synced: Vec<Arc<AtomicUsize>> = (0..rooms).map(|_| Arc::default()).collect();
+    let total_synced = || {
+        synced
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let connecting = Instant::now();
+    let mut tasks = Vec::with_capacity(viewers);
+    // Connect in waves so the listen backlog never overflows.
+    for chunk in (0..viewers).collect::<Vec<_>>().chunks(200) {
+        let before = total_synced();
+        for &i in chunk {
+            let room = i % rooms;
+            tasks.push((
+                room,
+                tokio::spawn(run_viewer(
+                    urls[room].1.clone(),
+                    sent[room].clone(),
+                    start,
+                    synced[room].clone(),
+                    delivered.clone(),
+                    stop.clone(),
+                )),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while total_synced() < before + chunk.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let connected = total_synced();
+    let connect_secs = connecting.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_idle, cpu_before) = server.usage();
+
+    let typing = Instant::now();
+    let until = typing + Duration::from_secs_f64(seconds);
+    let writers: Vec<_> = (0..rooms)
+        .map(|r| {
+            tokio::spawn(run_writer(
+                urls[r].0.clone(),
+                sent[r].clone(),
+                start,
+                flush,
+                until,
+            ))
+        })
+        .collect();
+    for w in writers {
+        w.await??;
+    }
+    let typed_for = typing.elapsed().as_secs_f64();
+    let (_, cpu_after) = server.usage();
+    // Stragglers: wait until every synced viewer has every update its room's writer sent (or
+    // 10 s, for a server that fell behind or dropped viewers).
+    let expected: usize = (0..rooms)
+        .map(|r| synced[r].load(Ordering::Relaxed) * sent[r].count.load(Ordering::Acquire))
+        .sum();
+    let grace = Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let mut all = Vec::new();
+    let mut complete = 0;
+    for (room, t) in tasks {
+        if let Ok(Ok(v)) = t.await {
+            if v.received == sent[room].count.load(Ordering::Acquire) && v.received > 0 {
+                complete += 1;
+            }
+            all.extend(v.latencies_us);
+        }
+    }
+    let updates_sent = sent.iter().map(|s| s.count.load(Ordering::Acquire)).sum();
+    server.stop().await;
+    all.sort_unstable();
+    let ticks_per_sec = 100.0;
+    Ok(FanoutRow {
+        server: kind.name().to_string(),
+        rooms,
+        viewers,
+        connected,
+        complete,
+        updates_sent,
+        p50_ms: percentile(&all, 0.50),
+        p99_ms: percentile(&all, 0.99),
+        max_ms: all.last().map_or(f64::NAN, |m| f64::from(*m) / 1000.0),
+        rss_per_conn_kib: rss_idle.saturating_sub(rss_before) as f64 / connected.max(1) as f64,
+        rss_mib: rss_idle as f64 / 1024.0,
+        cpu_pct: (cpu_after.saturating_sub(cpu_before)) as f64 / ticks_per_sec / typed_for * 100.0,
+        connect_secs,
+    })
+}
+
+/// Every server × every viewer count; prints a table with ratios, writes JSON and plots.
+pub async fn run(config: &FanoutConfig) -> anyhow::Result<Vec<FanoutRow>> {
+    let mut rows = Vec::new();
+    for &n in &config.viewers {
+        for &kind in &config.servers {
+            eprintln!(
+                "fanout: {} with {n} viewers in {} room(s)…",
+                kind.name(),
+                config.rooms
+            );
+            match run_one(kind, n, config.rooms, config.seconds, config.flush).await {
+                Ok(row) => rows.push(row),
+                Err(e) => eprintln!("fanout: {} with {n} viewers failed: {e:#}", kind.name()),
+            }
+        }
+    }
+    print_table(&rows);
+    if let Some(dir) = &config.out_dir {
+        write_outputs(dir, &rows)?;
+    }
+    Ok(rows)
+}
+
+pub fn print_table(rows: &[FanoutRow]) {
+    println!(
+        "| server | rooms | viewers | synced | got every update | p50 ms | p99 ms | max ms | p99 × node | RSS/viewer KiB | × node | CPU % |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let node = rows
+            .iter()
+            .find(|n| n.server.starts_with("node") && n.viewers == r.viewers && n.rooms == r.rooms);
+        let ratio = |a: f64, b: Option<f64>| match b {
+            Some(b) if b > 0.0 && r.server == "pairedit" => format!("{:.2}", a / b),
+            _ => "–".to_string(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {:.0} |",
+            r.server,
+            r.rooms,
+            r.viewers,
+            r.connected,
+            r.complete,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            ratio(r.p99_ms, node.map(|n| n.p99_ms)),
+            r.rss_per_conn_kib,
+            ratio(r.rss_per_conn_kib, node.map(|n| n.rss_per_conn_kib)),
+            r.cpu_pct
+        );
+    }
+}
+
+fn write_outputs(dir: &Path, rows: &[FanoutRow]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("fanout.json"), serde_json::to_string_pretty(rows)?)?;
+    let series = |f: &dyn Fn(&FanoutRow) -> f64| -> Vec<super::svg::Series> {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.server.as_str()).collect();
+        names.dedup();
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| super::svg::Series {
+                name: name.to_string(),
+                points: rows
+                    .iter()
+                    .filter(|r| r.server == name)
+                    .map(|r| (r.viewers as f64, f(r)))
+                    .collect(),
+            })
+            .collect()
+    };
+    std::fs::write(
+        dir.join("fanout-latency.svg"),
+        super::svg::line_chart(
+            "Writer-to-viewer latency, p99",
+            "viewers (log)",
+            "p99 ms",
+            &series(&|r| r.p99_ms),
+        ),
+    )?;
+    std::fs::write(
+        dir.join("fanout-memory.svg"),
+        super::svg::line_chart(
+            "Server memory per idle viewer",
+            "connections (log)",
+            "KiB per connection",
+            &series(&|r| r.rss_per_conn_kib),
+        ),
+    )?;
+    Ok(())
+}
