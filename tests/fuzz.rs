@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use pairedit::client::ClientState;
 use pairedit::protocol::{self, Role};
+use pairedit::relay::outbox::Outbox;
 use pairedit::relay::{Kick, Metrics, Room};
 use pairedit::sync::{Edit, SharedDoc};
 use proptest::prelude::*;
@@ -101,16 +102,16 @@ proptest! {
     #[test]
     fn a_room_survives_any_frames(frames in prop::collection::vec((any::<bool>(), frame()), 1..24)) {
         let room = Room::new("r".into(), "w".into(), "v".into(), 1 << 20, Arc::new(Metrics::default()), None);
-        let (wtx, mut wrx) = tokio::sync::mpsc::channel(4096);
-        let (vtx, mut vrx) = tokio::sync::mpsc::channel(4096);
+        let (wtx, vtx) = (Arc::new(Outbox::new(4096)), Arc::new(Outbox::new(4096)));
+        let (wrx, vrx) = (wtx.clone(), vtx.clone());
         room.join(1, Role::Writer, wtx, Kick::new(CancellationToken::new()), 10).unwrap();
         room.join(2, Role::Viewer, vtx, Kick::new(CancellationToken::new()), 10).unwrap();
         for (writer, bytes) in &frames {
             let _ = room.handle(if *writer { 1 } else { 2 }, bytes);
         }
         // Everything the room sends is valid, and its document is whole.
-        for rx in [&mut wrx, &mut vrx] {
-            while let Ok(out) = rx.try_recv() {
+        for rx in [&wrx, &vrx] {
+            while let Some(out) = rx.try_recv() {
                 prop_assert!(protocol::decode_messages(&out).is_ok());
             }
         }
@@ -142,14 +143,14 @@ proptest! {
     #[test]
     fn clients_behind_a_room_keep_their_mirror(frames in prop::collection::vec(frame(), 1..24)) {
         let room = Room::new("r".into(), "w".into(), "v".into(), 1 << 20, Arc::new(Metrics::default()), None);
-        let (wtx, _wrx) = tokio::sync::mpsc::channel(4096);
-        let (vtx, mut vrx) = tokio::sync::mpsc::channel(4096);
+        let (wtx, vtx) = (Arc::new(Outbox::new(4096)), Arc::new(Outbox::new(4096)));
+        let vrx = vtx.clone();
         room.join(1, Role::Writer, wtx, Kick::new(CancellationToken::new()), 10).unwrap();
         room.join(2, Role::Viewer, vtx, Kick::new(CancellationToken::new()), 10).unwrap();
         let mut viewer = ClientState::detached(SharedDoc::new(), Role::Viewer, "v");
         for bytes in &frames {
             let _ = room.handle(1, bytes);
-            while let Ok(out) = vrx.try_recv() {
+            while let Some(out) = vrx.try_recv() {
                 let _ = viewer.receive(&out);
             }
             prop_assert_eq!(viewer.doc.text(), viewer.doc.ytext());

@@ -510,10 +510,31 @@ async fn create_token_rate_limit_and_connections_per_address() {
     let room = pairedit::client::http::create_room(&http, Some("s3cret"), None)
         .await
         .unwrap();
-    // Ten rooms in a burst per address, then 429 (two attempts above were refused earlier).
-    let mut made = 1;
+    // The token's holder is trusted: no per-address limit for it.
+    for _ in 0..15 {
+        pairedit::client::http::create_room(&http, Some("s3cret"), None)
+            .await
+            .expect("a trusted creator is not rate limited");
+    }
+    // Guesses are: ten in a burst per address (two were made above), then 429.
+    let mut guesses = 2;
     let refused = loop {
-        match pairedit::client::http::create_room(&http, Some("s3cret"), None).await {
+        let e = pairedit::client::http::create_room(&http, Some("guess"), None)
+            .await
+            .expect_err("a wrong token never creates");
+        if e.to_string().contains("429") {
+            break e;
+        }
+        guesses += 1;
+        assert!(guesses <= 10, "no rate limit on guesses");
+    };
+    assert_eq!(guesses, 10);
+    assert!(refused.to_string().contains("429"), "{refused:#}");
+    // Without a create token, anyone may create, ten in a burst per address.
+    let open = TestRelay::start().await;
+    let mut made = 0;
+    let refused = loop {
+        match pairedit::client::http::create_room(&open.http(), None, None).await {
             Ok(_) => made += 1,
             Err(e) => break e,
         }
@@ -545,7 +566,7 @@ async fn create_token_rate_limit_and_connections_per_address() {
     let metrics = relay.metrics().await;
     assert_eq!(
         metric(&metrics, "pairedit_rejected_total{reason=\"create_token\"}"),
-        2
+        10
     );
     assert_eq!(
         metric(&metrics, "pairedit_rejected_total{reason=\"rate_limited\"}"),

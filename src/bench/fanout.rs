@@ -97,6 +97,9 @@ impl Server {
                         "1000000",
                         "--max-rooms",
                         "1000000",
+                        // Authenticated creators skip the per-address creation rate limit.
+                        "--create-token",
+                        BENCH_CREATE_TOKEN,
                     ])
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::null())
@@ -160,9 +163,12 @@ impl Server {
     async fn room(&self, i: usize) -> anyhow::Result<(String, String)> {
         match self.kind {
             ServerKind::Pairedit => {
-                let room =
-                    crate::client::http::create_room(&format!("http://{}", self.addr), None, None)
-                        .await?;
+                let room = crate::client::http::create_room(
+                    &format!("http://{}", self.addr),
+                    Some(BENCH_CREATE_TOKEN),
+                    None,
+                )
+                .await?;
                 let w = crate::protocol::JoinCode::parse(&room.write_code)?.ws_url();
                 let v = crate::protocol::JoinCode::parse(&room.view_code)?.ws_url();
                 Ok((w, v))
@@ -184,6 +190,8 @@ impl Server {
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+const BENCH_CREATE_TOKEN: &str = "pairedit-bench";
 
 async fn connect(url: &str) -> anyhow::Result<Ws> {
     let parsed = url::Url::parse(url)?;

@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Relay;
@@ -67,7 +65,8 @@ impl Kick {
 pub async fn serve(relay: Arc<Relay>, room: Arc<Room>, role: Role, socket: WebSocket) {
     let conn_id = relay.next_conn_id();
     let kick = Kick::new(relay.shutdown.child_token());
-    let (tx, mut rx) = mpsc::channel::<Bytes>(relay.config.send_queue);
+    let tx = Arc::new(super::outbox::Outbox::new(relay.config.send_queue));
+    let rx = tx.clone();
     let (mut sink, mut stream) = socket.split();
 
     let Some(hello) = room.join(
@@ -106,7 +105,6 @@ pub async fn serve(relay: Arc<Relay>, room: Arc<Room>, role: Role, socket: WebSo
             relay.metrics.bytes_out.fetch_add(len, Ordering::Relaxed);
         }
     }
-    drop(tx);
 
     let writer_kick = kick.clone();
     let writer = tokio::spawn(async move {
@@ -164,6 +162,7 @@ pub async fn serve(relay: Arc<Relay>, room: Arc<Room>, role: Role, socket: WebSo
         }
     }
     room.leave(conn_id);
+    tx.close();
     gauge.fetch_sub(1, Ordering::Relaxed);
     let refused = kick.token.is_cancelled();
     if !refused {

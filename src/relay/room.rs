@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
@@ -23,7 +22,7 @@ const COMPACT_LOG_AT: u64 = 64 << 20;
 /// A member's connection as the room sees it.
 struct Member {
     role: Role,
-    tx: mpsc::Sender<Bytes>,
+    tx: Arc<super::outbox::Outbox>,
     kick: Kick,
     /// Awareness client ids this connection has announced (removed when it leaves).
     clients: HashSet<u64>,
@@ -247,7 +246,7 @@ impl Room {
         &self,
         conn_id: u64,
         role: Role,
-        tx: mpsc::Sender<Bytes>,
+        tx: Arc<super::outbox::Outbox>,
         kick: Kick,
         max_members: usize,
     ) -> Option<Vec<Bytes>> {
@@ -490,7 +489,7 @@ impl Room {
                 self.metrics.bytes_out.fetch_add(len, Ordering::Relaxed);
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(super::outbox::Refused::Full) => {
                 self.metrics
                     .slow_disconnects
                     .fetch_add(1, Ordering::Relaxed);
@@ -499,7 +498,7 @@ impl Room {
                     .close(close::POLICY, "too slow: send queue full");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(super::outbox::Refused::Closed) => false,
         }
     }
 
