@@ -12,8 +12,8 @@ const COLORS: [&str; 4] = ["#2f6fdf", "#d9534f", "#2e9e5b", "#b07cc6"];
 
 /// Draws `series` against a log10 x axis (x > 0) and a linear y axis starting at 0.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let (w, h) = (640.0, 400.0);
-    let (left, right, top, bottom) = (70.0, 160.0, 40.0, 50.0);
+    let (w, h) = (700.0, 400.0);
+    let (left, right, top, bottom) = (70.0, 220.0, 40.0, 50.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let xs = series
         .iter()
