@@ -211,6 +211,7 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let mut embedded = None;
+    let seeds = std::sync::Arc::new(relay::Seeds::default());
     let relay_url = match &args.relay {
         Some(url) => url.clone(),
         None => {
@@ -223,6 +224,7 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
                 max_frame: protocol_max(text.len()),
                 max_doc_bytes: (text.len() * 4).max(RelayConfig::default().max_doc_bytes),
                 public_url: args.public_url.clone(),
+                seeds: Some(seeds.clone()),
                 ..RelayConfig::default()
             };
             embedded = Some(tokio::spawn(relay::run(listener, config, shutdown.clone())));
@@ -240,6 +242,15 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     drop(text);
     doc.set_meta("name", &file_name);
     doc.set_meta("language", &language);
+    if embedded.is_some() {
+        // The built-in relay gets the document in-process: one encoded copy, briefly, instead
+        // of a sync step 2 framed, buffered on both ends of a socket and decoded.
+        let mut state = doc.encode_state();
+        // The encoder grows its buffer by doubling: give the slack back before the relay
+        // decodes it.
+        state.shrink_to_fit();
+        seeds.put(&room.room, state);
+    }
     // The relay gets the content in its sync handshake; only the meta goes as an update.
     doc.enable_undo(UNDO_CAPTURE_MS);
     let code = crate::protocol::JoinCode::parse(&room.write_code)?;

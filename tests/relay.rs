@@ -598,3 +598,43 @@ async fn out_of_order_updates_wait_for_what_they_depend_on() {
     raw_send(&mut ws, protocol::sync_update(updates[0].clone())).await;
     wait_text(&watcher, "first second").await;
 }
+
+/// A host seeds its built-in relay in-process: the room has the whole document before the
+/// host's connection syncs, so the big sync step 2 never crosses the socket, and everyone —
+/// the host's own client included — ends with the same text, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_room_has_the_document_without_a_big_sync() {
+    let seeds = std::sync::Arc::new(pairedit::relay::Seeds::default());
+    let relay = TestRelay::with_config(RelayConfig {
+        seeds: Some(seeds.clone()),
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let text: String = (0..20_000)
+        .map(|i| format!("line {i}: 日本 😀 e\u{301}\r\n"))
+        .collect();
+    let mut doc = SharedDoc::with_text(&text);
+    doc.set_meta("name", "big.txt");
+    seeds.put(&room.room, doc.encode_state());
+    let code = pairedit::protocol::JoinCode::parse(&room.write_code).unwrap();
+    let host = Client::connect_with_doc(code, fast_opts("host"), doc)
+        .await
+        .expect("host joins");
+    host.wait_synced(WAIT).await.expect("synced");
+    let viewer = join(&room.view_code, "viewer").await;
+    wait_text(&viewer, &text).await;
+    assert_eq!(viewer.state().doc.meta("name").as_deref(), Some("big.txt"));
+    host.edit(&Edit::insert(0, "// edited\n")).unwrap();
+    host.flush();
+    let want = format!("// edited\n{text}");
+    wait_text(&viewer, &want).await;
+    assert_eq!(host.text(), want);
+    // What the relay received is a few small messages, not the document.
+    let received = metric(&relay.metrics().await, "pairedit_bytes_received_total");
+    assert!(
+        (received as usize) < text.len() / 10,
+        "the relay received {received} bytes for a {}-byte document",
+        text.len()
+    );
+}

@@ -66,6 +66,30 @@ pub struct RelayConfig {
     pub public_url: Option<String>,
     /// Serve TLS (`wss://`, `https://`) with this certificate; `None` serves plain TCP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Documents handed over in-process for rooms (a host seeding its built-in relay, so a big
+    /// file never crosses the loopback socket as one huge sync message). Applied when the room's
+    /// first connection arrives.
+    pub seeds: Option<Arc<Seeds>>,
+}
+
+/// Whole-document updates waiting for their room's first connection; see [`RelayConfig::seeds`].
+#[derive(Debug, Default)]
+pub struct Seeds(Mutex<HashMap<String, Vec<u8>>>);
+
+impl Seeds {
+    pub fn put(&self, room: &str, state: Vec<u8>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(room.to_string(), state);
+    }
+
+    fn take(&self, room: &str) -> Option<Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(room)
+    }
 }
 
 impl Default for RelayConfig {
@@ -83,6 +107,7 @@ impl Default for RelayConfig {
             data_dir: None,
             public_url: None,
             tls: None,
+            seeds: None,
         }
     }
 }
@@ -506,6 +531,11 @@ fn join_room(
             .fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::NOT_FOUND, "no such room");
     };
+    if let Some(state) = relay.config.seeds.as_ref().and_then(|s| s.take(&room_id))
+        && let Err(e) = room.seed(&state)
+    {
+        tracing::error!(room = %room_id, "could not seed the room: {e}");
+    }
     let Some(token) = token else {
         relay
             .metrics

@@ -113,6 +113,54 @@ fn new_doc() -> Doc {
     })
 }
 
+const BROADCAST: &str = "relay-broadcast";
+
+/// Collects what each transaction on the room's doc changed, as an update to broadcast.
+fn observe_broadcast(doc: &yrs::Doc, applied: &Arc<Mutex<Vec<Vec<u8>>>>) {
+    let sink = applied.clone();
+    // Called only while no transaction is open, so registering cannot fail.
+    let registered = doc.observe_update_v1(BROADCAST, move |_, e| {
+        lock(&sink).push(e.update.clone());
+    });
+    debug_assert!(registered.is_ok());
+}
+
+/// Loads `updates` into a fresh doc that replaces the room's empty one, then starts observing:
+/// loading a room (from disk, or a host's seed) is not news for anyone, and with the broadcast
+/// observer on, yrs would encode the whole document once more (a 200 MB buffer for a 100 MB file;
+/// unsubscribing does not help, yrs keeps encoding while the key is registered). Returns how many
+/// updates applied. A room that already has content or members gets them applied normally.
+fn load_quietly(
+    st: &mut RoomState,
+    updates: &mut dyn Iterator<Item = (usize, &[u8])>,
+    room: &str,
+) -> usize {
+    let fresh = st.members.is_empty()
+        && st.awareness.doc().transact().state_vector() == yrs::StateVector::default();
+    let doc = if fresh {
+        new_doc()
+    } else {
+        st.awareness.doc().clone()
+    };
+    let mut ok = 0;
+    {
+        let mut txn = doc.transact_mut();
+        for (i, bytes) in updates {
+            match protocol::decode_update(bytes).map(|u| txn.apply_update(u)) {
+                Ok(Ok(())) => ok += 1,
+                Ok(Err(e)) => tracing::warn!(room = %room, "update {i} does not apply: {e}"),
+                Err(e) => tracing::warn!(room = %room, "update {i} does not decode: {e}"),
+            }
+        }
+    }
+    if fresh {
+        observe_broadcast(&doc, &st.applied);
+        st.awareness = Awareness::new(doc);
+    }
+    lock(&st.applied).clear();
+    ok
+}
+
 impl Room {
     /// A room whose tokens are `write_hash` / `view_hash` (see [`hash_token`]).
     pub fn new(
@@ -125,12 +173,7 @@ impl Room {
     ) -> Room {
         let doc = new_doc();
         let applied: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let sink = applied.clone();
-        // No transaction is open on a fresh doc, so registering cannot fail.
-        let registered = doc.observe_update_v1("relay-broadcast", move |_, e| {
-            lock(&sink).push(e.update.clone());
-        });
-        debug_assert!(registered.is_ok());
+        observe_broadcast(&doc, &applied);
         Room {
             id,
             write_hash,
@@ -163,23 +206,23 @@ impl Room {
         let room = Room::new(id, write_hash, view_hash, max_doc_bytes, metrics, Some(log));
         {
             let mut st = lock(&room.state);
-            let mut txn = st.awareness.doc().transact_mut();
-            for (i, bytes) in updates.iter().enumerate() {
-                match protocol::decode_update(bytes).map(|u| txn.apply_update(u)) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(room = %room.id, "stored update {i} does not apply: {e}")
-                    }
-                    Err(e) => {
-                        tracing::warn!(room = %room.id, "stored update {i} does not decode: {e}")
-                    }
-                }
-            }
-            drop(txn);
-            lock(&st.applied).clear();
+            let mut stored = updates.iter().map(Vec::as_slice).enumerate();
+            load_quietly(&mut st, &mut stored, &room.id);
             st.approx_bytes = updates.iter().map(Vec::len).sum();
         }
         room
+    }
+
+    /// Applies a whole document handed over in-process (a host seeding its built-in relay), as
+    /// if a writer had sent it, before anyone is told about the room's state.
+    pub fn seed(&self, update: &[u8]) -> Result<(), String> {
+        let mut st = lock(&self.state);
+        if load_quietly(&mut st, &mut std::iter::once((0, update)), &self.id) == 0 {
+            return Err("the seed update does not apply".into());
+        }
+        st.approx_bytes = st.approx_bytes.max(update.len());
+        st.dirty = true;
+        Ok(())
     }
 
     /// Writes the whole document as a snapshot and empties the log (with `--data-dir`).
