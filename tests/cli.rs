@@ -62,16 +62,7 @@ async fn serve_room_create_cat_and_sigterm() {
     wait_text(&check, text).await;
 
     let cat = run(&["cat", &room.view_code]).await;
-    assert!(
-        cat.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cat.stderr)
-    );
-    assert_eq!(
-        cat.stdout,
-        text.as_bytes(),
-        "cat prints the text byte for byte"
-    );
+    assert_printed(&cat, text.as_bytes());
 
     let bad = run(&["cat", &room.view_code.replace("/v_", "/v_x")]).await;
     assert!(!bad.status.success());

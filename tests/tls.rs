@@ -242,16 +242,7 @@ async fn the_binary_serves_and_joins_over_tls() {
         path(&cert.ca),
     ])
     .await;
-    assert!(
-        cat.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cat.stderr)
-    );
-    assert_eq!(
-        cat.stdout,
-        text.as_bytes(),
-        "cat prints the text byte for byte"
-    );
+    assert_printed(&cat, text.as_bytes());
 
     // Without the CA: a non-zero exit that says what to do, in time (no retry loop).
     let untrusted = run(vec!["cat".into(), room.view_code.clone()]).await;

@@ -366,6 +366,12 @@ pub struct CreatedRoom {
     pub view_code: String,
 }
 
+/// Counts a refusal in `counter` and answers with `status` and `message`.
+fn refuse(counter: &AtomicU64, status: StatusCode, message: &str) -> Response {
+    counter.fetch_add(1, Ordering::Relaxed);
+    error(status, message)
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
@@ -376,11 +382,8 @@ async fn create_room(
     headers: HeaderMap,
 ) -> Response {
     let rate_limited = |relay: &Relay| {
-        relay
-            .metrics
-            .rejected_rate_limited
-            .fetch_add(1, Ordering::Relaxed);
-        error(
+        refuse(
+            &relay.metrics.rejected_rate_limited,
             StatusCode::TOO_MANY_REQUESTS,
             "too many rooms created from this address; try again in a minute",
         )
@@ -399,11 +402,8 @@ async fn create_room(
                 if !relay.limits.allow_create(peer.ip()) {
                     return rate_limited(&relay);
                 }
-                relay
-                    .metrics
-                    .rejected_create_token
-                    .fetch_add(1, Ordering::Relaxed);
-                return error(
+                return refuse(
+                    &relay.metrics.rejected_create_token,
                     StatusCode::UNAUTHORIZED,
                     "this relay needs a create token to make rooms (Authorization: Bearer ...)",
                 );
@@ -461,11 +461,8 @@ async fn create_room(
         log,
     );
     if relay.insert_room(room).is_none() {
-        relay
-            .metrics
-            .rejected_max_rooms
-            .fetch_add(1, Ordering::Relaxed);
-        return error(
+        return refuse(
+            &relay.metrics.rejected_max_rooms,
             StatusCode::SERVICE_UNAVAILABLE,
             "the relay holds its maximum number of rooms",
         );
@@ -525,11 +522,11 @@ fn join_room(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(room) = relay.room(&room_id) else {
-        relay
-            .metrics
-            .rejected_unknown_room
-            .fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::NOT_FOUND, "no such room");
+        return refuse(
+            &relay.metrics.rejected_unknown_room,
+            StatusCode::NOT_FOUND,
+            "no such room",
+        );
     };
     if let Some(state) = relay.config.seeds.as_ref().and_then(|s| s.take(&room_id))
         && let Err(e) = room.seed(&state)
@@ -537,25 +534,25 @@ fn join_room(
         tracing::error!(room = %room_id, "could not seed the room: {e}");
     }
     let Some(token) = token else {
-        relay
-            .metrics
-            .rejected_bad_token
-            .fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::UNAUTHORIZED, "a token is required (?token=...)");
+        return refuse(
+            &relay.metrics.rejected_bad_token,
+            StatusCode::UNAUTHORIZED,
+            "a token is required (?token=...)",
+        );
     };
     let Some(role) = room.role_for(&token) else {
-        relay
-            .metrics
-            .rejected_bad_token
-            .fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::FORBIDDEN, "wrong token for this room");
+        return refuse(
+            &relay.metrics.rejected_bad_token,
+            StatusCode::FORBIDDEN,
+            "wrong token for this room",
+        );
     };
     if room.member_count() >= relay.config.max_members {
-        relay
-            .metrics
-            .rejected_room_full
-            .fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::SERVICE_UNAVAILABLE, "room is full");
+        return refuse(
+            &relay.metrics.rejected_room_full,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "room is full",
+        );
     }
     let ws = match ws {
         Ok(ws) => ws,
@@ -565,11 +562,8 @@ fn join_room(
         .limits
         .try_open(peer.ip(), relay.config.max_conns_per_ip)
     {
-        relay
-            .metrics
-            .rejected_too_many_connections
-            .fetch_add(1, Ordering::Relaxed);
-        return error(
+        return refuse(
+            &relay.metrics.rejected_too_many_connections,
             StatusCode::TOO_MANY_REQUESTS,
             "too many connections from this address",
         );

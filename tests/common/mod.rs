@@ -332,3 +332,18 @@ impl TestCert {
         pairedit::net::client_config(Some(&self.ca)).expect("client tls config")
     }
 }
+
+/// Asserts a finished `pairedit` command succeeded and printed exactly `stdout`.
+pub fn assert_printed(out: &std::process::Output, stdout: &[u8]) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(stdout),
+        "printed byte for byte"
+    );
+    assert_eq!(out.stdout, stdout);
+}
