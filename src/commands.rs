@@ -242,16 +242,6 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     drop(text);
     doc.set_meta("name", &file_name);
     doc.set_meta("language", &language);
-    if embedded.is_some() {
-        // The built-in relay gets the document in-process: one encoded copy, briefly, instead
-        // of a sync step 2 framed, buffered on both ends of a socket and decoded.
-        let mut state = doc.encode_state();
-        // The encoder grows its buffer by doubling: give the slack back before the relay
-        // decodes it.
-        state.shrink_to_fit();
-        seeds.put(&room.room, state);
-    }
-    // The relay gets the content in its sync handshake; only the meta goes as an update.
     doc.enable_undo(UNDO_CAPTURE_MS);
     let code = crate::protocol::JoinCode::parse(&room.write_code)?;
     let mut opts = editor_options(&args.editor)?;
@@ -262,8 +252,21 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     let handle = crate::client::SessionHandle::detached(state);
     // Connect in the background once the first frame is up: it never waits for the network.
     let (first_frame, drawn) = tokio::sync::oneshot::channel();
+    let seed = embedded
+        .is_some()
+        .then(|| (handle.clone(), seeds.clone(), room.room.clone()));
     let gate = async move {
         let _ = drawn.await;
+        if let Some((handle, seeds, room)) = seed {
+            // The built-in relay gets the document in-process, after the first frame: one
+            // encoded copy, briefly, instead of a sync step 2 framed, buffered on both ends of
+            // a socket and decoded. The handshake then carries only what the seed lacks.
+            let mut state = handle.lock().doc.encode_state();
+            // The encoder grows its buffer by doubling: give the slack back before the relay
+            // decodes it.
+            state.shrink_to_fit();
+            seeds.put(&room, state);
+        }
     };
     let client = Client::launch(
         code,
