@@ -5,6 +5,8 @@
 //! - [`relay`]: the server, `relay::run(listener, config, shutdown)`.
 //! - [`client`]: a networked session over a join code.
 #![forbid(unsafe_code)]
+// Library code never unwraps (data from the network or disk must not panic); tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod bench;
 pub mod cli;
