@@ -2,11 +2,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
 use pairedit::sync::Edit;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pairedit");
@@ -21,24 +18,15 @@ async fn run(args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn serve_room_create_cat_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn serve");
-    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let base = first
-        .strip_prefix("listening on ")
-        .expect("first line names the address");
-    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    let (mut serve, base) = spawn_serve([
+        std::ffi::OsStr::new("--listen"),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        dir.path().as_os_str(),
+    ])
+    .await;
+    let base = base.as_str();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     let created = run(&["room", "create", "--relay", base, "--json"]).await;
     assert!(

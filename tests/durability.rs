@@ -5,39 +5,27 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use pairedit::client::{Client, Connection};
 use pairedit::sync::Edit;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pairedit");
+use tokio::process::Child;
 
 async fn spawn_relay(dir: &Path, listen: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", listen, "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn relay");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr = first
-        .strip_prefix("listening on http://")
-        .expect("address line")
+    let mut args = vec![
+        std::ffi::OsString::from("--listen"),
+        listen.into(),
+        "--data-dir".into(),
+    ];
+    args.push(dir.into());
+    let (mut child, base) = spawn_serve(args).await;
+    drain_stderr(&mut child);
+    let addr = base
+        .strip_prefix("http://")
+        .expect("a plain http address")
         .parse()
-        .unwrap();
-    // Keep draining stdout so the relay never blocks on it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .expect("a socket address");
     (child, addr)
 }
 

@@ -173,7 +173,6 @@ async fn plain_tcp_to_a_tls_relay_is_refused_and_the_relay_goes_on() {
 /// reach it with `--ca-cert`, and say what to do without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_joins_over_tls() {
-    use tokio::io::AsyncBufReadExt as _;
     const BIN: &str = env!("CARGO_BIN_EXE_pairedit");
     let run = |args: Vec<String>| async move {
         tokio::time::timeout(WAIT, tokio::process::Command::new(BIN).args(args).output())
@@ -183,26 +182,17 @@ async fn the_binary_serves_and_joins_over_tls() {
     };
     let cert = TestCert::new();
     let path = |p: &std::path::Path| p.display().to_string();
-    let mut serve = tokio::process::Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert.cert)
-        .arg("--tls-key")
-        .arg(&cert.key)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn serve");
-    let mut lines = tokio::io::BufReader::new(serve.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("first line in time")
-        .expect("read")
-        .expect("a line");
-    let base = first
-        .strip_prefix("listening on ")
-        .expect("names the address")
-        .to_string();
-    assert!(base.starts_with("https://127.0.0.1:"), "{first}");
+    let (mut serve, base) = spawn_serve([
+        std::ffi::OsStr::new("--listen"),
+        "127.0.0.1:0".as_ref(),
+        "--tls-cert".as_ref(),
+        cert.cert.as_os_str(),
+        "--tls-key".as_ref(),
+        cert.key.as_os_str(),
+    ])
+    .await;
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    drain_stderr(&mut serve);
 
     let created = run(vec![
         "room".into(),

@@ -18,6 +18,17 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// Session `pe`, `width`×`height`, running `command` in its first window.
+    fn session(&self, width: u16, height: u16, command: &str) {
+        let (w, h) = (width.to_string(), height.to_string());
+        self.run(&["new-session", "-d", "-s", "pe", "-x", &w, "-y", &h, command]);
+    }
+
+    /// A background window `target` running `command`.
+    fn window(&self, target: &str, command: &str) {
+        self.run(&["new-window", "-d", "-t", target, command]);
+    }
+
     fn start() -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
             let why = "SKIPPED: tmux is not installed";
@@ -124,17 +135,7 @@ fn host_join_and_view_in_three_terminals() {
     let log = dir.path().join("pairedit.log");
 
     let host = format!("{BIN} host {} --name ana", file.display());
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "pe",
-        "-x",
-        "110",
-        "-y",
-        "24",
-        &editor(&host, &log),
-    ]);
+    tmux.session(110, 24, &editor(&host, &log));
     let screen = tmux.wait("pe:0", "the join codes", |s| {
         s.contains("/w_") && s.contains("/v_")
     });
@@ -142,20 +143,14 @@ fn host_join_and_view_in_three_terminals() {
     let view = find_code(&screen, "/v_").expect("view code on screen");
     tmux.keys("pe:0", &["Escape"]);
 
-    tmux.run(&[
-        "new-window",
-        "-d",
-        "-t",
+    tmux.window(
         "pe:1",
         &editor(&format!("{BIN} join {write} --name bo"), &log),
-    ]);
-    tmux.run(&[
-        "new-window",
-        "-d",
-        "-t",
+    );
+    tmux.window(
         "pe:2",
         &editor(&format!("{BIN} join {view} --name cy"), &log),
-    ]);
+    );
     for w in ["pe:0", "pe:1", "pe:2"] {
         tmux.wait(w, "three members", |s| {
             s.contains("3 here") && s.contains("connected")
@@ -237,17 +232,7 @@ fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
     let recovery = pairedit::fsutil::recovery_path(&file);
 
     let host = format!("{BIN} host {} --name ana", file.display());
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "pe",
-        "-x",
-        "100",
-        "-y",
-        "20",
-        &editor(&host, &log),
-    ]);
+    tmux.session(100, 20, &editor(&host, &log));
     tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
     tmux.keys("pe:0", &["Escape"]);
     tmux.wait("pe:0", "the editor", |s| s.contains("F1 help"));
@@ -289,7 +274,7 @@ fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
 
     // The next host is offered it (here non-interactively, with --recover).
     let again = format!("{BIN} host {} --name ana --recover", file.display());
-    tmux.run(&["new-window", "-d", "-t", "pe:1", &editor(&again, &log)]);
+    tmux.window("pe:1", &editor(&again, &log));
     tmux.wait("pe:1", "the codes", |s| s.contains("/w_"));
     tmux.keys("pe:1", &["Escape"]);
     tmux.wait("pe:1", "the recovered text", |s| {

@@ -347,3 +347,44 @@ pub fn assert_printed(out: &std::process::Output, stdout: &[u8]) {
     );
     assert_eq!(out.stdout, stdout);
 }
+
+/// Starts `pairedit serve` with `args` (stderr piped, for tests that read it) and returns it with
+/// the base URL its first stdout line names (`http://…` or `https://…`). Its stdout keeps being
+/// drained so it never blocks on a full pipe.
+pub async fn spawn_serve<I, S>(args: I) -> (tokio::process::Child, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pairedit"))
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn pairedit serve");
+    let stdout = child.stdout.take().expect("serve stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("serve's first line in time")
+        .expect("read serve's stdout")
+        .expect("serve printed a line");
+    let base = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line names the address: {first:?}"))
+        .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+/// Reads and discards a child's stderr in the background, so it never blocks on a full pipe.
+pub fn drain_stderr(child: &mut tokio::process::Child) {
+    if let Some(mut err) = child.stderr.take() {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut err, &mut tokio::io::sink()).await;
+        });
+    }
+}
