@@ -534,14 +534,6 @@ fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// Opens `viewers` WebSocket connections that only sync and then sit idle.
 async fn bench_idle(
     code: Option<String>,
@@ -556,7 +548,7 @@ async fn bench_idle(
         (None, Some(url)) => url,
         (None, None) => anyhow::bail!("give --code CODE or --url URL"),
     };
-    let before = pid.and_then(rss_kib);
+    let before = pid.and_then(|p| crate::bench::proc_usage(p).map(|(rss, _)| rss));
     let started = Instant::now();
     let stop = CancellationToken::new();
     let mut tasks = Vec::with_capacity(viewers);
@@ -580,7 +572,7 @@ async fn bench_idle(
     }
     let connected = started.elapsed();
     tokio::time::sleep(Duration::from_secs(hold)).await;
-    let after = pid.and_then(rss_kib);
+    let after = pid.and_then(|p| crate::bench::proc_usage(p).map(|(rss, _)| rss));
     let alive = tasks.iter().filter(|t| !t.is_finished()).count();
     println!(
         "{viewers} connections opened in {:.2} s; {alive} still open after {hold} s",

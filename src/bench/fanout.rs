@@ -189,23 +189,16 @@ impl Server {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+type Ws = tokio_tungstenite::WebSocketStream<crate::net::NetStream>;
 
 const BENCH_CREATE_TOKEN: &str = "pairedit-bench";
 
 async fn connect(url: &str) -> anyhow::Result<Ws> {
-    let parsed = url::Url::parse(url)?;
-    let addr = format!(
-        "{}:{}",
-        parsed.host_str().context("host")?,
-        parsed.port_or_known_default().context("port")?
-    );
-    let tcp = TcpStream::connect(addr).await?;
-    let _ = tcp.set_nodelay(true);
+    let stream = crate::net::connect(url, None).await?;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
     Ok(ws)
 }
 
@@ -516,7 +509,6 @@ fn write_outputs(dir: &Path, rows: &[FanoutRow]) -> anyhow::Result<()> {
     std::fs::write(dir.join("fanout.json"), serde_json::to_string_pretty(rows)?)?;
     let series = |f: &dyn Fn(&FanoutRow) -> f64| -> Vec<super::svg::Series> {
         let mut names: Vec<&str> = rows.iter().map(|r| r.server.as_str()).collect();
-        names.dedup();
         names.sort_unstable();
         names.dedup();
         names
