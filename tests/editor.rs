@@ -621,3 +621,29 @@ fn tiny_and_odd_terminal_sizes_never_panic() {
         key(&mut a, KeyCode::Esc);
     }
 }
+
+/// With the host's undo window (500 ms), a burst of typing in the editor — each key moving the
+/// cursor, published to peers, and a frame drawn after each with a teammate's cursor on screen —
+/// reaches yrs as one transaction per flush, not one per key; the teammate gets the same text.
+#[test]
+fn typing_in_the_editor_composes_into_one_update_per_flush() {
+    let ana = session("fn main() {}\n", Role::Writer, "ana");
+    let bo = session("", Role::Writer, "bo");
+    ana.lock().doc.enable_undo(500);
+    sync_pair(&ana, &bo);
+    bo.lock().set_cursor(3, 3);
+    exchange(&bo, &ana);
+    let mut a = app_on(ana.clone());
+    update(&mut a, Msg::Remote);
+    key(&mut a, KeyCode::Down);
+    for c in "let answer = 42;".chars() {
+        key(&mut a, KeyCode::Char(c));
+        // A frame after every key, as the event loop draws one (it resolves bo's cursor).
+        let _ = screen(&mut a, 60, 10);
+    }
+    let updates = ana.lock().doc.take_outgoing();
+    assert_eq!(updates.len(), 1, "16 keys, one transaction");
+    bo.lock().doc.apply_remote(&updates[0]).unwrap();
+    assert_eq!(bo.lock().doc.text(), "fn main() {}\nlet answer = 42;");
+    assert_eq!(bo.lock().doc.text(), ana.lock().doc.text());
+}

@@ -367,3 +367,35 @@ fn a_remote_update_lands_after_pending_local_edits() {
     assert_eq!(a.ytext(), a.text());
     assert_eq!(b.ytext(), b.text());
 }
+
+/// A peer's cursor resolves to the right place while our own edits are still composing (the
+/// editor resolves cursors every frame and must not end the composition to do it).
+#[test]
+fn a_peer_cursor_resolves_through_pending_local_edits() {
+    let mut a = SharedDoc::new();
+    a.apply_local(&Edit::insert(0, "hello 😀 world")).unwrap();
+    let b = SharedDoc::from_update(&a.encode_state()).unwrap();
+    // b's cursor just before "world" (char 8; UTF-16 9 because of the emoji).
+    let idx = {
+        use yrs::{IndexedSequence, Transact};
+        let txn = b.doc().transact();
+        b.text_ref()
+            .sticky_index(&txn, 9, yrs::Assoc::After)
+            .unwrap()
+    };
+    assert_eq!(b.resolve(&idx), Some(8));
+    // a types before it, deletes "hello", and types after it, all still pending.
+    a.apply_local(&Edit::insert(0, "日本")).unwrap();
+    a.apply_local(&Edit::insert(2, ">")).unwrap();
+    assert_eq!(a.resolve(&idx), Some(11));
+    a.apply_local(&Edit::delete(3, 5)).unwrap();
+    assert_eq!(a.text(), "日本> 😀 world");
+    assert_eq!(a.resolve(&idx), Some(6), "{:?}", a.text());
+    let end = a.len_chars();
+    a.apply_local(&Edit::insert(end, "!")).unwrap();
+    let pending = a.resolve(&idx);
+    // The same answer from yrs once the edits are in it.
+    a.commit_local();
+    assert_eq!(pending, a.resolve(&idx));
+    assert_eq!(pending, Some(6));
+}

@@ -153,6 +153,10 @@ pub struct ClientState {
     /// When `Some`, remote text changes are also recorded here (an editor drains them to keep
     /// its cursor and scroll position in place).
     remote_edits: Option<Vec<Edit>>,
+    /// The selection the editor last set (anchor, head in chars), not yet turned into relative
+    /// positions: that needs yrs up to date, which would end the composition of local edits on
+    /// every key. It is settled when the flush tick sends, or before a remote update moves text.
+    cursor_chars: Option<(usize, usize)>,
     chat_log: VecDeque<ChatLine>,
     chat_seen: HashMap<u64, u64>,
 }
@@ -183,6 +187,7 @@ impl ClientState {
             denied: None,
             version: 0,
             remote_edits: None,
+            cursor_chars: None,
             chat_log: VecDeque::new(),
             chat_seen: HashMap::new(),
         }
@@ -239,8 +244,17 @@ impl ClientState {
             .unwrap_or_default()
     }
 
-    /// Publishes this member's selection (char offsets) as Yjs relative positions.
+    /// Sets this member's selection (char offsets); it is published as Yjs relative positions
+    /// with the next flush.
     pub fn set_cursor(&mut self, anchor: usize, head: usize) {
+        self.cursor_chars = Some((anchor, head));
+    }
+
+    /// Turns the selection last set into relative positions and publishes it if it changed.
+    fn settle_cursor(&mut self) {
+        let Some((anchor, head)) = self.cursor_chars.take() else {
+            return;
+        };
         let cursor = match (self.sticky_json(anchor), self.sticky_json(head)) {
             (Some(anchor), Some(head)) => Some(CursorState { anchor, head }),
             _ => None,
@@ -270,10 +284,7 @@ impl ClientState {
     /// Resolves a relative position (as published in awareness) to a char offset in our text.
     pub fn resolve_position(&self, json: &serde_json::Value) -> Option<usize> {
         let idx: yrs::StickyIndex = serde_json::from_value(json.clone()).ok()?;
-        let txn = self.doc.doc().transact();
-        let offset = idx.get_offset(&txn)?;
-        let rope = self.doc.rope();
-        Some(rope.utf16_cu_to_char((offset.index as usize).min(rope.len_utf16_cu())))
+        self.doc.resolve(&idx)
     }
 
     /// Sends a chat line to everyone in the room (through awareness, so viewers can talk too).
@@ -319,6 +330,7 @@ impl ClientState {
     /// awareness state when it changed (or `renew` asks for it).
     pub fn outgoing(&mut self, renew: bool) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
+        self.settle_cursor();
         for update in self.doc.take_outgoing() {
             self.batcher.push(update);
         }
@@ -376,6 +388,8 @@ impl ClientState {
     }
 
     fn apply_remote(&mut self, update: &[u8]) -> Result<(), protocol::ProtocolError> {
+        // The selection's char offsets are about the text before this update.
+        self.settle_cursor();
         let edits = self
             .doc
             .apply_remote(update)

@@ -82,17 +82,18 @@ enum Op {
 /// Local edits that are in the rope but not yet in yrs: one contiguous region of the text as yrs
 /// holds it, composed from consecutive edits that touch it (typing, backspacing, a replaced
 /// selection). Text before `start` is the same in the rope and in yrs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pending {
     /// Char offset where the region starts (same in the rope and in yrs).
     start: usize,
-    /// Chars of yrs text the region removes from `start`, and their UTF-16 length.
-    deleted: usize,
+    /// UTF-16 length of the yrs text the region removes from `start`.
     deleted16: usize,
     /// What the region holds now instead (already in the rope).
     inserted: String,
     /// Its length in chars.
     inserted_chars: usize,
+    /// When its first edit was made.
+    since: std::time::Instant,
 }
 
 fn byte_of_char(s: &str, char_idx: usize) -> usize {
@@ -115,18 +116,21 @@ impl Pending {
         }
         // Text of yrs before and after the region that the edit deletes joins the region.
         if at < rs {
-            self.deleted += rs - at;
             self.deleted16 += rope.char_to_utf16_cu(rs) - rope.char_to_utf16_cu(at);
             self.start = at;
         }
         if end > re {
-            self.deleted += end - re;
             self.deleted16 += rope.char_to_utf16_cu(end) - rope.char_to_utf16_cu(re);
         }
         // Inside the region: cut what the edit deletes and put its text in place.
         let i0 = at.max(rs) - rs;
         let i1 = end.min(re) - rs;
-        let b0 = byte_of_char(&self.inserted, i0);
+        // Typing appends: no need to scan for the end.
+        let b0 = if i0 == self.inserted_chars {
+            self.inserted.len()
+        } else {
+            byte_of_char(&self.inserted, i0)
+        };
         let b1 = b0 + byte_of_char(&self.inserted[b0..], i1 - i0);
         self.inserted.replace_range(b0..b1, &edit.insert);
         self.inserted_chars = self.inserted_chars - (i1 - i0) + edit.insert.chars().count();
@@ -154,6 +158,9 @@ pub struct SharedDoc {
     undo: Option<UndoManager<()>>,
     /// Local edits in the rope that yrs has not seen yet.
     pending: Mutex<Option<Pending>>,
+    /// With undo on: edits compose only within its capture window, so every undo step is what
+    /// it would have been with one transaction per edit (a composition is never split by undo).
+    compose_window: Option<std::time::Duration>,
     /// Local edits made since the last [`SharedDoc::take_outgoing`].
     unsent_edits: usize,
 }
@@ -242,8 +249,39 @@ impl SharedDoc {
             outgoing,
             undo: None,
             pending: Mutex::new(None),
+            compose_window: None,
             unsent_edits: 0,
         }
+    }
+
+    /// Resolves a relative position (a peer's cursor) to a char offset in the rope, without
+    /// ending the composition of local edits (the editor does this for every cursor, every
+    /// frame): yrs' offset is mapped through the pending region.
+    pub fn resolve(&self, idx: &yrs::StickyIndex) -> Option<usize> {
+        let offset16 = {
+            let txn = self.doc.transact();
+            idx.get_offset(&txn)?.index as usize
+        };
+        let now16 = match lock(&self.pending).as_ref() {
+            None => offset16,
+            Some(p) => {
+                // Before the region yrs and the rope agree; after it, shift by what it changed;
+                // inside what it deleted, land at its end.
+                let start16 = self.rope.char_to_utf16_cu(p.start);
+                let inserted16 = p.inserted.encode_utf16().count();
+                if offset16 <= start16 {
+                    offset16
+                } else if offset16 >= start16 + p.deleted16 {
+                    offset16 - p.deleted16 + inserted16
+                } else {
+                    start16 + inserted16
+                }
+            }
+        };
+        Some(
+            self.rope
+                .utf16_cu_to_char(now16.min(self.rope.len_utf16_cu())),
+        )
     }
 
     /// Ends the current composition: the edits so far become one yrs transaction now, and the
@@ -258,7 +296,7 @@ impl SharedDoc {
         let Some(p) = lock(&self.pending).take() else {
             return;
         };
-        if p.deleted == 0 && p.inserted.is_empty() {
+        if p.deleted16 == 0 && p.inserted.is_empty() {
             return;
         }
         // Text before the region is the same in the rope and in yrs.
@@ -276,6 +314,8 @@ impl SharedDoc {
     /// Turns on per-user undo: only transactions with [`LOCAL_ORIGIN`] are recorded, so a
     /// teammate's edits are never undone by us. Edits closer than `capture_ms` group together.
     pub fn enable_undo(&mut self, capture_ms: u64) {
+        self.flush_local();
+        self.compose_window = Some(std::time::Duration::from_millis(capture_ms));
         let mut undo = UndoManager::with_options(yrs::undo::Options {
             capture_timeout_millis: capture_ms,
             ..Default::default()
@@ -371,18 +411,19 @@ impl SharedDoc {
             return Ok(());
         }
         self.unsent_edits += 1;
-        let composed = lock(&self.pending)
-            .as_mut()
-            .is_some_and(|p| p.compose(edit, &self.rope));
+        let window = self.compose_window;
+        let composed = lock(&self.pending).as_mut().is_some_and(|p| {
+            window.is_none_or(|w| p.since.elapsed() < w) && p.compose(edit, &self.rope)
+        });
         if !composed {
             self.flush_local();
             let deleted16 = self.rope.char_to_utf16_cu(end) - self.rope.char_to_utf16_cu(edit.at);
             *lock(&self.pending) = Some(Pending {
                 start: edit.at,
-                deleted: edit.delete,
                 deleted16,
                 inserted_chars: edit.insert.chars().count(),
                 inserted: edit.insert.clone(),
+                since: std::time::Instant::now(),
             });
         }
         edit.apply_to(&mut self.rope);
@@ -396,8 +437,9 @@ impl SharedDoc {
         self.meta.insert(&mut txn, key, value);
     }
 
+    /// A metadata entry. The `meta` map does not depend on the text, so pending local text
+    /// edits stay pending (the editor reads this every frame).
     pub fn meta(&self, key: &str) -> Option<String> {
-        self.flush_local();
         let txn = self.doc.transact();
         match self.meta.get(&txn, key) {
             Some(Out::Any(Any::String(s))) => Some(s.to_string()),
