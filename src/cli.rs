@@ -197,13 +197,16 @@ pub enum RoomCommand {
     },
 }
 
+/// Which servers `bench fanout` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FanoutServers {
+    Pairedit,
+    Node,
+    Both,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Replay an editing trace through a writer and a replica: pairedit's sync core (rope +
-    /// composed yrs edits) vs raw yrs vs Node yjs (if `npm ci --prefix bench/node` was run),
-    /// each in its own process; prints time, update bytes and peak RSS with ratios.
-    ///
-    /// Example: pairedit bench replay --trace ../shared/traces/automerge-paper.json.gz
     /// Fan-out: one writer per room typing (one update per flush tick), N viewers; writer-to-
     /// viewer latency, completeness, server RSS per viewer and CPU, for pairedit's relay and the
     /// Node reference server (`npm ci --prefix bench/node`) in the same run. Raise `ulimit -n`
@@ -223,13 +226,18 @@ pub enum BenchCommand {
         /// Writer flush interval, in milliseconds.
         #[arg(long, default_value_t = crate::protocol::DEFAULT_FLUSH_MS)]
         flush_ms: u64,
-        /// Servers: pairedit, node, or both.
-        #[arg(long, default_value = "both")]
-        server: String,
+        /// Servers to load: pairedit, node, or both (node needs `npm ci --prefix bench/node`).
+        #[arg(long, value_enum, default_value_t = FanoutServers::Both)]
+        server: FanoutServers,
         /// Write fanout.json and SVG plots here.
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Replay an editing trace through a writer and a replica: pairedit's sync core (rope +
+    /// composed yrs edits) vs raw yrs vs Node yjs (if `npm ci --prefix bench/node` was run),
+    /// each in its own process; prints time, update bytes and peak RSS with ratios.
+    ///
+    /// Example: pairedit bench replay --trace ../shared/traces/automerge-paper.json.gz
     Replay {
         /// An editing trace (.json or .json.gz).
         #[arg(long)]

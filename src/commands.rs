@@ -54,19 +54,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
         }) => {
             use crate::bench::fanout::{FanoutConfig, ServerKind};
-            let servers = match server.as_str() {
-                "pairedit" => vec![ServerKind::Pairedit],
-                "node" => vec![ServerKind::Node],
-                "both" if crate::bench::node_script("replay.mjs").is_some() => {
+            use crate::cli::FanoutServers;
+            let node_installed = crate::bench::fanout::node_server().is_some();
+            let servers = match server {
+                FanoutServers::Pairedit => vec![ServerKind::Pairedit],
+                FanoutServers::Node => vec![ServerKind::Node],
+                FanoutServers::Both if node_installed => {
                     vec![ServerKind::Pairedit, ServerKind::Node]
                 }
-                "both" => {
+                FanoutServers::Both => {
                     eprintln!(
                         "fanout: Node server skipped (run `npm ci --prefix bench/node` to compare)"
                     );
                     vec![ServerKind::Pairedit]
                 }
-                other => anyhow::bail!("--server must be pairedit, node or both, not {other:?}"),
             };
             let config = FanoutConfig {
                 servers,

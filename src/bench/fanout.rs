@@ -74,6 +74,11 @@ pub struct FanoutRow {
     pub connect_secs: f64,
 }
 
+/// The Node reference server's script, when bench/node's packages are installed.
+pub fn node_server() -> Option<PathBuf> {
+    super::node_script("node_modules/@y/websocket-server/src/server.js").filter(|p| p.exists())
+}
+
 struct Server {
     kind: ServerKind,
     child: tokio::process::Child,
@@ -365,9 +370,10 @@ pub async fn run_one(
     let connecting = Instant::now();
     let mut tasks = Vec::with_capacity(viewers);
     // Connect in waves so the listen backlog never overflows.
-    for chunk in (0..viewers).collect::<Vec<_>>().chunks(200) {
+    for wave in (0..viewers).step_by(200) {
+        let wave = wave..(wave + 200).min(viewers);
         let before = total_synced();
-        for &i in chunk {
+        for i in wave.clone() {
             let room = i % rooms;
             tasks.push((
                 room,
@@ -382,7 +388,7 @@ pub async fn run_one(
             ));
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        while total_synced() < before + chunk.len() && Instant::now() < deadline {
+        while total_synced() < before + wave.len() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
