@@ -80,9 +80,14 @@ pub struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
-    /// The TLS client setup these flags ask for (read once; reconnects reuse it).
-    pub fn config(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
-        crate::net::client_config(self.ca_cert.as_deref())
+    /// The TLS client setup `--ca-cert` asks for (read once; reconnects reuse it). `None`
+    /// without it: the default trust is loaded lazily, and only for a `wss://` or `https://`
+    /// relay, so a plain `ws://` session never reads the system's certificate store.
+    pub fn config(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        self.ca_cert
+            .as_deref()
+            .map(|ca| crate::net::client_config(Some(ca)))
+            .transpose()
     }
 }
 

@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tls,
         }) => {
             let room =
-                http::create_room(&relay, create_token.as_deref(), Some(&tls.config()?)).await?;
+                http::create_room(&relay, create_token.as_deref(), tls.config()?.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&room)?);
             } else {
@@ -182,6 +182,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Client options from the editor's flags; `--ca-cert` is read here, once per session.
 fn editor_options(args: &EditorArgs) -> anyhow::Result<ClientOptions> {
     Ok(ClientOptions {
         name: args
@@ -189,7 +190,7 @@ fn editor_options(args: &EditorArgs) -> anyhow::Result<ClientOptions> {
             .clone()
             .unwrap_or_else(crate::client::default_name),
         flush_interval: Duration::from_millis(args.flush_ms.max(1)),
-        tls: Some(args.tls.config()?),
+        tls: args.tls.config()?,
         ..ClientOptions::default()
     })
 }
@@ -232,12 +233,9 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
             format!("http://{addr}")
         }
     };
-    let room = http::create_room(
-        &relay_url,
-        args.create_token.as_deref(),
-        Some(&args.editor.tls.config()?),
-    )
-    .await?;
+    let mut opts = editor_options(&args.editor)?;
+    let room =
+        http::create_room(&relay_url, args.create_token.as_deref(), opts.tls.as_ref()).await?;
 
     let mut doc = SharedDoc::with_text(&text);
     drop(text);
@@ -245,7 +243,6 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     doc.set_meta("language", &language);
     doc.enable_undo(UNDO_CAPTURE_MS);
     let code = crate::protocol::JoinCode::parse(&room.write_code)?;
-    let mut opts = editor_options(&args.editor)?;
     opts.max_message = opts.max_message.max(protocol_max(doc.rope().len_bytes()));
     let mut state =
         crate::client::ClientState::detached(doc, crate::protocol::Role::Writer, &opts.name);
@@ -377,12 +374,12 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
 async fn cat(
     code: &str,
     timeout: Duration,
-    tls: std::sync::Arc<rustls::ClientConfig>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> anyhow::Result<()> {
     let opts = ClientOptions {
         name: format!("{} (cat)", crate::client::default_name()),
         connect_timeout: timeout,
-        tls: Some(tls),
+        tls,
         ..ClientOptions::default()
     };
     let client = Client::connect(code, opts).await?;
