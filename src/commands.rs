@@ -259,11 +259,15 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
             // The built-in relay gets the document in-process, after the first frame: one
             // encoded copy, briefly, instead of a sync step 2 framed, buffered on both ends of
             // a socket and decoded. The handshake then carries only what the seed lacks.
-            let mut state = handle.lock().doc.encode_state();
-            // The encoder grows its buffer by doubling: give the slack back before the relay
-            // decodes it.
-            state.shrink_to_fit();
-            seeds.put(&room, state);
+            // Encoding a big document takes a while: off the runtime's worker threads.
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut state = handle.lock().doc.encode_state();
+                // The encoder grows its buffer by doubling: give the slack back before the
+                // relay decodes it.
+                state.shrink_to_fit();
+                seeds.put(&room, state);
+            })
+            .await;
         }
     };
     let client = Client::launch(

@@ -528,11 +528,6 @@ fn join_room(
             "no such room",
         );
     };
-    if let Some(state) = relay.config.seeds.as_ref().and_then(|s| s.take(&room_id))
-        && let Err(e) = room.seed(&state)
-    {
-        tracing::error!(room = %room_id, "could not seed the room: {e}");
-    }
     let Some(token) = token else {
         return refuse(
             &relay.metrics.rejected_bad_token,
@@ -547,6 +542,13 @@ fn join_room(
             "wrong token for this room",
         );
     };
+    // A seed is the host's document handed over in-process; taken by the first member with
+    // a valid token (see RelayConfig::seeds).
+    if let Some(state) = relay.config.seeds.as_ref().and_then(|s| s.take(&room_id))
+        && let Err(e) = room.seed(&state)
+    {
+        tracing::warn!(room = %room_id, "room not seeded: {e}");
+    }
     if room.member_count() >= relay.config.max_members {
         return refuse(
             &relay.metrics.rejected_room_full,

@@ -128,20 +128,14 @@ fn observe_broadcast(doc: &yrs::Doc, applied: &Arc<Mutex<Vec<Vec<u8>>>>) {
 /// Loads `updates` into a fresh doc that replaces the room's empty one, then starts observing:
 /// loading a room (from disk, or a host's seed) is not news for anyone, and with the broadcast
 /// observer on, yrs would encode the whole document once more (a 200 MB buffer for a 100 MB file;
-/// unsubscribing does not help, yrs keeps encoding while the key is registered). Returns how many
-/// updates applied. A room that already has content or members gets them applied normally.
+/// unsubscribing does not help, yrs keeps encoding while the key is registered). Only for a room
+/// with no content and no members. Returns how many updates applied.
 fn load_quietly(
     st: &mut RoomState,
     updates: &mut dyn Iterator<Item = (usize, &[u8])>,
     room: &str,
 ) -> usize {
-    let fresh = st.members.is_empty()
-        && st.awareness.doc().transact().state_vector() == yrs::StateVector::default();
-    let doc = if fresh {
-        new_doc()
-    } else {
-        st.awareness.doc().clone()
-    };
+    let doc = new_doc();
     let mut ok = 0;
     {
         let mut txn = doc.transact_mut();
@@ -153,11 +147,8 @@ fn load_quietly(
             }
         }
     }
-    if fresh {
-        observe_broadcast(&doc, &st.applied);
-        st.awareness = Awareness::new(doc);
-    }
-    lock(&st.applied).clear();
+    observe_broadcast(&doc, &st.applied);
+    st.awareness = Awareness::new(doc);
     ok
 }
 
@@ -217,6 +208,12 @@ impl Room {
     /// if a writer had sent it, before anyone is told about the room's state.
     pub fn seed(&self, update: &[u8]) -> Result<(), String> {
         let mut st = lock(&self.state);
+        let empty = st.members.is_empty()
+            && st.awareness.doc().transact().state_vector() == StateVector::default();
+        if !empty {
+            // Someone is already here: the host's own sync handshake will bring the document.
+            return Err("the room is already in use".into());
+        }
         if load_quietly(&mut st, &mut std::iter::once((0, update)), &self.id) == 0 {
             return Err("the seed update does not apply".into());
         }
