@@ -550,7 +550,7 @@ async fn bench_idle(
         (None, Some(url)) => url,
         (None, None) => anyhow::bail!("give --code CODE or --url URL"),
     };
-    let before = pid.and_then(|p| crate::bench::proc_usage(p).map(|(rss, _)| rss));
+    let before = pid.and_then(|p| crate::bench::status_kib(&p.to_string(), "VmRSS"));
     let started = Instant::now();
     let stop = CancellationToken::new();
     let mut tasks = Vec::with_capacity(viewers);
@@ -574,7 +574,7 @@ async fn bench_idle(
     }
     let connected = started.elapsed();
     tokio::time::sleep(Duration::from_secs(hold)).await;
-    let after = pid.and_then(|p| crate::bench::proc_usage(p).map(|(rss, _)| rss));
+    let after = pid.and_then(|p| crate::bench::status_kib(&p.to_string(), "VmRSS"));
     let alive = tasks.iter().filter(|t| !t.is_finished()).count();
     println!(
         "{viewers} connections opened in {:.2} s; {alive} still open after {hold} s",

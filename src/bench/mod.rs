@@ -5,7 +5,7 @@ pub mod fanout;
 pub mod replay;
 pub mod svg;
 
-pub use replay::{ReplayResult, peak_rss_kib, replay_all, replay_one};
+pub use replay::{ReplayResult, replay_all, replay_one};
 
 /// A Node script of the bench, if its packages are installed (`npm ci --prefix bench/node`).
 pub fn node_script(name: &str) -> Option<std::path::PathBuf> {
@@ -18,16 +18,26 @@ pub fn node_script(name: &str) -> Option<std::path::PathBuf> {
     ready.then(|| dir.join(name))
 }
 
+/// A `kB` field of `/proc/PROC/status` (PROC: a pid or `self`), e.g. `VmRSS`, `VmHWM`.
+pub fn status_kib(proc: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{proc}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// This process's peak resident set (VmHWM), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    status_kib("self", "VmHWM").unwrap_or(0)
+}
+
 /// Resident set and CPU time (user + system, in clock ticks of 10 ms) of process `pid`.
 pub fn proc_usage(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let rss = status_kib(&pid.to_string(), "VmRSS")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];

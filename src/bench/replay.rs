@@ -31,19 +31,6 @@ pub struct ReplayResult {
     pub peak_rss_kib: u64,
 }
 
-/// This process's peak resident set (VmHWM), in KiB.
-pub fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Runs one engine in this process.
 pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<ReplayResult> {
     let window = window.max(1);
@@ -150,7 +137,7 @@ pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<
         updates,
         update_bytes,
         millis,
-        peak_rss_kib: peak_rss_kib(),
+        peak_rss_kib: super::peak_rss_kib(),
     })
 }
 
