@@ -10,10 +10,9 @@ use std::sync::Arc;
 use pairedit::client::ClientState;
 use pairedit::protocol::{self, Role};
 use pairedit::relay::outbox::Outbox;
-use pairedit::relay::{Kick, Metrics, Room};
+use pairedit::relay::{Metrics, Room};
 use pairedit::sync::{Edit, SharedDoc};
 use proptest::prelude::*;
-use tokio_util::sync::CancellationToken;
 use yrs::sync::{Awareness, Message};
 
 fn cases() -> u32 {
@@ -104,8 +103,8 @@ proptest! {
         let room = Room::new("r".into(), "w".into(), "v".into(), 1 << 20, Arc::new(Metrics::default()), None);
         let (wtx, vtx) = (Arc::new(Outbox::new(4096)), Arc::new(Outbox::new(4096)));
         let (wrx, vrx) = (wtx.clone(), vtx.clone());
-        room.join(1, Role::Writer, wtx, Kick::new(CancellationToken::new()), 10).unwrap();
-        room.join(2, Role::Viewer, vtx, Kick::new(CancellationToken::new()), 10).unwrap();
+        room.join(1, Role::Writer, wtx, 10).unwrap();
+        room.join(2, Role::Viewer, vtx, 10).unwrap();
         for (writer, bytes) in &frames {
             let _ = room.handle(if *writer { 1 } else { 2 }, bytes);
         }
@@ -145,8 +144,8 @@ proptest! {
         let room = Room::new("r".into(), "w".into(), "v".into(), 1 << 20, Arc::new(Metrics::default()), None);
         let (wtx, vtx) = (Arc::new(Outbox::new(4096)), Arc::new(Outbox::new(4096)));
         let vrx = vtx.clone();
-        room.join(1, Role::Writer, wtx, Kick::new(CancellationToken::new()), 10).unwrap();
-        room.join(2, Role::Viewer, vtx, Kick::new(CancellationToken::new()), 10).unwrap();
+        room.join(1, Role::Writer, wtx, 10).unwrap();
+        room.join(2, Role::Viewer, vtx, 10).unwrap();
         let mut viewer = ClientState::detached(SharedDoc::new(), Role::Viewer, "v");
         for bytes in &frames {
             let _ = room.handle(1, bytes);

@@ -28,7 +28,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use conn::Kick;
 pub use metrics::Metrics;
 pub use room::Room;
 
@@ -585,10 +584,7 @@ fn join_room(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                conn::serve(relay, room, role, socket).await;
-                drop(slot);
-            })
+            tasks.track_future(conn::serve(slot, room, role, Box::new(socket)))
         });
     let headers = response.headers_mut();
     headers.insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
-use super::conn::Kick;
 use super::metrics::Metrics;
 use super::store::{RoomLog, hash_token};
 use crate::protocol::{self, Role, close};
@@ -23,7 +22,6 @@ const COMPACT_LOG_AT: u64 = 64 << 20;
 struct Member {
     role: Role,
     tx: Arc<super::outbox::Outbox>,
-    kick: Kick,
     /// Awareness client ids this connection has announced (removed when it leaves).
     clients: HashSet<u64>,
 }
@@ -287,7 +285,6 @@ impl Room {
         conn_id: u64,
         role: Role,
         tx: Arc<super::outbox::Outbox>,
-        kick: Kick,
         max_members: usize,
     ) -> Option<Vec<Bytes>> {
         let mut st = lock(&self.state);
@@ -306,7 +303,6 @@ impl Room {
             Member {
                 role,
                 tx,
-                kick,
                 clients: HashSet::new(),
             },
         );
@@ -533,9 +529,7 @@ impl Room {
                 self.metrics
                     .slow_disconnects
                     .fetch_add(1, Ordering::Relaxed);
-                member
-                    .kick
-                    .close(close::POLICY, "too slow: send queue full");
+                member.tx.kick(close::POLICY, "too slow: send queue full");
                 false
             }
             Err(super::outbox::Refused::Closed) => false,
@@ -544,9 +538,7 @@ impl Room {
 
     fn drop_member(&self, st: &mut RoomState, conn_id: u64) {
         if let Some(member) = st.members.remove(&conn_id) {
-            member
-                .kick
-                .close(close::POLICY, "disconnected by the relay");
+            member.tx.kick(close::POLICY, "disconnected by the relay");
             self.remove_awareness(st, &member.clients);
         }
     }
