@@ -234,6 +234,10 @@ pub enum BenchCommand {
         /// Servers to load: pairedit, node, or both (node needs `npm ci --prefix bench/node`).
         #[arg(long, value_enum, default_value_t = FanoutServers::Both)]
         server: FanoutServers,
+        /// Runs per point, servers alternating; the run with the median p99 is reported and
+        /// every run's p99 is listed (tail latency on a shared 2-core machine varies ±30 %).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        runs: u32,
         /// Write fanout.json and SVG plots here.
         #[arg(long)]
         out: Option<PathBuf>,

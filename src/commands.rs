@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             seconds,
             flush_ms,
             server,
+            runs,
             out,
         }) => {
             use crate::bench::fanout::{FanoutConfig, ServerKind};
@@ -75,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 rooms,
                 seconds,
                 flush: Duration::from_millis(flush_ms.max(1)),
+                runs: runs as usize,
                 out_dir: out,
             };
             crate::bench::fanout::run(&config).await.map(|_| ())

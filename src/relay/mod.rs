@@ -317,6 +317,11 @@ pub async fn run(
     let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match relay.config.tls.clone() {
         None => {
+            // Small frames go out at once: with Nagle's algorithm a second frame sent within a
+            // round trip (an update, then awareness) would wait for the peer's delayed ACK.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await?
