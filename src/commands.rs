@@ -239,8 +239,8 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     let room =
         http::create_room(&relay_url, args.create_token.as_deref(), opts.tls.as_ref()).await?;
 
-    let mut doc = SharedDoc::with_text(&text);
-    drop(text);
+    // The first frame needs only the rope: yrs gets the text right after it (in the gate below).
+    let mut doc = SharedDoc::with_text_deferred(text);
     doc.set_meta("name", &file_name);
     doc.set_meta("language", &language);
     doc.enable_undo(UNDO_CAPTURE_MS);
@@ -254,23 +254,26 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     let (first_frame, drawn) = tokio::sync::oneshot::channel();
     let seed = embedded
         .is_some()
-        .then(|| (handle.clone(), seeds.clone(), room.room.clone()));
+        .then(|| (seeds.clone(), room.room.clone()));
+    let loader = handle.lock().doc.loader();
     let gate = async move {
         let _ = drawn.await;
-        if let Some((handle, seeds, room)) = seed {
-            // The built-in relay gets the document in-process, after the first frame: one
-            // encoded copy, briefly, instead of a sync step 2 framed, buffered on both ends of
-            // a socket and decoded. The handshake then carries only what the seed lacks.
-            // Encoding a big document takes a while: off the runtime's worker threads.
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut state = handle.lock().doc.encode_state();
+        // Loading a big text into yrs and encoding it take a while: off the runtime's worker
+        // threads, after the first frame, and outside the session's lock.
+        let _ = tokio::task::spawn_blocking(move || {
+            loader.load();
+            if let Some((seeds, room)) = seed {
+                // The built-in relay gets the document in-process: one encoded copy, briefly,
+                // instead of a sync step 2 framed, buffered on both ends of a socket and
+                // decoded. The handshake then carries only what the seed lacks.
+                let mut state = loader.encode_state();
                 // The encoder grows its buffer by doubling: give the slack back before the
                 // relay decodes it.
                 state.shrink_to_fit();
                 seeds.put(&room, state);
-            })
-            .await;
-        }
+            }
+        })
+        .await;
     };
     let client = Client::launch(
         code,

@@ -399,3 +399,61 @@ fn a_peer_cursor_resolves_through_pending_local_edits() {
     assert_eq!(pending, a.resolve(&idx));
     assert_eq!(pending, Some(6));
 }
+
+/// A host opens a file with its text in the rope only; yrs gets it after the first frame. The
+/// load is not sent (peers get the text through the handshake), not mirrored twice, and not
+/// undoable; edits made before it land in the right place; a peer that joins converges.
+#[test]
+fn a_deferred_text_loads_once_and_is_neither_sent_nor_undone() {
+    let content = "fn main() {\r\n\tprintln!(\"日本 😀 e\u{301}\");\r\n}\r\n".to_string();
+    let mut host = SharedDoc::with_text_deferred(content.clone());
+    host.set_meta("name", "main.rs");
+    host.enable_undo(500);
+    assert_eq!(host.text(), content, "the rope has the text at once");
+    assert_eq!(host.meta("name").as_deref(), Some("main.rs"));
+    // Nothing is outgoing: the text and the meta reach peers through the handshake.
+    assert!(host.take_outgoing().is_empty(), "loading sends nothing");
+    let joined = SharedDoc::from_update(&host.encode_state()).unwrap();
+    assert_eq!(joined.text(), content);
+    assert_eq!(joined.meta("name").as_deref(), Some("main.rs"));
+    assert_eq!(host.ytext(), content);
+    // Once loaded, edits are outgoing as usual.
+    host.apply_local(&Edit::insert(0, "x")).unwrap();
+    let mut peer = SharedDoc::from_update(&host.encode_state()).unwrap();
+    host.apply_local(&Edit::insert(1, "y")).unwrap();
+    let out = host.take_outgoing();
+    assert!(!out.is_empty());
+    for u in &out {
+        peer.apply_remote(u).unwrap();
+    }
+    assert_eq!(peer.text(), format!("xy{content}"));
+
+    // Edits before the load (a second host) go in after it, in place.
+    let mut early = SharedDoc::with_text_deferred(content.clone());
+    early.enable_undo(500);
+    early.apply_local(&Edit::insert(0, "// hi\r\n")).unwrap();
+    let want = format!("// hi\r\n{content}");
+    assert_eq!(early.text(), want);
+    assert_eq!(early.ytext(), want);
+    // Undo takes back the typing, never the file.
+    early.undo_boundary();
+    early.undo();
+    assert_eq!(early.text(), content);
+    assert_eq!(early.ytext(), content);
+    assert!(
+        early.undo().is_empty(),
+        "nothing more to undo: the load is not an edit"
+    );
+    assert_eq!(early.text(), content);
+
+    // A peer that joins through the handshake gets the text; edits flow both ways.
+    let mut peer = SharedDoc::from_update(&early.diff(&yrs::StateVector::default())).unwrap();
+    assert_eq!(peer.text(), content);
+    peer.apply_local(&Edit::insert(peer.len_chars(), "// end\r\n"))
+        .unwrap();
+    for u in peer.take_outgoing() {
+        early.apply_remote(&u).unwrap();
+    }
+    assert_eq!(early.text(), format!("{content}// end\r\n"));
+    assert_eq!(early.text(), early.ytext());
+}

@@ -164,7 +164,7 @@ pub struct ClientState {
 impl ClientState {
     /// A state not (yet) attached to any relay: for the editor before it connects, and tests.
     pub fn detached(doc: SharedDoc, role: Role, name: &str) -> ClientState {
-        let mut awareness = Awareness::new(doc.doc().clone());
+        let mut awareness = Awareness::new(doc.doc_handle());
         let local = LocalState {
             user: User {
                 name: name.to_string(),

@@ -12,7 +12,7 @@ use yrs::types::text::YChange;
 use yrs::undo::UndoManager;
 use yrs::{
     Any, Doc, GetString, Map, MapRef, Observable, OffsetKind, Options, Origin, Out, ReadTxn,
-    StateVector, Text, TextRef, Transact,
+    StateVector, Text, TextRef, Transact, TransactionMut,
 };
 
 use crate::protocol::{META_NAME, TEXT_NAME};
@@ -21,6 +21,10 @@ use crate::protocol::{META_NAME, TEXT_NAME};
 pub const LOCAL_ORIGIN: &str = "pairedit-local";
 /// Origin of transactions that integrate updates received from the network.
 pub const REMOTE_ORIGIN: &str = "pairedit-remote";
+/// Origin of the transaction that puts a file's text into a [`SharedDoc::with_text_deferred`]
+/// doc: neither mirrored (the rope has it) nor sent (peers get it through the handshake) nor
+/// undoable.
+const LOAD_ORIGIN: &str = "pairedit-load";
 
 /// Stand-in in the mirror for a non-text embed in the Y.Text (it has length 1 there too).
 const EMBED_CHAR: &str = "\u{FFFC}";
@@ -163,6 +167,62 @@ pub struct SharedDoc {
     compose_window: Option<std::time::Duration>,
     /// Local edits made since the last [`SharedDoc::take_outgoing`].
     unsent_edits: usize,
+    /// A file's text that is in the rope but not yet in yrs ([`SharedDoc::with_text_deferred`]).
+    /// Local edits cannot be pending while this is set: the first one loads it.
+    unloaded: Arc<Mutex<Option<String>>>,
+}
+
+/// See [`SharedDoc::loader`].
+pub struct Loader {
+    doc: Doc,
+    text: TextRef,
+    outgoing: Arc<Mutex<Vec<Vec<u8>>>>,
+    unloaded: Arc<Mutex<Option<String>>>,
+}
+
+impl Loader {
+    /// Puts the deferred text into yrs, once. Whoever needs yrs meanwhile waits for it: the text
+    /// is taken only when it is in.
+    pub fn load(&self) {
+        let mut unloaded = lock(&self.unloaded);
+        let Some(content) = unloaded.as_deref() else {
+            return;
+        };
+        // yrs encodes each transaction's update for the update observers before they look at
+        // the origin (and keeps encoding once one was ever registered): for a 100 MB text
+        // that would double the load's time and memory. So a deferred doc gets its outgoing
+        // observer only now; what it changed before (its meta) reaches peers through the
+        // handshake like the text. Whatever writes to yrs waits for `unloaded` meanwhile.
+        self.text
+            .insert(&mut self.doc.transact_mut_with(LOAD_ORIGIN), 0, content);
+        watch_outgoing(&mut self.doc.transact_mut(), &self.outgoing);
+        *unloaded = None;
+    }
+
+    /// The whole document as one update, as yrs has it: local edits still being composed in
+    /// the owner are not in it (a peer given this gets them through the sync handshake).
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.load();
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+}
+
+const OUTGOING_KEY: &str = "pairedit-outgoing";
+
+/// Collects the update of every transaction not made by [`SharedDoc::apply_remote`] (or a
+/// deferred load) into `outgoing`: what peers need.
+fn watch_outgoing(txn: &mut TransactionMut, outgoing: &Arc<Mutex<Vec<Vec<u8>>>>) {
+    let outgoing = outgoing.clone();
+    let (remote, load) = (Origin::from(REMOTE_ORIGIN), Origin::from(LOAD_ORIGIN));
+    txn.observe_update_v1(OUTGOING_KEY, move |txn, event| {
+        if txn.origin() != Some(&remote) && txn.origin() != Some(&load) {
+            let mut update = event.update.clone();
+            update.shrink_to_fit();
+            lock(&outgoing).push(update);
+        }
+    });
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -187,7 +247,7 @@ impl SharedDoc {
     pub fn with_doc(doc: Doc) -> SharedDoc {
         let text = doc.get_or_insert_text(TEXT_NAME);
         let rope = Rope::from_str(&text.get_string(&doc.transact()));
-        Self::build(doc, rope)
+        Self::build(doc, rope, None)
     }
 
     /// A document holding `content`, made without producing an outgoing update: peers get it
@@ -199,20 +259,50 @@ impl SharedDoc {
         });
         let text = doc.get_or_insert_text(TEXT_NAME);
         text.insert(&mut doc.transact_mut_with(LOCAL_ORIGIN), 0, content);
-        Self::build(doc, Rope::from_str(content))
+        Self::build(doc, Rope::from_str(content), None)
     }
 
-    fn build(doc: Doc, rope: Rope) -> SharedDoc {
+    /// Like [`SharedDoc::with_text`], but only the rope is built now: yrs gets the text on
+    /// [`SharedDoc::load`] or the first time anything reads or writes yrs. Copying a big file
+    /// into yrs costs as much as building the rope (yrs also counts its UTF-16 length), so the
+    /// editor draws its first frame from the rope and loads yrs right after.
+    pub fn with_text_deferred(content: String) -> SharedDoc {
+        let doc = Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        });
+        let rope = Rope::from_str(&content);
+        Self::build(doc, rope, Some(content))
+    }
+
+    /// Puts a deferred text into yrs now (see [`SharedDoc::with_text_deferred`]); a no-op
+    /// otherwise.
+    pub fn load(&self) {
+        self.loader().load();
+    }
+
+    /// A handle that loads the deferred text and encodes the document from another thread,
+    /// without the lock its owner is kept under (so the editor keeps drawing meanwhile).
+    pub fn loader(&self) -> Loader {
+        Loader {
+            doc: self.doc.clone(),
+            text: self.text.clone(),
+            outgoing: self.outgoing.clone(),
+            unloaded: self.unloaded.clone(),
+        }
+    }
+
+    fn build(doc: Doc, rope: Rope, deferred: Option<String>) -> SharedDoc {
         let text = doc.get_or_insert_text(TEXT_NAME);
         let meta = doc.get_or_insert_map(META_NAME);
         let observed: Arc<Mutex<Vec<Vec<Op>>>> = Arc::default();
         let outgoing: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let local = Origin::from(LOCAL_ORIGIN);
-        let remote = Origin::from(REMOTE_ORIGIN);
+        let load = Origin::from(LOAD_ORIGIN);
         {
             let observed = observed.clone();
             text.observe("pairedit-mirror", move |txn, event| {
-                if txn.origin() == Some(&local) {
+                if txn.origin() == Some(&local) || txn.origin() == Some(&load) {
                     return;
                 }
                 let ops = event
@@ -228,17 +318,8 @@ impl SharedDoc {
                 lock(&observed).push(ops);
             });
         }
-        {
-            let outgoing = outgoing.clone();
-            // Registering fails only while a transaction is open; none is at construction.
-            let registered = doc.observe_update_v1("pairedit-outgoing", move |txn, event| {
-                if txn.origin() != Some(&remote) {
-                    let mut update = event.update.clone();
-                    update.shrink_to_fit();
-                    lock(&outgoing).push(update);
-                }
-            });
-            debug_assert!(registered.is_ok());
+        if deferred.is_none() {
+            watch_outgoing(&mut doc.transact_mut(), &outgoing);
         }
         SharedDoc {
             doc,
@@ -251,6 +332,7 @@ impl SharedDoc {
             pending: Mutex::new(None),
             compose_window: None,
             unsent_edits: 0,
+            unloaded: Arc::new(Mutex::new(deferred)),
         }
     }
 
@@ -258,6 +340,10 @@ impl SharedDoc {
     /// ending the composition of local edits (the editor does this for every cursor, every
     /// frame): yrs' offset is mapped through the pending region.
     pub fn resolve(&self, idx: &yrs::StickyIndex) -> Option<usize> {
+        // Before a deferred text is loaded nobody can point into it (peers come after).
+        if lock(&self.unloaded).is_some() {
+            return None;
+        }
         let offset16 = {
             let txn = self.doc.transact();
             idx.get_offset(&txn)?.index as usize
@@ -293,6 +379,13 @@ impl SharedDoc {
     /// Applies the composed local edits to yrs (one transaction, [`LOCAL_ORIGIN`]). Everything
     /// that reads or writes yrs calls this first, so yrs is never seen behind the rope.
     fn flush_local(&self) {
+        self.load();
+        self.flush_pending();
+    }
+
+    /// [`SharedDoc::flush_local`] without loading a deferred text, for writes that do not touch
+    /// the text (with the text unloaded nothing can be pending).
+    fn flush_pending(&self) {
         let Some(p) = lock(&self.pending).take() else {
             return;
         };
@@ -314,7 +407,8 @@ impl SharedDoc {
     /// Turns on per-user undo: only transactions with [`LOCAL_ORIGIN`] are recorded, so a
     /// teammate's edits are never undone by us. Edits closer than `capture_ms` group together.
     pub fn enable_undo(&mut self, capture_ms: u64) {
-        self.flush_local();
+        // A deferred text stays deferred: its load is not an undoable edit anyway.
+        self.flush_pending();
         self.compose_window = Some(std::time::Duration::from_millis(capture_ms));
         let mut undo = UndoManager::with_options(yrs::undo::Options {
             capture_timeout_millis: capture_ms,
@@ -358,6 +452,12 @@ impl SharedDoc {
     pub fn doc(&self) -> &Doc {
         self.flush_local();
         &self.doc
+    }
+
+    /// The yrs document as it is, for what does not read the text (presence is kept in an
+    /// `Awareness` over it): neither flushes local edits nor loads a deferred text.
+    pub fn doc_handle(&self) -> Doc {
+        self.doc.clone()
     }
 
     /// The Y.Text, brought up to date with local edits first.
@@ -432,7 +532,9 @@ impl SharedDoc {
 
     /// Sets a metadata entry (e.g. `name`, `language`) in the `meta` map.
     pub fn set_meta(&mut self, key: &str, value: &str) {
-        self.flush_local();
+        // Not while a deferred text is being loaded elsewhere (its update observer is away).
+        let _loading = lock(&self.unloaded);
+        self.flush_pending();
         let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
         self.meta.insert(&mut txn, key, value);
     }

@@ -297,15 +297,14 @@ fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, others: usize, are
     let rope = st.doc.rope();
     let (line, col) = App::line_col(rope, app.cursor);
     let dcol = text::display_col(&text::line_text(rope, line), col);
-    let name = st
-        .doc
-        .meta("name")
-        .or_else(|| {
-            app.path
-                .as_ref()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-        })
+    // Our own file's name first: it needs no read of the document (which a host is still
+    // loading into yrs just after its first frame).
+    let name = app
+        .path
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| st.doc.meta("name"))
         .unwrap_or_else(|| "untitled".into());
     let conn = match &st.connection {
         Connection::Connecting => "connecting…".to_string(),
