@@ -20,6 +20,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const VERSION_HEADER: &str = "x-pairedit-protocol";
 /// Response header on the WebSocket upgrade that tells the client its role.
 pub const ROLE_HEADER: &str = "x-pairedit-role";
+/// Response header on the WebSocket upgrade with the largest message the relay accepts, so a
+/// client can say why before sending something bigger (instead of being cut off mid-send).
+pub const MAX_FRAME_HEADER: &str = "x-pairedit-max-frame";
 /// Largest WebSocket message the relay accepts by default.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// Default flush cadence of local edits (the mission's delta cadence).

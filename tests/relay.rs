@@ -638,3 +638,52 @@ async fn a_seeded_room_has_the_document_without_a_big_sync() {
         text.len()
     );
 }
+
+/// A writer whose document (or paste) is bigger than the relay's message limit is told so,
+/// with the flag to change, before sending — instead of being cut off mid-send and retrying the
+/// same send forever. Its text stays, and the room is untouched.
+#[tokio::test]
+async fn a_message_over_the_relays_limit_is_refused_by_the_client_with_the_fix() {
+    let relay = TestRelay::with_config(RelayConfig {
+        max_frame: 16 * 1024,
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let small = join(&room.write_code, "small").await;
+    small.edit(&Edit::insert(0, "ok")).unwrap();
+    small.flush();
+    wait_text(&small, "ok").await;
+    let big_text = "x".repeat(64 * 1024);
+    let big = join(&room.write_code, "big").await;
+    wait_text(&big, "ok").await;
+    big.edit(&Edit::insert(2, big_text.clone())).unwrap();
+    big.flush();
+    big.wait_for("the refusal", WAIT, |st| {
+        matches!(st.connection, pairedit::client::Connection::Closed(_))
+    })
+    .await
+    .unwrap();
+    match &big.state().connection {
+        pairedit::client::Connection::Closed(reason) => {
+            assert!(
+                reason.contains("limit") && reason.contains("--max-frame 131072"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(big.text(), format!("ok{big_text}"), "the edit stays local");
+    // The relay never saw it: nobody was cut off for an oversized message.
+    let metrics = relay.metrics().await;
+    assert_eq!(
+        metric(&metrics, "pairedit_disconnects_total{reason=\"too_big\"}"),
+        0
+    );
+    let check = join(&room.view_code, "check").await;
+    assert_eq!(check.text(), "ok");
+    // A small edit from the first writer still flows.
+    small.edit(&Edit::insert(2, "!")).unwrap();
+    small.flush();
+    wait_text(&check, "ok!").await;
+}

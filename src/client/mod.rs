@@ -496,7 +496,15 @@ fn lock(m: &Mutex<ClientState>) -> MutexGuard<'_, ClientState> {
 
 type Ws = tokio_tungstenite::WebSocketStream<crate::net::NetStream>;
 
-async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<(Ws, Role), ClientError> {
+/// An open connection: the socket, the role the relay granted, and the largest message it
+/// accepts (when it says).
+struct Opened {
+    ws: Ws,
+    role: Role,
+    max_frame: Option<usize>,
+}
+
+async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<Opened, ClientError> {
     let url = code.ws_url();
     let config = tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
@@ -566,7 +574,16 @@ async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<(Ws, Role), Clien
         .and_then(Role::parse)
         // A relay that does not say is treated as granting the least.
         .unwrap_or(Role::Viewer);
-    Ok((ws, role))
+    let max_frame = response
+        .headers()
+        .get(protocol::MAX_FRAME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    Ok(Opened {
+        ws,
+        role,
+        max_frame,
+    })
 }
 
 impl Client {
@@ -585,7 +602,11 @@ impl Client {
         opts: ClientOptions,
         doc: SharedDoc,
     ) -> Result<Client, ClientError> {
-        let (ws, role) = open(&code, &opts).await?;
+        let Opened {
+            ws,
+            role,
+            max_frame,
+        } = open(&code, &opts).await?;
         let mut state = ClientState::detached(doc, role, &opts.name);
         state.connection = Connection::Connected;
         Ok(Self::start(
@@ -593,7 +614,7 @@ impl Client {
             opts,
             SessionHandle::detached(state),
             role,
-            Connect::Open(Box::new(ws)),
+            Connect::Open(Box::new(ws), max_frame),
         ))
     }
 
@@ -639,7 +660,7 @@ impl Client {
                     let _ = notify.send(st.version);
                 };
                 let mut socket = match connect {
-                    Connect::Open(ws) => Some(*ws),
+                    Connect::Open(ws, max_frame) => Some((*ws, max_frame)),
                     Connect::After(gate) => {
                         gate.await;
                         None
@@ -647,15 +668,15 @@ impl Client {
                 };
                 let mut attempt = 0u32;
                 loop {
-                    let ws = match socket.take() {
-                        Some(ws) => ws,
+                    let (ws, max_frame) = match socket.take() {
+                        Some(open) => open,
                         None => {
                             let opened = tokio::select! {
                                 _ = cancel.cancelled() => return set(Connection::Closed("closed".into())),
                                 opened = open(&code, &opts) => opened,
                             };
                             match opened {
-                                Ok((ws, _)) => ws,
+                                Ok(opened) => (opened.ws, opened.max_frame),
                                 Err(e) if e.is_permanent() => {
                                     return set(Connection::Closed(e.to_string()));
                                 }
@@ -678,6 +699,7 @@ impl Client {
                     attempt = 0;
                     let ended = session(
                         ws,
+                        max_frame,
                         state.clone(),
                         notify.clone(),
                         opts.flush_interval,
@@ -831,7 +853,7 @@ impl Drop for Client {
 
 /// How a session gets its socket: already open, or opened once a gate resolves.
 enum Connect {
-    Open(Box<Ws>),
+    Open(Box<Ws>, Option<usize>),
     After(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 }
 
@@ -847,6 +869,7 @@ enum Ended {
 /// The network task: one loop over relay messages, flush ticks and cancellation.
 async fn session(
     ws: Ws,
+    max_frame: Option<usize>,
     state: Arc<Mutex<ClientState>>,
     notify: watch::Sender<u64>,
     flush_interval: Duration,
@@ -928,6 +951,14 @@ async fn session(
             {
                 last_awareness = Instant::now();
             }
+            // The relay would cut us off mid-send and the reconnect would send it again: say
+            // why instead, and stop (local edits stay in the editor).
+            if let Some(max) = max_frame
+                && let Some(big) = outgoing.iter().map(Vec::len).filter(|&n| n > max).max()
+            {
+                ended = Ended::Refused(too_big_for_relay(big, max));
+                break;
+            }
             let mut failed = None;
             for frame in outgoing {
                 if let Err(e) = sink.send(WsMessage::binary(frame)).await {
@@ -942,6 +973,18 @@ async fn session(
         }
     }
     ended
+}
+
+/// Why a message was not sent to a relay whose limit it exceeds, and what to do about it.
+fn too_big_for_relay(len: usize, max: usize) -> String {
+    let mib = |n: usize| n as f64 / (1024.0 * 1024.0);
+    format!(
+        "not sent: a {:.1} MiB message exceeds the relay's {:.1} MiB limit; restart it with \
+         `pairedit serve --max-frame {}` or larger (your edits stay here)",
+        mib(len),
+        mib(max),
+        len.next_power_of_two()
+    )
 }
 
 /// Sleeps for the backoff of `attempt` (exponential from 200 ms, capped at 10 s, with jitter so

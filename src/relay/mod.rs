@@ -593,6 +593,7 @@ fn join_room(
         });
     let headers = response.headers_mut();
     headers.insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));
+    headers.insert(protocol::MAX_FRAME_HEADER, HeaderValue::from(max));
     headers.insert(
         protocol::VERSION_HEADER,
         HeaderValue::from(protocol::PROTOCOL_VERSION),
