@@ -265,35 +265,44 @@ async fn oversized_and_malformed_messages_close_only_that_connection() {
     );
 }
 
-#[tokio::test]
-async fn document_size_limit_refuses_growth_with_a_clear_close() {
-    let relay = TestRelay::with_config(RelayConfig {
-        max_doc_bytes: 4 * 1024,
-        ..RelayConfig::default()
-    })
-    .await;
+/// A room holding "ok" on a relay with `config`, and a second writer that then inserts `len`
+/// more characters: returns the relay, the room, that writer, its text, and why its session ended.
+async fn oversized_edit(
+    config: RelayConfig,
+    len: usize,
+) -> (TestRelay, pairedit::relay::CreatedRoom, Client, String) {
+    let relay = TestRelay::with_config(config).await;
     let room = relay.create_room().await;
     let small = join(&room.write_code, "small").await;
     small.edit(&Edit::insert(0, "ok")).unwrap();
     small.flush();
     let big = join(&room.write_code, "big").await;
     wait_text(&big, "ok").await;
-    big.edit(&Edit::insert(2, "x".repeat(8 * 1024))).unwrap();
+    big.edit(&Edit::insert(2, "x".repeat(len))).unwrap();
     big.flush();
-    big.wait_for("close", WAIT, |st| {
-        st.connection != pairedit::client::Connection::Connected
+    big.wait_for("the session to end", WAIT, |st| {
+        matches!(st.connection, pairedit::client::Connection::Closed(_))
     })
     .await
     .unwrap();
-    match &big.state().connection {
-        pairedit::client::Connection::Closed(reason) => {
-            assert!(
-                reason.contains("1009") && reason.contains("limit"),
-                "{reason}"
-            )
-        }
+    let reason = match &big.state().connection {
+        pairedit::client::Connection::Closed(reason) => reason.clone(),
         other => panic!("{other:?}"),
-    }
+    };
+    (relay, room, big, reason)
+}
+
+#[tokio::test]
+async fn document_size_limit_refuses_growth_with_a_clear_close() {
+    let config = RelayConfig {
+        max_doc_bytes: 4 * 1024,
+        ..RelayConfig::default()
+    };
+    let (_relay, room, _big, reason) = oversized_edit(config, 8 * 1024).await;
+    assert!(
+        reason.contains("1009") && reason.contains("limit"),
+        "{reason}"
+    );
     let check = join(&room.view_code, "check").await;
     assert_eq!(check.text(), "ok");
 }
@@ -644,36 +653,20 @@ async fn a_seeded_room_has_the_document_without_a_big_sync() {
 /// same send forever. Its text stays, and the room is untouched.
 #[tokio::test]
 async fn a_message_over_the_relays_limit_is_refused_by_the_client_with_the_fix() {
-    let relay = TestRelay::with_config(RelayConfig {
+    let config = RelayConfig {
         max_frame: 16 * 1024,
         ..RelayConfig::default()
-    })
-    .await;
-    let room = relay.create_room().await;
-    let small = join(&room.write_code, "small").await;
-    small.edit(&Edit::insert(0, "ok")).unwrap();
-    small.flush();
-    wait_text(&small, "ok").await;
-    let big_text = "x".repeat(64 * 1024);
-    let big = join(&room.write_code, "big").await;
-    wait_text(&big, "ok").await;
-    big.edit(&Edit::insert(2, big_text.clone())).unwrap();
-    big.flush();
-    big.wait_for("the refusal", WAIT, |st| {
-        matches!(st.connection, pairedit::client::Connection::Closed(_))
-    })
-    .await
-    .unwrap();
-    match &big.state().connection {
-        pairedit::client::Connection::Closed(reason) => {
-            assert!(
-                reason.contains("limit") && reason.contains("--max-frame 131072"),
-                "{reason}"
-            )
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(big.text(), format!("ok{big_text}"), "the edit stays local");
+    };
+    let (relay, room, big, reason) = oversized_edit(config, 64 * 1024).await;
+    assert!(
+        reason.contains("limit") && reason.contains("--max-frame 131072"),
+        "{reason}"
+    );
+    assert_eq!(
+        big.text(),
+        format!("ok{}", "x".repeat(64 * 1024)),
+        "the edit stays local"
+    );
     // The relay never saw it: nobody was cut off for an oversized message.
     let metrics = relay.metrics().await;
     assert_eq!(
@@ -682,8 +675,39 @@ async fn a_message_over_the_relays_limit_is_refused_by_the_client_with_the_fix()
     );
     let check = join(&room.view_code, "check").await;
     assert_eq!(check.text(), "ok");
-    // A small edit from the first writer still flows.
+    // The room goes on: a small edit still flows.
+    let small = join(&room.write_code, "small again").await;
     small.edit(&Edit::insert(2, "!")).unwrap();
     small.flush();
     wait_text(&check, "ok!").await;
+}
+
+/// Shutting the relay down closes every connection with `1001` and its reason — members of
+/// several rooms, viewers and writers alike — and the relay's run returns in time.
+#[tokio::test]
+async fn shutdown_closes_every_connection_with_going_away() {
+    let relay = TestRelay::start().await;
+    let (a, b) = (relay.create_room().await, relay.create_room().await);
+    let mut sockets = vec![
+        raw_connect(&relay, &a.room, &a.write_token).await,
+        raw_connect(&relay, &a.room, &a.view_token).await,
+        raw_connect(&relay, &b.room, &b.view_token).await,
+    ];
+    for ws in &mut sockets {
+        // Each is in its room: the relay's sync step 1 arrived.
+        raw_expect(ws, |s| {
+            matches!(s, Seen::Msg(Message::Sync(SyncMessage::SyncStep1(_))))
+        })
+        .await;
+    }
+    relay.stop().await;
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        match raw_expect(ws, |s| matches!(s, Seen::Closed(_))).await {
+            Seen::Closed(Some((code, reason))) => {
+                assert_eq!(code, protocol::close::GOING_AWAY, "socket {i}: {reason}");
+                assert_eq!(reason, "relay shutting down");
+            }
+            other => panic!("socket {i}: {other:?}"),
+        }
+    }
 }

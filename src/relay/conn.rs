@@ -1,10 +1,10 @@
 //! One connection, one task: it reads frames into the room and writes what the room queued for
-//! it, polling both halves of the socket, its [`Outbox`] and the relay's shutdown together.
+//! it, polling both halves of the socket and its [`Outbox`] (which also carries kicks and the
+//! relay's shutdown) together.
 //! (A reader task plus a writer task cost a second task, a lock around the socket and a
 //! cancellation node per connection: about a fifth of an idle connection's memory.)
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 
 use super::limits::IpSlot;
-use super::outbox::Outbox;
+use super::outbox::{Next, Outbox};
 use super::room::Room;
 use crate::protocol::{Role, close};
 
@@ -23,10 +23,9 @@ use crate::protocol::{Role, close};
 enum Event {
     /// A frame from the peer, the end of its stream, or a read error.
     Incoming(Option<Result<Message, axum::Error>>),
-    /// The room or a limit asked this connection to close ([`Outbox::kick`]).
+    /// The room, a limit or the relay's shutdown asked this connection to close
+    /// ([`Outbox::kick`]).
     Kicked,
-    /// The relay is shutting down.
-    Shutdown,
     /// The socket failed while writing: nothing more can be sent.
     WriteFailed,
 }
@@ -46,21 +45,19 @@ fn pump(
     socket: &mut WebSocket,
     outbox: &Outbox,
     writing: &mut Writing,
-    shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Poll<Event> {
-    if outbox.poll_kicked(cx) {
+    // A member whose socket stopped taking frames is kicked when its queue fills up: look for
+    // that even while a frame is held (the outbox is otherwise looked at below).
+    if writing.held.is_some() && outbox.poll_kicked(cx) {
         return Poll::Ready(Event::Kicked);
-    }
-    if shutdown.poll(cx).is_ready() {
-        return Poll::Ready(Event::Shutdown);
     }
     loop {
         let frame = match writing.held.take() {
             Some(frame) => frame,
-            None => match outbox.poll_recv(cx) {
-                Poll::Ready(Some(frame)) => frame,
-                // Closed only once the session ended; not reached while the loop runs.
-                Poll::Ready(None) | Poll::Pending => break,
+            None => match outbox.poll_next(cx) {
+                Next::Kicked => return Poll::Ready(Event::Kicked),
+                Next::Frame(frame) => frame,
+                Next::Idle => break,
             },
         };
         match socket.poll_ready_unpin(cx) {
@@ -129,14 +126,16 @@ pub async fn serve(slot: IpSlot, room: Arc<Room>, role: Role, mut socket: Box<We
         }
     }
 
-    let mut shutdown = std::pin::pin!(relay.shutdown.cancelled());
+    // Joined after the relay's shutdown swept the rooms: close like the others.
+    if relay.shutdown.is_cancelled() {
+        outbox.kick(close::GOING_AWAY, "relay shutting down");
+    }
     let mut writing = Writing::default();
     // Whether the relay ended the session (kick or shutdown) rather than the peer.
     let mut refused = false;
     let mut write_failed = false;
     loop {
-        let event =
-            poll_fn(|cx| pump(cx, &mut socket, &outbox, &mut writing, shutdown.as_mut())).await;
+        let event = poll_fn(|cx| pump(cx, &mut socket, &outbox, &mut writing)).await;
         match event {
             Event::Incoming(Some(Ok(Message::Binary(data)))) => {
                 relay.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +180,7 @@ pub async fn serve(slot: IpSlot, room: Arc<Room>, role: Role, mut socket: Box<We
                 }
                 break;
             }
-            Event::Kicked | Event::Shutdown => {
+            Event::Kicked => {
                 refused = true;
                 break;
             }
@@ -201,10 +200,6 @@ pub async fn serve(slot: IpSlot, room: Arc<Room>, role: Role, mut socket: Box<We
         Some((code, reason)) => CloseFrame {
             code,
             reason: reason.into(),
-        },
-        None if refused => CloseFrame {
-            code: close::GOING_AWAY,
-            reason: "relay shutting down".into(),
         },
         None => CloseFrame {
             code: 1000,

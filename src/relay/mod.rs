@@ -210,6 +210,21 @@ impl Relay {
     }
 
     /// Compacts every changed room to a snapshot (no-op without a data dir).
+    /// Asks every member of every room to close with `1001` (shutdown). A connection that
+    /// joins after this sees the cancelled token itself.
+    fn close_all(&self) {
+        let rooms: Vec<Arc<Room>> = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for room in rooms {
+            room.kick_all(protocol::close::GOING_AWAY, "relay shutting down");
+        }
+    }
+
     fn flush_rooms(&self) {
         if self.store.is_none() {
             return;
@@ -293,6 +308,15 @@ pub async fn run(
         .route("/r/{room}/{token}", get(join_room_path))
         .with_state(relay.clone());
 
+    {
+        // Connections do not each watch the token (a shared wait list, locked on every poll of
+        // every connection): one task tells them all.
+        let (relay, shutdown) = (relay.clone(), shutdown.clone());
+        relay.tasks.clone().spawn(async move {
+            shutdown.cancelled().await;
+            relay.close_all();
+        });
+    }
     if relay.store.is_some() {
         let (relay, shutdown) = (relay.clone(), shutdown.clone());
         relay.tasks.clone().spawn(async move {

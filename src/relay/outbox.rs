@@ -22,6 +22,17 @@ pub enum Refused {
     Closed,
 }
 
+/// See [`Outbox::poll_next`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Close now ([`Outbox::kick`]).
+    Kicked,
+    /// Send this.
+    Frame(Bytes),
+    /// Nothing queued.
+    Idle,
+}
+
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
@@ -71,7 +82,7 @@ impl Outbox {
     pub fn try_recv(&self) -> Option<Bytes> {
         let mut st = self.lock();
         let frame = st.queue.pop_front();
-        if st.queue.is_empty() && st.queue.capacity() > 0 {
+        if st.queue.is_empty() && st.queue.capacity() > KEEP {
             st.queue = VecDeque::new();
         }
         frame
@@ -123,12 +134,31 @@ impl Outbox {
             .map(|(code, reason)| (*code, reason.to_string()))
     }
 
+    /// What the connection should do next, in one look (one lock). Registers the task to be
+    /// woken by the next frame, close or kick.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Next {
+        self.waker.register(cx.waker());
+        let mut st = self.lock();
+        if st.kick.is_some() {
+            return Next::Kicked;
+        }
+        let frame = st.queue.pop_front();
+        if st.queue.is_empty() && st.queue.capacity() > KEEP {
+            st.queue = VecDeque::new();
+        }
+        frame.map_or(Next::Idle, Next::Frame)
+    }
+
     /// Whether [`Outbox::kick`] was called; registers the task to be woken when it is.
     pub fn poll_kicked(&self, cx: &mut Context<'_>) -> bool {
         self.waker.register(cx.waker());
         self.lock().kick.is_some()
     }
 }
+
+/// Queue slots kept once drained (a live room sends a frame per tick; an idle member's few
+/// hello frames fit, so it holds no queue at all after them).
+const KEEP: usize = 0;
 
 /// A close frame's reason must fit in 123 bytes (RFC 6455 §5.5), or the frame is invalid.
 pub const MAX_CLOSE_REASON: usize = 123;

@@ -309,6 +309,13 @@ impl Room {
         Some(hello)
     }
 
+    /// Asks every member's connection to close with `code` and `reason`.
+    pub fn kick_all(&self, code: u16, reason: &str) {
+        for member in lock(&self.state).members.values() {
+            member.tx.kick(code, reason);
+        }
+    }
+
     /// Removes a member and tells the others its awareness states are gone.
     pub fn leave(&self, conn_id: u64) {
         let mut st = lock(&self.state);
