@@ -711,3 +711,64 @@ async fn shutdown_closes_every_connection_with_going_away() {
         }
     }
 }
+
+/// A document bigger than one fragment (the relay sends large messages in 64 KiB pieces, so its
+/// write buffers stay small) reaches a stock WebSocket client whole: the sync step 2 it gets
+/// reassembles to the writer's text byte for byte, and so does a big update.
+#[tokio::test]
+async fn big_messages_arrive_whole_through_fragments() {
+    let relay = TestRelay::with_config(RelayConfig {
+        max_frame: 8 << 20,
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let writer = join(&room.write_code, "writer").await;
+    let mut seed = 7u64;
+    let mut text = String::new();
+    while text.len() < 300 * 1024 {
+        text.push_str(PIECES[(seed % PIECES.len() as u64) as usize]);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+    }
+    writer.edit(&Edit::insert(0, text.clone())).unwrap();
+    writer.flush();
+    let watcher = join(&room.view_code, "watcher").await;
+    wait_text(&watcher, &text).await;
+
+    // A stock client: its sync step 1 (empty) is answered with the whole document.
+    let mut ws = raw_connect(&relay, &room.room, &room.view_token).await;
+    raw_send(&mut ws, protocol::sync_step1(&yrs::StateVector::default())).await;
+    let Seen::Msg(Message::Sync(SyncMessage::SyncStep2(update))) = raw_expect(
+        &mut ws,
+        |s| matches!(s, Seen::Msg(Message::Sync(SyncMessage::SyncStep2(u))) if u.len() > 1024),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(
+        update.len() > 4 * 64 * 1024,
+        "the test needs several fragments"
+    );
+    let replica = SharedDoc::from_update(&update).unwrap();
+    assert_eq!(replica.text(), text);
+
+    // A big update while connected is broadcast in pieces too.
+    let more = "ünïcödé 😀 line\r\n".repeat(20_000);
+    writer.edit(&Edit::insert(0, more.clone())).unwrap();
+    writer.flush();
+    let Seen::Msg(Message::Sync(SyncMessage::Update(update))) = raw_expect(
+        &mut ws,
+        |s| matches!(s, Seen::Msg(Message::Sync(SyncMessage::Update(u))) if u.len() > 64 * 1024),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    let mut replica = replica;
+    replica.apply_remote(&update).unwrap();
+    assert_eq!(replica.text(), format!("{more}{text}"));
+    wait_text(&watcher, &format!("{more}{text}")).await;
+}

@@ -10,19 +10,28 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::limits::IpSlot;
 use super::outbox::{Next, Outbox};
 use super::room::Room;
+use super::upgrade::Socket as WebSocket;
 use crate::protocol::{Role, close};
+
+/// Messages larger than this go out as fragments of this size: tungstenite copies what it sends
+/// into a write buffer whose capacity it keeps, so one unfragmented join of a 10 MB room left
+/// 10 MB behind in every member's connection.
+pub const FRAGMENT: usize = 64 * 1024;
 
 /// What woke the connection.
 enum Event {
     /// A frame from the peer, the end of its stream, or a read error.
-    Incoming(Option<Result<Message, axum::Error>>),
+    Incoming(Option<Result<Message, tungstenite::Error>>),
     /// The room, a limit or the relay's shutdown asked this connection to close
     /// ([`Outbox::kick`]).
     Kicked,
@@ -33,10 +42,30 @@ enum Event {
 /// The write half's progress between polls.
 #[derive(Default)]
 struct Writing {
-    /// A frame taken from the outbox that the socket could not take yet.
+    /// A message taken from the outbox that the socket has not taken whole yet.
     held: Option<Bytes>,
+    /// How much of `held` went out already (as fragments).
+    sent: usize,
     /// Frames handed to the socket but not yet flushed.
     unflushed: bool,
+}
+
+impl Writing {
+    /// The next WebSocket message or fragment of `held`, and whether it finishes it.
+    fn next_piece(&self, held: &Bytes) -> (Message, bool) {
+        if self.sent == 0 && held.len() <= FRAGMENT {
+            return (Message::Binary(held.clone()), true);
+        }
+        let end = (self.sent + FRAGMENT).min(held.len());
+        let opcode = if self.sent == 0 {
+            OpCode::Data(Data::Binary)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let last = end == held.len();
+        let piece = Frame::message(held.slice(self.sent..end), opcode, last);
+        (Message::Frame(piece), last)
+    }
 }
 
 /// Moves queued frames into the socket as far as it accepts them, then looks for input.
@@ -52,24 +81,32 @@ fn pump(
         return Poll::Ready(Event::Kicked);
     }
     loop {
-        let frame = match writing.held.take() {
-            Some(frame) => frame,
+        let held = match writing.held.take() {
+            Some(held) => held,
             None => match outbox.poll_next(cx) {
                 Next::Kicked => return Poll::Ready(Event::Kicked),
-                Next::Frame(frame) => frame,
+                Next::Frame(frame) => {
+                    writing.sent = 0;
+                    frame
+                }
                 Next::Idle => break,
             },
         };
         match socket.poll_ready_unpin(cx) {
             Poll::Ready(Ok(())) => {
-                if socket.start_send_unpin(Message::Binary(frame)).is_err() {
+                let (piece, last) = writing.next_piece(&held);
+                if socket.start_send_unpin(piece).is_err() {
                     return Poll::Ready(Event::WriteFailed);
                 }
                 writing.unflushed = true;
+                if !last {
+                    writing.sent = (writing.sent + FRAGMENT).min(held.len());
+                    writing.held = Some(held);
+                }
             }
             Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
             Poll::Pending => {
-                writing.held = Some(frame);
+                writing.held = Some(held);
                 break;
             }
         }
@@ -102,7 +139,7 @@ pub async fn serve(slot: IpSlot, room: Arc<Room>, role: Role, mut socket: Box<We
             .rejected_room_full
             .fetch_add(1, Ordering::Relaxed);
         let full = CloseFrame {
-            code: close::POLICY,
+            code: close::POLICY.into(),
             reason: "room is full".into(),
         };
         Box::pin(finish(&mut socket, full, false)).await;
@@ -163,7 +200,7 @@ pub async fn serve(slot: IpSlot, room: Arc<Room>, role: Role, mut socket: Box<We
                     "text frames are not part of the y-websocket protocol",
                 );
             }
-            Event::Incoming(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Event::Incoming(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
             Event::Incoming(Some(Ok(Message::Close(_))) | None) => break,
             Event::Incoming(Some(Err(e))) => {
                 if is_capacity_error(e) {
@@ -198,11 +235,11 @@ pub async fn serve(slot: IpSlot, room: Arc<Room>, role: Role, mut socket: Box<We
     }
     let frame = match outbox.kicked() {
         Some((code, reason)) => CloseFrame {
-            code,
+            code: code.into(),
             reason: reason.into(),
         },
         None => CloseFrame {
-            code: 1000,
+            code: 1000.into(),
             reason: "bye".into(),
         },
     };
@@ -240,10 +277,6 @@ async fn linger(socket: &mut WebSocket, at_most: Duration) {
     }
 }
 
-fn is_capacity_error(e: axum::Error) -> bool {
-    let inner = e.into_inner();
-    matches!(
-        inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
-        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
-    )
+fn is_capacity_error(e: tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }

@@ -9,6 +9,7 @@ mod metrics;
 pub mod outbox;
 mod room;
 pub mod store;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -400,7 +400,7 @@ fn refuse(counter: &AtomicU64, status: StatusCode, message: &str) -> Response {
     error(status, message)
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
@@ -518,7 +518,7 @@ async fn join_room_query(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(room): Path<String>,
     Query(q): Query<TokenQuery>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<upgrade::Upgrade, upgrade::NotUpgrade>,
 ) -> Response {
     if let Some(v) = &q.v
         && v.parse::<u32>().ok() != Some(protocol::PROTOCOL_VERSION)
@@ -536,7 +536,7 @@ async fn join_room_path(
     State(relay): State<Arc<Relay>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path((room, token)): Path<(String, String)>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<upgrade::Upgrade, upgrade::NotUpgrade>,
 ) -> Response {
     join_room(relay, peer, room, Some(token), ws)
 }
@@ -547,7 +547,7 @@ fn join_room(
     peer: std::net::SocketAddr,
     room_id: String,
     token: Option<String>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<upgrade::Upgrade, upgrade::NotUpgrade>,
 ) -> Response {
     let Some(room) = relay.room(&room_id) else {
         return refuse(
@@ -604,17 +604,18 @@ fn join_room(
     };
     let max = relay.config.max_frame;
     let tasks = relay.tasks.clone();
-    let mut response = ws
-        // tungstenite's defaults (128 KiB read buffer, unbounded write buffer) would dominate
-        // the memory of an idle connection; small buffers grow on demand.
+    // tungstenite's defaults (128 KiB read buffer, unbounded write buffer) would dominate the
+    // memory of an idle connection; small buffers grow on demand, and large messages are sent
+    // in fragments (conn.rs) so the write buffer stays small.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(512)
         .write_buffer_size(0)
-        .max_write_buffer_size(max.saturating_mul(2).max(64 * 1024))
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            tasks.track_future(conn::serve(slot, room, role, Box::new(socket)))
-        });
+        .max_write_buffer_size(conn::FRAGMENT.saturating_mul(4))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let mut response = ws.on_upgrade(config, move |socket| {
+        tasks.track_future(conn::serve(slot, room, role, Box::new(socket)))
+    });
     let headers = response.headers_mut();
     headers.insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));
     headers.insert(protocol::MAX_FRAME_HEADER, HeaderValue::from(max));
