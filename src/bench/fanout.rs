@@ -297,6 +297,7 @@ async fn run_writer(
     start: Instant,
     flush: Duration,
     until: Instant,
+    phase: Duration,
 ) -> anyhow::Result<()> {
     let mut ws = connect(&url).await?;
     ws.send(WsMessage::binary(crate::protocol::sync_step1(
@@ -308,7 +309,7 @@ async fn run_writer(
     let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
     let doc = yrs::Doc::new();
     let text = doc.get_or_insert_text(crate::protocol::TEXT_NAME);
-    let mut tick = tokio::time::interval(flush);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0usize;
     while Instant::now() < until && seq < sent.at.len() {
@@ -406,12 +407,15 @@ pub async fn run_one(
     let until = typing + Duration::from_secs_f64(seconds);
     let writers: Vec<_> = (0..rooms)
         .map(|r| {
+            // Writers in different rooms are spread evenly over the tick, as independent
+            // typists are; in lockstep every tick would be a burst of `rooms` updates at once.
             tokio::spawn(run_writer(
                 urls[r].0.clone(),
                 sent[r].clone(),
                 start,
                 flush,
                 until,
+                flush.mul_f64(r as f64 / rooms as f64),
             ))
         })
         .collect();
