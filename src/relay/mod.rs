@@ -209,35 +209,31 @@ impl Relay {
         Some(room)
     }
 
-    /// Compacts every changed room to a snapshot (no-op without a data dir).
-    /// Asks every member of every room to close with `1001` (shutdown). A connection that
-    /// joins after this sees the cancelled token itself.
-    fn close_all(&self) {
-        let rooms: Vec<Arc<Room>> = self
-            .rooms
+    /// The rooms held now (the map's lock is not kept while the caller works on them).
+    fn all_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
-        for room in rooms {
+            .collect()
+    }
+
+    /// Asks every member of every room to close with `1001` (shutdown). A connection that
+    /// joins after this sees the cancelled token itself.
+    fn close_all(&self) {
+        for room in self.all_rooms() {
             room.kick_all(protocol::close::GOING_AWAY, "relay shutting down");
         }
     }
 
+    /// Compacts every changed room to a snapshot (no-op without a data dir).
     fn flush_rooms(&self) {
         if self.store.is_none() {
             return;
         }
-        let rooms: Vec<Arc<Room>> = self
-            .rooms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
         let mut saved = 0;
-        for room in rooms {
+        for room in self.all_rooms() {
             if !room.take_dirty() {
                 continue;
             }
