@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::limits::IpSlot;
 use super::outbox::{Next, Outbox};
-use super::room::Room;
+use super::room::Arrival;
 use super::upgrade::Socket as WebSocket;
 use crate::protocol::{Role, close};
 
@@ -122,18 +122,23 @@ fn pump(
 }
 
 /// Runs one member's session until it disconnects or is kicked. `slot` is the connection's
-/// place in the per-address limit, given back when the session ends.
+/// place in the per-address limit, given back when the session ends; `arrival` keeps the room
+/// from being evicted until the member is in it.
 ///
 /// The future is kept small (it is most of an idle connection's memory): the socket comes
 /// boxed (an async fn's argument keeps its own slot in the future beside any local it moves
 /// to) and the rare close handshakes run boxed, so their timers cost nothing while the session
 /// lives. 2,320 bytes per connection before, under 300 after.
-pub async fn serve(slot: IpSlot, room: Arc<Room>, role: Role, mut socket: Box<WebSocket>) {
+pub async fn serve(slot: IpSlot, arrival: Arrival, role: Role, mut socket: Box<WebSocket>) {
     let relay = &slot.relay;
+    let room = arrival.room().clone();
     let conn_id = relay.next_conn_id();
     let outbox = Arc::new(Outbox::new(relay.config.send_queue));
 
-    let Some(hello) = room.join(conn_id, role, outbox.clone(), relay.config.max_members) else {
+    let joined = room.join(conn_id, role, outbox.clone(), relay.config.max_members);
+    // A member now (or refused): the room's idleness is its members' business again.
+    drop(arrival);
+    let Some(hello) = joined else {
         relay
             .metrics
             .rejected_room_full

@@ -129,10 +129,12 @@ impl Relay {
     }
 
     /// The room, loading it from the data dir if it was evicted.
-    fn room(&self, id: &str) -> Option<Arc<Room>> {
+    /// The room `id` (loaded from disk if it was evicted), with a join marked under way so it is
+    /// not evicted before the member is in (marked under the map's lock, which eviction holds).
+    fn room(&self, id: &str) -> Option<room::Arrival> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(room) = rooms.get(id) {
-            return Some(room.clone());
+            return Some(room.arrive());
         }
         // Under the map lock, so a room is never loaded twice (rare: only after an eviction).
         let store = self.store.as_ref()?;
@@ -156,7 +158,7 @@ impl Relay {
                     .rooms
                     .store(rooms.len() as u64, Ordering::Relaxed);
                 self.metrics.rooms_loaded.fetch_add(1, Ordering::Relaxed);
-                Some(room)
+                Some(room.arrive())
             }
             Err(e) => {
                 tracing::warn!("cannot load room {id}: {e:#}");
@@ -545,13 +547,14 @@ fn join_room(
     token: Option<String>,
     ws: Result<upgrade::Upgrade, upgrade::NotUpgrade>,
 ) -> Response {
-    let Some(room) = relay.room(&room_id) else {
+    let Some(arrival) = relay.room(&room_id) else {
         return refuse(
             &relay.metrics.rejected_unknown_room,
             StatusCode::NOT_FOUND,
             "no such room",
         );
     };
+    let room = arrival.room().clone();
     let Some(token) = token else {
         return refuse(
             &relay.metrics.rejected_bad_token,
@@ -610,7 +613,7 @@ fn join_room(
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     let mut response = ws.on_upgrade(config, move |socket| {
-        tasks.track_future(conn::serve(slot, room, role, Box::new(socket)))
+        tasks.track_future(conn::serve(slot, arrival, role, Box::new(socket)))
     });
     let headers = response.headers_mut();
     headers.insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));

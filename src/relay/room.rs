@@ -71,6 +71,25 @@ pub struct Room {
     max_doc_bytes: usize,
     state: Mutex<RoomState>,
     metrics: Arc<Metrics>,
+    /// Joins accepted (their `101` on its way) whose connection is not a member yet: the room
+    /// is not idle while any is under way, or it could be evicted under an arriving member.
+    arriving: std::sync::atomic::AtomicUsize,
+}
+
+/// A join under way: counts in [`Room::arriving`] until dropped (after the member joined, or
+/// when the upgrade failed).
+pub struct Arrival(Arc<Room>);
+
+impl Arrival {
+    pub fn room(&self) -> &Arc<Room> {
+        &self.0
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.arriving.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,6 +197,7 @@ impl Room {
                 last_active: std::time::Instant::now(),
             }),
             metrics,
+            arriving: Default::default(),
         }
     }
 
@@ -255,8 +275,19 @@ impl Room {
         lock(&self.state).members.len()
     }
 
-    /// How long the room has had no members and no traffic (`None` while anyone is in it).
+    /// Marks a join under way (see [`Room::arriving`]); the relay calls this under its room
+    /// map's lock, which eviction also holds.
+    pub fn arrive(self: &Arc<Self>) -> Arrival {
+        self.arriving.fetch_add(1, Ordering::AcqRel);
+        Arrival(self.clone())
+    }
+
+    /// How long the room has had no members and no traffic (`None` while anyone is in it or
+    /// on the way in).
     pub fn idle_for(&self) -> Option<std::time::Duration> {
+        if self.arriving.load(Ordering::Acquire) > 0 {
+            return None;
+        }
         let st = lock(&self.state);
         st.members.is_empty().then(|| st.last_active.elapsed())
     }
@@ -548,5 +579,37 @@ impl Room {
             member.tx.kick(close::POLICY, "disconnected by the relay");
             self.remove_awareness(st, &member.clients);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Between a join's `101` and its connection becoming a member the room has no members;
+    /// it must not count as idle then, or eviction could take it from under the arriving member
+    /// (seen once in CI: a room evicted while its two members were connecting).
+    #[test]
+    fn a_join_under_way_keeps_the_room_from_being_idle() {
+        let room = Arc::new(Room::new(
+            "r".into(),
+            "w".into(),
+            "v".into(),
+            1 << 20,
+            Arc::new(Metrics::default()),
+            None,
+        ));
+        assert!(room.idle_for().is_some(), "empty and nobody coming: idle");
+        let first = room.arrive();
+        let second = room.arrive();
+        assert!(room.idle_for().is_none());
+        drop(first);
+        assert!(room.idle_for().is_none(), "one is still on the way");
+        let outbox = Arc::new(super::super::outbox::Outbox::new(8));
+        assert!(room.join(1, Role::Viewer, outbox, 10).is_some());
+        drop(second);
+        assert!(room.idle_for().is_none(), "a member is in");
+        room.leave(1);
+        assert!(room.idle_for().is_some());
     }
 }
