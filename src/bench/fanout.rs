@@ -560,23 +560,26 @@ fn write_outputs(dir: &Path, rows: &[FanoutRow]) -> anyhow::Result<()> {
             })
             .collect()
     };
-    std::fs::write(
-        dir.join("fanout-latency.svg"),
-        super::svg::line_chart(
+    type Plot<'a> = (&'a str, &'a str, &'a str, &'a str, fn(&FanoutRow) -> f64);
+    let plots: [Plot; 2] = [
+        (
+            "fanout-latency.svg",
             "Writer-to-viewer latency, p99",
             "viewers (log)",
             "p99 ms",
-            &series(&|r| r.p99_ms),
+            |r| r.p99_ms,
         ),
-    )?;
-    std::fs::write(
-        dir.join("fanout-memory.svg"),
-        super::svg::line_chart(
+        (
+            "fanout-memory.svg",
             "Server memory per idle viewer",
             "connections (log)",
             "KiB per connection",
-            &series(&|r| r.rss_per_conn_kib),
+            |r| r.rss_per_conn_kib,
         ),
-    )?;
+    ];
+    for (file, title, x, y, value) in plots {
+        let chart = super::svg::line_chart(title, x, y, &series(&value));
+        std::fs::write(dir.join(file), chart)?;
+    }
     Ok(())
 }
