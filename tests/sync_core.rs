@@ -457,3 +457,63 @@ fn a_deferred_text_loads_once_and_is_neither_sent_nor_undone() {
     assert_eq!(early.text(), format!("{content}// end\r\n"));
     assert_eq!(early.text(), early.ytext());
 }
+
+/// A peer's cursor resolves to the same place while our edits are still being composed as after
+/// they reach yrs — on both sides of each boundary of the edited region, for both ways a
+/// position can stick (to the character after it, or before it).
+#[test]
+fn a_peer_cursor_resolves_the_same_before_and_after_our_edit_reaches_yrs() {
+    use yrs::{Assoc, IndexedSequence, Transact};
+    let base = "0123456789abcdef";
+    for (at, delete, insert) in [
+        (5, 0, "XYZ"),
+        (5, 3, "XY"),
+        (5, 3, ""),
+        (0, 2, "é😀"),
+        (16, 0, "!"),
+    ] {
+        for assoc in [Assoc::After, Assoc::Before] {
+            for cursor in 0..=base.len() as u32 {
+                let mut a = SharedDoc::new();
+                a.apply_local(&Edit::insert(0, base)).unwrap();
+                a.commit_local();
+                let idx = {
+                    let txn = a.doc().transact();
+                    a.text_ref().sticky_index(&txn, cursor, assoc)
+                };
+                // The very start has nothing before it to stick to.
+                let Some(idx) = idx else { continue };
+                if delete > 0 {
+                    a.apply_local(&Edit::delete(at, delete)).unwrap();
+                }
+                if !insert.is_empty() {
+                    a.apply_local(&Edit::insert(at, insert)).unwrap();
+                }
+                let pending = a.resolve(&idx);
+                a.commit_local();
+                assert_eq!(
+                    pending,
+                    a.resolve(&idx),
+                    "cursor {cursor} {assoc:?}, edit at {at} -{delete} +{insert:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Undo steps follow the typing, not when composed edits reach yrs: two edits a pause apart are
+/// two steps even if nothing flushed in between (an offline editor has no flush tick).
+#[test]
+fn a_pause_in_typing_ends_an_undo_step_even_without_a_flush() {
+    let mut doc = SharedDoc::new();
+    doc.enable_undo(50);
+    doc.apply_local(&Edit::insert(0, "a")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    doc.apply_local(&Edit::insert(1, "b")).unwrap();
+    doc.apply_local(&Edit::insert(2, "c")).unwrap();
+    doc.undo();
+    assert_eq!(doc.text(), "a");
+    assert_eq!(doc.ytext(), "a");
+    doc.undo();
+    assert_eq!(doc.text(), "");
+}

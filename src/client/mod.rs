@@ -417,7 +417,7 @@ impl ClientState {
     /// clock bump `remove_state` would make, which would make us ignore their next update.
     fn on_disconnected(&mut self) {
         let me = self.awareness.client_id();
-        let mut fresh = Awareness::new(self.doc.doc().clone());
+        let mut fresh = Awareness::new(self.doc.doc_handle());
         if let Ok(mine) = self.awareness.update_with_clients([me]) {
             let _ = fresh.apply_update(mine);
         }

@@ -167,6 +167,9 @@ pub struct SharedDoc {
     compose_window: Option<std::time::Duration>,
     /// Local edits made since the last [`SharedDoc::take_outgoing`].
     unsent_edits: usize,
+    /// When the last local edit was made: with undo on, a pause of the capture window ends an
+    /// undo step, as it would with one transaction per edit.
+    last_edit: Option<std::time::Instant>,
     /// A file's text that is in the rope but not yet in yrs ([`SharedDoc::with_text_deferred`]).
     /// Local edits cannot be pending while this is set: the first one loads it.
     unloaded: Arc<Mutex<Option<String>>>,
@@ -278,7 +281,10 @@ impl SharedDoc {
     /// Puts a deferred text into yrs now (see [`SharedDoc::with_text_deferred`]); a no-op
     /// otherwise.
     pub fn load(&self) {
-        self.loader().load();
+        // Every read of yrs comes through here: only build a loader when there is work.
+        if lock(&self.unloaded).is_some() {
+            self.loader().load();
+        }
     }
 
     /// A handle that loads the deferred text and encodes the document from another thread,
@@ -332,6 +338,7 @@ impl SharedDoc {
             pending: Mutex::new(None),
             compose_window: None,
             unsent_edits: 0,
+            last_edit: None,
             unloaded: Arc::new(Mutex::new(deferred)),
         }
     }
@@ -351,16 +358,22 @@ impl SharedDoc {
         let now16 = match lock(&self.pending).as_ref() {
             None => offset16,
             Some(p) => {
-                // Before the region yrs and the rope agree; after it, shift by what it changed;
-                // inside what it deleted, land at its end.
+                // A position sticks to a character: the one after it, or the one before it.
+                // Before the region that character has not moved; if our edit deleted it, yrs
+                // puts the position where the deleted text was, before what we inserted; after
+                // the region it shifts by what the edit changed.
                 let start16 = self.rope.char_to_utf16_cu(p.start);
                 let inserted16 = p.inserted.encode_utf16().count();
-                if offset16 <= start16 {
+                let stuck_to = match idx.assoc {
+                    yrs::Assoc::After => offset16,
+                    yrs::Assoc::Before => offset16.saturating_sub(1),
+                };
+                if stuck_to < start16 {
                     offset16
-                } else if offset16 >= start16 + p.deleted16 {
-                    offset16 - p.deleted16 + inserted16
+                } else if stuck_to < start16 + p.deleted16 {
+                    start16
                 } else {
-                    start16 + inserted16
+                    offset16 - p.deleted16 + inserted16
                 }
             }
         };
@@ -512,6 +525,14 @@ impl SharedDoc {
         }
         self.unsent_edits += 1;
         let window = self.compose_window;
+        // yrs groups undo steps by when edits reach it, which composing delays; a pause in the
+        // typing itself must still end a step (found in review: "a", 1.5 s, "b", undo took both
+        // while nothing flushed on a timer, e.g. offline).
+        let paused = window.is_some_and(|w| self.last_edit.is_some_and(|t| t.elapsed() >= w));
+        self.last_edit = Some(std::time::Instant::now());
+        if paused {
+            self.undo_boundary();
+        }
         let composed = lock(&self.pending).as_mut().is_some_and(|p| {
             window.is_none_or(|w| p.since.elapsed() < w) && p.compose(edit, &self.rope)
         });
