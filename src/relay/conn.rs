@@ -51,10 +51,10 @@ struct Writing {
 }
 
 impl Writing {
-    /// The next WebSocket message or fragment of `held`, and whether it finishes it.
-    fn next_piece(&self, held: &Bytes) -> (Message, bool) {
+    /// The next WebSocket message or fragment of `held`, and how much of `held` is out after it.
+    fn next_piece(&self, held: &Bytes) -> (Message, usize) {
         if self.sent == 0 && held.len() <= FRAGMENT {
-            return (Message::Binary(held.clone()), true);
+            return (Message::Binary(held.clone()), held.len());
         }
         let end = (self.sent + FRAGMENT).min(held.len());
         let opcode = if self.sent == 0 {
@@ -64,7 +64,7 @@ impl Writing {
         };
         let last = end == held.len();
         let piece = Frame::message(held.slice(self.sent..end), opcode, last);
-        (Message::Frame(piece), last)
+        (Message::Frame(piece), end)
     }
 }
 
@@ -94,13 +94,13 @@ fn pump(
         };
         match socket.poll_ready_unpin(cx) {
             Poll::Ready(Ok(())) => {
-                let (piece, last) = writing.next_piece(&held);
+                let (piece, end) = writing.next_piece(&held);
                 if socket.start_send_unpin(piece).is_err() {
                     return Poll::Ready(Event::WriteFailed);
                 }
                 writing.unflushed = true;
-                if !last {
-                    writing.sent = (writing.sent + FRAGMENT).min(held.len());
+                if end < held.len() {
+                    writing.sent = end;
                     writing.held = Some(held);
                 }
             }
@@ -233,7 +233,6 @@ pub async fn serve(slot: IpSlot, arrival: Arrival, role: Role, mut socket: Box<W
         }
     }
     room.leave(conn_id);
-    outbox.close();
     gauge.fetch_sub(1, Ordering::Relaxed);
     if write_failed {
         return;

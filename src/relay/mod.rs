@@ -602,7 +602,6 @@ fn join_room(
         ip: peer.ip(),
     };
     let max = relay.config.max_frame;
-    let tasks = relay.tasks.clone();
     // tungstenite's defaults (128 KiB read buffer, unbounded write buffer) would dominate the
     // memory of an idle connection; small buffers grow on demand, and large messages are sent
     // in fragments (conn.rs) so the write buffer stays small.
@@ -612,8 +611,8 @@ fn join_room(
         .max_write_buffer_size(conn::FRAGMENT.saturating_mul(4))
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let mut response = ws.on_upgrade(config, move |socket| {
-        tasks.track_future(conn::serve(slot, arrival, role, Box::new(socket)))
+    let mut response = ws.on_upgrade(&relay.tasks, config, move |socket| {
+        conn::serve(slot, arrival, role, Box::new(socket))
     });
     let headers = response.headers_mut();
     headers.insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));

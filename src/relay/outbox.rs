@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -18,7 +18,7 @@ use futures_util::task::AtomicWaker;
 pub enum Refused {
     /// The member has `capacity` frames waiting: it cannot keep up.
     Full,
-    /// The connection is gone or being closed.
+    /// The connection is being closed.
     Closed,
 }
 
@@ -43,9 +43,20 @@ pub struct Outbox {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Bytes>,
-    closed: bool,
-    /// The close frame to send, once somebody asked for one. The first request wins.
+    /// The close frame to send, once somebody asked for one. The first request wins; frames
+    /// are refused from then on.
     kick: Option<(u16, Box<str>)>,
+}
+
+impl State {
+    /// The next frame. A drained queue gives its memory back: an idle member holds no queue.
+    fn pop(&mut self) -> Option<Bytes> {
+        let frame = self.queue.pop_front();
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
+        }
+        frame
+    }
 }
 
 impl Outbox {
@@ -61,11 +72,11 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `frame` unless the queue is full or closed.
+    /// Queues `frame` unless the queue is full or the connection is closing.
     pub fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
         {
             let mut st = self.lock();
-            if st.closed {
+            if st.kick.is_some() {
                 return Err(Refused::Closed);
             }
             if st.queue.len() >= self.capacity {
@@ -77,39 +88,9 @@ impl Outbox {
         Ok(())
     }
 
-    /// The next frame, if one is queued. A drained queue gives its memory back: an idle
-    /// member costs no queue at all.
+    /// The next frame, if one is queued.
     pub fn try_recv(&self) -> Option<Bytes> {
-        let mut st = self.lock();
-        let frame = st.queue.pop_front();
-        if st.queue.is_empty() && st.queue.capacity() > KEEP {
-            st.queue = VecDeque::new();
-        }
-        frame
-    }
-
-    /// The next frame; `Ready(None)` once closed and drained. Registers the task to be woken
-    /// by the next frame, close or kick.
-    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        self.waker.register(cx.waker());
-        if let Some(frame) = self.try_recv() {
-            return Poll::Ready(Some(frame));
-        }
-        if self.lock().closed {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    }
-
-    /// Waits for the next frame; `None` once closed and drained.
-    pub async fn recv(&self) -> Option<Bytes> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
-    /// Refuses further frames and wakes the connection.
-    pub fn close(&self) {
-        self.lock().closed = true;
-        self.waker.wake();
+        self.lock().pop()
     }
 
     /// Asks the connection to close with `code` and `reason` (clipped to what a close frame
@@ -120,7 +101,6 @@ impl Outbox {
             if st.kick.is_none() {
                 st.kick = Some((code, clip(reason, MAX_CLOSE_REASON).into()));
             }
-            st.closed = true;
             st.queue = VecDeque::new();
         }
         self.waker.wake();
@@ -142,11 +122,7 @@ impl Outbox {
         if st.kick.is_some() {
             return Next::Kicked;
         }
-        let frame = st.queue.pop_front();
-        if st.queue.is_empty() && st.queue.capacity() > KEEP {
-            st.queue = VecDeque::new();
-        }
-        frame.map_or(Next::Idle, Next::Frame)
+        st.pop().map_or(Next::Idle, Next::Frame)
     }
 
     /// Whether [`Outbox::kick`] was called; registers the task to be woken when it is.
@@ -155,10 +131,6 @@ impl Outbox {
         self.lock().kick.is_some()
     }
 }
-
-/// Queue slots kept once drained (a live room sends a frame per tick; an idle member's few
-/// hello frames fit, so it holds no queue at all after them).
-const KEEP: usize = 0;
 
 /// A close frame's reason must fit in 123 bytes (RFC 6455 §5.5), or the frame is invalid.
 pub const MAX_CLOSE_REASON: usize = 123;
@@ -175,6 +147,7 @@ fn clip(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Poll;
 
     #[tokio::test]
     async fn bounded_ordered_and_closable() {
@@ -182,24 +155,33 @@ mod tests {
         assert_eq!(q.try_send(Bytes::from_static(b"a")), Ok(()));
         assert_eq!(q.try_send(Bytes::from_static(b"b")), Ok(()));
         assert_eq!(q.try_send(Bytes::from_static(b"c")), Err(Refused::Full));
-        assert_eq!(q.recv().await.as_deref(), Some(&b"a"[..]));
+        assert_eq!(q.try_recv().as_deref(), Some(&b"a"[..]));
+        // The connection's side: frames in order until the kick, woken for each.
         let reader = {
             let q = q.clone();
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                while let Some(f) = q.recv().await {
-                    got.push(f);
+                loop {
+                    match std::future::poll_fn(|cx| match q.poll_next(cx) {
+                        Next::Idle => Poll::Pending,
+                        next => Poll::Ready(next),
+                    })
+                    .await
+                    {
+                        Next::Frame(f) => got.push(f),
+                        _ => return got,
+                    }
                 }
-                got
             })
         };
+        tokio::task::yield_now().await;
         assert_eq!(q.try_send(Bytes::from_static(b"d")), Ok(()));
         tokio::task::yield_now().await;
-        q.close();
+        q.kick(1000, "bye");
         assert_eq!(q.try_send(Bytes::from_static(b"e")), Err(Refused::Closed));
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
             .await
-            .expect("reader ends after close")
+            .expect("reader ends after the kick")
             .expect("reader task");
         assert_eq!(
             got,

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::task::TaskTracker;
 
 /// An upgraded connection.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -83,15 +84,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 }
 
 impl Upgrade {
-    /// Answers `101` and, once the connection is handed over, runs `session` on it (in a task
-    /// of its own).
-    pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
+    /// Answers `101` and, once the connection is handed over, runs `session` on it in a task
+    /// of `tasks` (so a shutdown waits for connections still switching over too).
+    pub fn on_upgrade<F, Fut>(
+        self,
+        tasks: &TaskTracker,
+        config: WebSocketConfig,
+        session: F,
+    ) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             // Fails when the client goes away before the switch: nothing to serve.
             let Ok(upgraded) = on_upgrade.await else {
                 return;
