@@ -527,7 +527,7 @@ async fn join_room_query(
         );
         return error(StatusCode::UPGRADE_REQUIRED, &msg);
     }
-    join_room(relay, peer, room, q.token, ws)
+    join_room(relay, peer, room, q.token, ws).await
 }
 
 async fn join_room_path(
@@ -536,11 +536,11 @@ async fn join_room_path(
     Path((room, token)): Path<(String, String)>,
     ws: Result<upgrade::Upgrade, upgrade::NotUpgrade>,
 ) -> Response {
-    join_room(relay, peer, room, Some(token), ws)
+    join_room(relay, peer, room, Some(token), ws).await
 }
 
 /// Checks room and token before upgrading: 404 unknown room, 401 no token, 403 wrong token.
-fn join_room(
+async fn join_room(
     relay: Arc<Relay>,
     peer: std::net::SocketAddr,
     room_id: String,
@@ -571,10 +571,15 @@ fn join_room(
     };
     // A seed is the host's document handed over in-process; taken by the first member with
     // a valid token (see RelayConfig::seeds).
-    if let Some(state) = relay.config.seeds.as_ref().and_then(|s| s.take(&room_id))
-        && let Err(e) = room.seed(&state)
-    {
-        tracing::warn!(room = %room_id, "room not seeded: {e}");
+    if let Some(state) = relay.config.seeds.as_ref().and_then(|s| s.take(&room_id)) {
+        // A big file's document takes a while to decode: off the runtime's worker threads.
+        let seeded = {
+            let room = room.clone();
+            tokio::task::spawn_blocking(move || room.seed(&state)).await
+        };
+        if let Err(e) = seeded.unwrap_or_else(|e| Err(e.to_string())) {
+            tracing::warn!(room = %room_id, "room not seeded: {e}");
+        }
     }
     if room.member_count() >= relay.config.max_members {
         return refuse(
