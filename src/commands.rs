@@ -256,21 +256,18 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         .is_some()
         .then(|| (seeds.clone(), room.room.clone()));
     let loader = handle.lock().doc.loader();
+    let session = handle.clone();
     let gate = async move {
         let _ = drawn.await;
-        // Loading a big text into yrs and encoding it take a while: off the runtime's worker
-        // threads, after the first frame, and outside the session's lock.
+        // Loading a big text into yrs takes a while: off the runtime's worker threads, after
+        // the first frame, and outside the session's lock.
         let _ = tokio::task::spawn_blocking(move || {
             loader.load();
             if let Some((seeds, room)) = seed {
-                // The built-in relay gets the document in-process: one encoded copy, briefly,
-                // instead of a sync step 2 framed, buffered on both ends of a socket and
-                // decoded. The handshake then carries only what the seed lacks.
-                let mut state = loader.encode_state();
-                // The encoder grows its buffer by doubling: give the slack back before the
-                // relay decodes it.
-                state.shrink_to_fit();
-                seeds.put(&room, state);
+                // The built-in relay's room uses this very document (one copy of a big file,
+                // not two, and no seed to encode and decode); a member's update goes through
+                // the session's lock, as one from the socket would.
+                seeds.put(&room, lend(&session));
             }
         })
         .await;
@@ -314,6 +311,18 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
     }
     result
+}
+
+/// A session's document, lent to a built-in relay's room (see [`relay::Lent`]): a member's
+/// update is integrated under the session's lock, as one from the socket would be.
+pub fn lend(session: &crate::client::SessionHandle) -> relay::Lent {
+    let st = session.lock();
+    let apply = session.clone();
+    relay::Lent::new(
+        st.doc.doc_handle(),
+        crate::sync::REMOTE_ORIGIN,
+        move |update| apply.lock().integrate(update),
+    )
 }
 
 /// If a crashed session left unsaved changes for `file`, offers them (or takes them with

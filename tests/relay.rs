@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pairedit::client::{Client, ClientError};
+use pairedit::client::{Client, ClientError, ClientOptions};
 use pairedit::protocol::{self, JoinCode};
 use pairedit::relay::RelayConfig;
 use pairedit::sync::{Edit, SharedDoc};
@@ -608,11 +608,15 @@ async fn out_of_order_updates_wait_for_what_they_depend_on() {
     wait_text(&watcher, "first second").await;
 }
 
-/// A host seeds its built-in relay in-process: the room has the whole document before the
-/// host's connection syncs, so the big sync step 2 never crosses the socket, and everyone —
-/// the host's own client included — ends with the same text, byte for byte.
+/// A host lends its built-in relay its own document: the room keeps no copy, the big sync
+/// step 2 never crosses the socket, and edits flow both ways: a member's into the host's rope
+/// (in-process, through the host's session), the host's to every member. That holds even when a
+/// member's update is handled after the host's edit reached the shared document but before the
+/// host's own message about it (the host flushes late here): that member must still get it.
+/// Everyone ends byte-equal, and a viewer's write changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_seeded_room_has_the_document_without_a_big_sync() {
+async fn a_lent_room_uses_the_hosts_document_and_edits_flow_both_ways() {
+    use pairedit::client::{ClientState, SessionHandle};
     let seeds = std::sync::Arc::new(pairedit::relay::Seeds::default());
     let relay = TestRelay::with_config(RelayConfig {
         seeds: Some(seeds.clone()),
@@ -625,20 +629,63 @@ async fn a_seeded_room_has_the_document_without_a_big_sync() {
         .collect();
     let mut doc = SharedDoc::with_text(&text);
     doc.set_meta("name", "big.txt");
-    seeds.put(&room.room, doc.encode_state());
-    let code = pairedit::protocol::JoinCode::parse(&room.write_code).unwrap();
-    let host = Client::connect_with_doc(code, fast_opts("host"), doc)
-        .await
-        .expect("host joins");
-    host.wait_synced(WAIT).await.expect("synced");
+    let mut state = ClientState::detached(doc, protocol::Role::Writer, "host");
+    state.synced = true;
+    let handle = SessionHandle::detached(state);
+    seeds.put(&room.room, pairedit::commands::lend(&handle));
+    // The host sends only when told to (flush()), so its edit can sit in the shared document
+    // while another member's update is handled.
+    let host_opts = ClientOptions {
+        flush_interval: Duration::from_secs(3600),
+        ..fast_opts("host")
+    };
+    let code = JoinCode::parse(&room.write_code).unwrap();
+    let host = Client::launch(code, host_opts, handle, protocol::Role::Writer, async {});
     let viewer = join(&room.view_code, "viewer").await;
     wait_text(&viewer, &text).await;
     assert_eq!(viewer.state().doc.meta("name").as_deref(), Some("big.txt"));
-    host.edit(&Edit::insert(0, "// edited\n")).unwrap();
-    host.flush();
-    let want = format!("// edited\n{text}");
+    let writer = join(&room.write_code, "writer").await;
+    wait_text(&writer, &text).await;
+
+    // A member's edit reaches the host's rope.
+    writer.edit(&Edit::insert(0, "W")).unwrap();
+    writer.flush();
+    let want = format!("W{text}");
+    wait_text(&host, &want).await;
+    assert_eq!(host.state().doc.rope().to_string(), want);
+
+    // The host's edit enters the shared document; a member's update is handled before the
+    // host's message: both still reach everyone.
+    host.edit(&Edit::insert(1, "H")).unwrap();
+    host.state().doc.commit_local();
+    writer.edit(&Edit::insert(0, "X")).unwrap();
+    writer.flush();
+    let want = format!("XWH{text}");
+    wait_text(&writer, &want).await;
     wait_text(&viewer, &want).await;
-    assert_eq!(host.text(), want);
+    assert!(
+        host.state().queued_updates() > 0,
+        "the host has not sent its edit: the relay passed it on from the shared document"
+    );
+    host.flush();
+    wait_text(&host, &want).await;
+
+    // A viewer's write is dropped by the relay: nothing reaches the host's document.
+    let mut rogue = raw_connect(&relay, &room.room, &room.view_token).await;
+    let mut other = SharedDoc::new();
+    other.apply_local(&Edit::insert(0, "ROGUE")).unwrap();
+    for u in other.take_outgoing() {
+        raw_send(&mut rogue, protocol::sync_update(u)).await;
+    }
+    writer.edit(&Edit::insert(0, ".")).unwrap();
+    writer.flush();
+    let want = format!(".{want}");
+    wait_text(&host, &want).await;
+    let late = join(&room.view_code, "late").await;
+    wait_text(&late, &want).await;
+    for c in [&host, &writer, &viewer, &late] {
+        assert_eq!(c.text(), want, "byte-equal everywhere");
+    }
     // What the relay received is a few small messages, not the document.
     let received = metric(&relay.metrics().await, "pairedit_bytes_received_total");
     assert!(

@@ -216,8 +216,9 @@ fn host_join_and_view_in_three_terminals() {
 
     // Quitting restores the terminal and prints the codes.
     tmux.keys("pe:0", &["C-q"]);
+    // The codes are printed line by line: wait for the last one, not the heading.
     let screen = tmux.wait("pe:0", "the exit message", |s| {
-        s.contains("room codes were")
+        s.contains("room codes were") && s.contains(&view)
     });
     assert!(screen.contains(&view), "{screen}");
 }

@@ -64,6 +64,10 @@ pub struct FanoutRow {
     pub connected: usize,
     /// Viewers that received every update their room's writer sent.
     pub complete: usize,
+    /// Updates a viewer never received by the end of the run (counted in the percentiles as
+    /// arriving then).
+    #[serde(default)]
+    pub missing: usize,
     pub updates_sent: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -71,7 +75,8 @@ pub struct FanoutRow {
     /// Server RSS with every viewer connected and idle, minus before any connected, per viewer.
     pub rss_per_conn_kib: f64,
     pub rss_mib: f64,
-    /// Server CPU while the writers typed (100 = one core).
+    /// Server CPU from the first update until the last was delivered, or the 10 s grace ran
+    /// out (100 = one core).
     pub cpu_pct: f64,
     pub connect_secs: f64,
     /// p99 of every run of this point, in run order (the row is the median one's).
@@ -137,9 +142,8 @@ impl Server {
                 })
             }
             ServerKind::Node => {
-                let script =
-                    super::node_script("node_modules/@y/websocket-server/src/server.js")
-                        .context("the Node server is not installed: npm ci --prefix bench/node")?;
+                let script = node_server()
+                    .context("the Node server is not installed: npm ci --prefix bench/node")?;
                 let port = std::net::TcpListener::bind("127.0.0.1:0")?
                     .local_addr()?
                     .port();
@@ -238,6 +242,10 @@ struct Sent {
 struct Viewer {
     latencies_us: Vec<u32>,
     received: usize,
+    /// Which of its room's markers arrived.
+    seen: Vec<bool>,
+    /// Got its sync step 2 (counted as connected).
+    synced: bool,
 }
 
 async fn run_viewer(
@@ -256,9 +264,9 @@ async fn run_viewer(
     let mut me = Viewer {
         latencies_us: Vec::new(),
         received: 0,
+        seen: vec![false; sent.at.len()],
+        synced: false,
     };
-    let mut is_synced = false;
-    let mut seen = vec![false; sent.at.len()];
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => break,
@@ -271,14 +279,14 @@ async fn run_viewer(
         if bytes.first() != Some(&0) {
             continue; // awareness and the like
         }
-        if !is_synced {
-            is_synced = true;
+        if !me.synced {
+            me.synced = true;
             synced.fetch_add(1, Ordering::Relaxed);
         }
         let now = start.elapsed().as_micros() as u64;
         for seq in markers(&bytes) {
-            if seq < seen.len() && !seen[seq] {
-                seen[seq] = true;
+            if seq < me.seen.len() && !me.seen[seq] {
+                me.seen[seq] = true;
                 let t = sent.at[seq].load(Ordering::Acquire);
                 if t > 0 {
                     me.received += 1;
@@ -291,43 +299,57 @@ async fn run_viewer(
     Ok(me)
 }
 
-async fn run_writer(
-    url: String,
-    sent: Arc<Sent>,
-    start: Instant,
-    flush: Duration,
-    until: Instant,
-    phase: Duration,
-) -> anyhow::Result<()> {
-    let mut ws = connect(&url).await?;
-    ws.send(WsMessage::binary(crate::protocol::sync_step1(
-        &yrs::StateVector::default(),
-    )))
-    .await?;
-    // Drain whatever the server sends, so its queue to us never fills.
-    let (mut sink, mut stream) = ws.split();
-    let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-    let doc = yrs::Doc::new();
-    let text = doc.get_or_insert_text(crate::protocol::TEXT_NAME);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, flush);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0usize;
-    while Instant::now() < until && seq < sent.at.len() {
-        tick.tick().await;
-        let update = {
-            let mut txn = doc.transact_mut();
-            let len = text.len(&txn);
-            text.insert(&mut txn, len, &format!("<{seq:06}>"));
-            txn.encode_update_v1()
-        };
-        sent.at[seq].store(start.elapsed().as_micros().max(1) as u64, Ordering::Release);
-        sent.count.store(seq + 1, Ordering::Release);
-        sink.send(WsMessage::binary(crate::protocol::sync_update(update)))
-            .await?;
-        seq += 1;
+/// A room's writer, connected (and so holding its room open on either server) before the
+/// measurement starts: connecting is not typing, and Node's room creation is not a viewer's cost.
+struct Writer {
+    sink: futures_util::stream::SplitSink<Ws, WsMessage>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn connect(url: &str) -> anyhow::Result<Writer> {
+        let mut ws = connect(url).await?;
+        ws.send(WsMessage::binary(crate::protocol::sync_step1(
+            &yrs::StateVector::default(),
+        )))
+        .await?;
+        // Drain whatever the server sends, so its queue to us never fills.
+        let (sink, mut stream) = ws.split();
+        let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        Ok(Writer { sink, reader })
     }
-    reader.abort();
-    Ok(())
+
+    async fn type_markers(
+        mut self,
+        sent: Arc<Sent>,
+        start: Instant,
+        flush: Duration,
+        until: Instant,
+        phase: Duration,
+    ) -> anyhow::Result<()> {
+        let doc = yrs::Doc::new();
+        let text = doc.get_or_insert_text(crate::protocol::TEXT_NAME);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, flush);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seq = 0usize;
+        while Instant::now() < until && seq < sent.at.len() {
+            tick.tick().await;
+            let update = {
+                let mut txn = doc.transact_mut();
+                let len = text.len(&txn);
+                text.insert(&mut txn, len, &format!("<{seq:06}>"));
+                txn.encode_update_v1()
+            };
+            sent.at[seq].store(start.elapsed().as_micros().max(1) as u64, Ordering::Release);
+            sent.count.store(seq + 1, Ordering::Release);
+            self.sink
+                .send(WsMessage::binary(crate::protocol::sync_update(update)))
+                .await?;
+            seq += 1;
+        }
+        self.reader.abort();
+        Ok(())
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -349,8 +371,13 @@ pub async fn run_one(
     let rooms = rooms.clamp(1, viewers.max(1));
     let server = Server::start(kind).await?;
     let mut urls = Vec::with_capacity(rooms);
+    let mut writers = Vec::with_capacity(rooms);
     for i in 0..rooms {
-        urls.push(server.room(i).await?);
+        let (w, v) = server.room(i).await?;
+        // The writers join first: every room exists (Node makes one on first connect) before
+        // the baseline memory is read, and connecting is not part of the typing.
+        writers.push(Writer::connect(&w).await?);
+        urls.push(v);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss_before, _) = server.usage();
@@ -384,7 +411,7 @@ pub async fn run_one(
             tasks.push((
                 room,
                 tokio::spawn(run_viewer(
-                    urls[room].1.clone(),
+                    urls[room].clone(),
                     sent[room].clone(),
                     start,
                     synced[room].clone(),
@@ -405,12 +432,13 @@ pub async fn run_one(
 
     let typing = Instant::now();
     let until = typing + Duration::from_secs_f64(seconds);
-    let writers: Vec<_> = (0..rooms)
-        .map(|r| {
+    let typists: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(r, w)| {
             // Writers in different rooms are spread evenly over the tick, as independent
             // typists are; in lockstep every tick would be a burst of `rooms` updates at once.
-            tokio::spawn(run_writer(
-                urls[r].0.clone(),
+            tokio::spawn(w.type_markers(
                 sent[r].clone(),
                 start,
                 flush,
@@ -419,13 +447,12 @@ pub async fn run_one(
             ))
         })
         .collect();
-    for w in writers {
-        w.await??;
+    for t in typists {
+        t.await??;
     }
-    let typed_for = typing.elapsed().as_secs_f64();
-    let (_, cpu_after) = server.usage();
     // Stragglers: wait until every synced viewer has every update its room's writer sent (or
-    // 10 s, for a server that fell behind or dropped viewers).
+    // 10 s, for a server that fell behind or dropped viewers). The CPU figure covers this
+    // too: a server that falls behind does its work late, not never.
     let expected: usize = (0..rooms)
         .map(|r| synced[r].load(Ordering::Relaxed) * sent[r].count.load(Ordering::Acquire))
         .sum();
@@ -433,15 +460,30 @@ pub async fn run_one(
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let busy_for = typing.elapsed().as_secs_f64();
+    let (_, cpu_after) = server.usage();
+    let ended_us = start.elapsed().as_micros() as u64;
     stop.cancel();
     let mut all = Vec::new();
-    let mut complete = 0;
+    let (mut complete, mut missing) = (0, 0);
     for (room, t) in tasks {
         if let Ok(Ok(v)) = t.await {
-            if v.received == sent[room].count.load(Ordering::Acquire) && v.received > 0 {
+            let count = sent[room].count.load(Ordering::Acquire);
+            if v.received == count && v.received > 0 {
                 complete += 1;
             }
             all.extend(v.latencies_us);
+            // An update a synced viewer never got counts as late as the run's end: leaving it
+            // out would flatter a server that drops what it cannot deliver in time.
+            if v.synced {
+                for (seq, seen) in v.seen.iter().enumerate().take(count) {
+                    if !seen {
+                        missing += 1;
+                        let t = sent[room].at[seq].load(Ordering::Acquire);
+                        all.push(ended_us.saturating_sub(t) as u32);
+                    }
+                }
+            }
         }
     }
     let updates_sent = sent.iter().map(|s| s.count.load(Ordering::Acquire)).sum();
@@ -454,13 +496,14 @@ pub async fn run_one(
         viewers,
         connected,
         complete,
+        missing,
         updates_sent,
         p50_ms: percentile(&all, 0.50),
         p99_ms: percentile(&all, 0.99),
         max_ms: all.last().map_or(f64::NAN, |m| f64::from(*m) / 1000.0),
         rss_per_conn_kib: rss_idle.saturating_sub(rss_before) as f64 / connected.max(1) as f64,
         rss_mib: rss_idle as f64 / 1024.0,
-        cpu_pct: (cpu_after.saturating_sub(cpu_before)) as f64 / ticks_per_sec / typed_for * 100.0,
+        cpu_pct: (cpu_after.saturating_sub(cpu_before)) as f64 / ticks_per_sec / busy_for * 100.0,
         connect_secs,
         p99_runs_ms: Vec::new(),
     })
@@ -507,9 +550,9 @@ fn median_run(mut runs: Vec<FanoutRow>) -> Option<FanoutRow> {
 
 pub fn print_table(rows: &[FanoutRow]) {
     println!(
-        "| server | rooms | viewers | synced | got every update | p50 ms | p99 ms | max ms | p99 × node | p99 of each run | RSS/viewer KiB | × node | CPU % |"
+        "| server | rooms | viewers | synced | got every update | never delivered | p50 ms | p99 ms | max ms | p99 × node | p99 of each run | RSS/viewer KiB | × node | CPU % |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let node = rows
             .iter()
@@ -519,12 +562,13 @@ pub fn print_table(rows: &[FanoutRow]) {
             _ => "–".to_string(),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {} | {:.0} |",
             r.server,
             r.rooms,
             r.viewers,
             r.connected,
             r.complete,
+            r.missing,
             r.p50_ms,
             r.p99_ms,
             r.max_ms,

@@ -4,7 +4,8 @@
 //!   composed for yrs; every `window` patches the writer's updates are merged into one (the flush
 //!   tick) and a second `SharedDoc` (yrs + rope mirror) applies it.
 //! - `yrs`: raw yrs with the same batching and no mirror: one transaction per patch on the writer,
-//!   its updates merged per window, the replica applying them with no observer.
+//!   its updates merged per window by the same `Batcher`, the replica applying them with no
+//!   observer.
 //! - `yjs`: the Node `yjs` package doing what `yrs` does (bench/node/replay.mjs).
 //!
 //! Each engine runs in its own process so its peak RSS is its own.
@@ -35,8 +36,9 @@ pub struct ReplayResult {
 pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<ReplayResult> {
     let window = window.max(1);
     let patches: Vec<&crate::sync::Edit> = trace.txns.iter().flatten().collect();
+    // The timer stops before the texts are read back for the check, as the yjs script's does.
     let started = Instant::now();
-    let (updates, update_bytes, writer_text, replica_text) = match engine {
+    let (updates, update_bytes, millis, writer_text, replica_text) = match engine {
         "pairedit" => {
             let mut writer = SharedDoc::new();
             let mut replica = SharedDoc::new();
@@ -55,7 +57,8 @@ pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<
                     }
                 }
             }
-            (updates, bytes, writer.text(), replica.text())
+            let millis = started.elapsed().as_secs_f64() * 1000.0;
+            (updates, bytes, millis, writer.text(), replica.text())
         }
         "yrs" => {
             let opts = || Options {
@@ -66,6 +69,7 @@ pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<
             let replica = yrs::Doc::with_options(opts());
             let text = writer.get_or_insert_text(crate::protocol::TEXT_NAME);
             let rtext = replica.get_or_insert_text(crate::protocol::TEXT_NAME);
+            let mut batcher = Batcher::new();
             let outgoing = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
             let sink = outgoing.clone();
             writer
@@ -106,23 +110,25 @@ pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<
                     let batch = std::mem::take(
                         &mut *outgoing.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
                     );
-                    if batch.is_empty() {
-                        continue;
+                    for u in batch {
+                        batcher.push(u);
                     }
-                    let update = yrs::merge_updates_v1(batch.iter().map(Vec::as_slice))?;
+                    let Some(update) = batcher.flush()? else {
+                        continue;
+                    };
                     let decoded = crate::protocol::decode_update(&update)?;
                     replica.transact_mut().apply_update(decoded)?;
                     updates += 1;
                     bytes += update.len();
                 }
             }
+            let millis = started.elapsed().as_secs_f64() * 1000.0;
             let w = text.get_string(&writer.transact());
             let r = rtext.get_string(&replica.transact());
-            (updates, bytes, w, r)
+            (updates, bytes, millis, w, r)
         }
         other => anyhow::bail!("unknown engine {other:?} (pairedit, yrs)"),
     };
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(
         writer_text == trace.end,
         "{engine}: writer did not reach endContent"

@@ -387,6 +387,14 @@ impl ClientState {
         Ok(replies)
     }
 
+    /// Integrates a remote update handed over in-process (a built-in relay applying a member's
+    /// update to the document this session lent it), as if it had come in on the socket.
+    pub fn integrate(&mut self, update: &[u8]) -> Result<(), String> {
+        self.apply_remote(update).map_err(|e| e.to_string())?;
+        self.version += 1;
+        Ok(())
+    }
+
     fn apply_remote(&mut self, update: &[u8]) -> Result<(), protocol::ProtocolError> {
         // The selection's char offsets are about the text before this update.
         self.settle_cursor();

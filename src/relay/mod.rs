@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use metrics::Metrics;
-pub use room::Room;
+pub use room::{Lent, Room};
 
 use crate::protocol::{self, JoinCode, ROLE_HEADER, Role};
 use store::FileStore;
@@ -65,25 +65,31 @@ pub struct RelayConfig {
     pub public_url: Option<String>,
     /// Serve TLS (`wss://`, `https://`) with this certificate; `None` serves plain TCP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Documents handed over in-process for rooms (a host seeding its built-in relay, so a big
-    /// file never crosses the loopback socket as one huge sync message). Applied when the room's
-    /// first connection arrives.
+    /// Documents lent in-process for rooms: a host lends its built-in relay its own document, so
+    /// the room keeps no second copy of a big file and the file never crosses the loopback
+    /// socket as one huge sync message. Taken when the room's first connection arrives.
     pub seeds: Option<Arc<Seeds>>,
 }
 
-/// Whole-document updates waiting for their room's first connection; see [`RelayConfig::seeds`].
-#[derive(Debug, Default)]
-pub struct Seeds(Mutex<HashMap<String, Vec<u8>>>);
+/// Documents waiting for their room's first connection; see [`RelayConfig::seeds`].
+#[derive(Default)]
+pub struct Seeds(Mutex<HashMap<String, room::Lent>>);
+
+impl std::fmt::Debug for Seeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seeds")
+    }
+}
 
 impl Seeds {
-    pub fn put(&self, room: &str, state: Vec<u8>) {
+    pub fn put(&self, room: &str, doc: room::Lent) {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(room.to_string(), state);
+            .insert(room.to_string(), doc);
     }
 
-    fn take(&self, room: &str) -> Option<Vec<u8>> {
+    fn take(&self, room: &str) -> Option<room::Lent> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -569,17 +575,13 @@ async fn join_room(
             "wrong token for this room",
         );
     };
-    // A seed is the host's document handed over in-process; taken by the first member with
-    // a valid token (see RelayConfig::seeds).
-    if let Some(state) = relay.config.seeds.as_ref().and_then(|s| s.take(&room_id)) {
-        // A big file's document takes a while to decode: off the runtime's worker threads.
-        let seeded = {
-            let room = room.clone();
-            tokio::task::spawn_blocking(move || room.seed(&state)).await
-        };
-        if let Err(e) = seeded.unwrap_or_else(|e| Err(e.to_string())) {
-            tracing::warn!(room = %room_id, "room not seeded: {e}");
-        }
+    // A lent document is the host's own, handed over in-process; taken by the first member
+    // with a valid token (see RelayConfig::seeds).
+    if let Some(lent) = relay.config.seeds.as_ref().and_then(|s| s.take(&room_id))
+        && let Err(e) = room.lend(lent)
+    {
+        // The host's sync handshake brings the document over the socket instead.
+        tracing::warn!(room = %room_id, "the host's document was not lent: {e}");
     }
     if room.member_count() >= relay.config.max_members {
         return refuse(

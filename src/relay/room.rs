@@ -28,11 +28,14 @@ struct Member {
 
 struct RoomState {
     awareness: Awareness,
+    /// A host's own document, when it lent it to this room (then `awareness` has a doc of its
+    /// own, unused): see [`Lent`].
+    lent: Option<Lent>,
     members: HashMap<u64, Member>,
     /// Bytes of updates applied since `doc_bytes` was last measured exactly.
     approx_bytes: usize,
-    /// Updates the room's doc emitted for the transaction just applied (filled by an observer).
-    applied: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Updates the room's doc emitted for the transactions just applied (filled by an observer).
+    applied: Applied,
     dirty: bool,
     /// With `--data-dir`: every accepted update is appended here before it is broadcast.
     log: Option<RoomLog>,
@@ -92,6 +95,82 @@ impl Drop for Arrival {
     }
 }
 
+/// What a room's doc changed, transaction by transaction, with who changed it.
+type Applied = Arc<Mutex<Vec<(Source, Vec<u8>)>>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A member's update, applied by the room: sent to every member but that one.
+    Member,
+    /// The lending host's own edit (see [`Lent`]): sent to every member.
+    Host,
+}
+
+/// A host's own yrs document, lent to the room of its built-in relay, so the process keeps one
+/// copy of a (possibly 100 MB) file instead of two, and no seed is ever encoded or decoded.
+///
+/// The room reads `doc` directly but never writes it: a member's update goes to `apply`, which
+/// integrates it the way the host's session integrates a remote update (its composed local
+/// edits first, its rope mirror after), under the host's own lock. The host's transactions
+/// reach the room through the broadcast observer and go to every member when the room next
+/// handles a message (the host's own update message, sent on its next flush, is one); the
+/// host's connection gets them back too, and they change nothing there.
+pub struct Lent {
+    doc: Doc,
+    apply: Box<ApplyFn>,
+    applied: Applied,
+}
+
+/// Integrates a member's update into a lent document (see [`Lent::new`]).
+type ApplyFn = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+
+impl Lent {
+    /// Lends `doc`. `apply` must integrate an update with the transaction origin `apply_origin`:
+    /// transactions with any other origin are the host's own edits. Blocks while a transaction
+    /// is open on `doc`.
+    pub fn new(
+        doc: Doc,
+        apply_origin: &str,
+        apply: impl Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Lent {
+        let applied: Applied = Arc::default();
+        let sink = applied.clone();
+        let member = yrs::Origin::from(apply_origin);
+        // Registered inside a transaction: it cannot race with one the host has open.
+        doc.transact_mut()
+            .observe_update_v1(BROADCAST, move |txn, e| {
+                let source = if txn.origin() == Some(&member) {
+                    Source::Member
+                } else {
+                    Source::Host
+                };
+                lock(&sink).push((source, e.update.clone()));
+            });
+        Lent {
+            doc,
+            apply: Box::new(apply),
+            applied,
+        }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // The host's doc lives on: stop encoding its updates for a room that is gone.
+        self.doc.transact_mut().unobserve_update_v1(BROADCAST);
+    }
+}
+
+impl RoomState {
+    /// The room's document: its own, or the one a host lent it.
+    fn doc(&self) -> &Doc {
+        match &self.lent {
+            Some(lent) => &lent.doc,
+            None => self.awareness.doc(),
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -102,7 +181,7 @@ fn would_change(st: &RoomState, update: &Update) -> bool {
     if update.is_empty() {
         return false;
     }
-    let txn = st.awareness.doc().transact();
+    let txn = st.doc().transact();
     let snapshot = txn.snapshot();
     let sv = &snapshot.state_map;
     update.extends(sv)
@@ -133,11 +212,11 @@ fn new_doc() -> Doc {
 const BROADCAST: &str = "relay-broadcast";
 
 /// Collects what each transaction on the room's doc changed, as an update to broadcast.
-fn observe_broadcast(doc: &yrs::Doc, applied: &Arc<Mutex<Vec<Vec<u8>>>>) {
+fn observe_broadcast(doc: &yrs::Doc, applied: &Applied) {
     let sink = applied.clone();
     // Called only while no transaction is open, so registering cannot fail.
     let registered = doc.observe_update_v1(BROADCAST, move |_, e| {
-        lock(&sink).push(e.update.clone());
+        lock(&sink).push((Source::Member, e.update.clone()));
     });
     debug_assert!(registered.is_ok());
 }
@@ -180,7 +259,7 @@ impl Room {
         log: Option<RoomLog>,
     ) -> Room {
         let doc = new_doc();
-        let applied: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let applied: Applied = Arc::default();
         observe_broadcast(&doc, &applied);
         Room {
             id,
@@ -189,6 +268,7 @@ impl Room {
             max_doc_bytes,
             state: Mutex::new(RoomState {
                 awareness: Awareness::new(doc),
+                lent: None,
                 members: HashMap::new(),
                 approx_bytes: 0,
                 applied,
@@ -222,20 +302,33 @@ impl Room {
         room
     }
 
-    /// Applies a whole document handed over in-process (a host seeding its built-in relay), as
-    /// if a writer had sent it, before anyone is told about the room's state.
-    pub fn seed(&self, update: &[u8]) -> Result<(), String> {
+    /// Takes a host's own document as the room's (see [`Lent`]). Only for a room nobody has
+    /// joined or written to, and without a data dir (the host's own edits never pass through
+    /// the room's log).
+    pub fn lend(&self, lent: Lent) -> Result<(), String> {
         let mut st = lock(&self.state);
-        let empty = st.members.is_empty()
-            && st.awareness.doc().transact().state_vector() == StateVector::default();
+        let empty =
+            st.members.is_empty() && st.doc().transact().state_vector() == StateVector::default();
         if !empty {
-            // Someone is already here: the host's own sync handshake will bring the document.
             return Err("the room is already in use".into());
         }
-        if load_quietly(&mut st, &mut std::iter::once((0, update)), &self.id) == 0 {
-            return Err("the seed update does not apply".into());
+        if st.log.is_some() {
+            return Err("the room is stored on disk".into());
         }
-        st.approx_bytes = st.approx_bytes.max(update.len());
+        // Awareness keeps its own small doc: sharing the host's would give the room the
+        // host's client id, and yrs never lets a peer remove its "own" presence.
+        st.awareness = Awareness::new(new_doc());
+        st.applied = lent.applied.clone();
+        // Its size, about: the content's length in UTF-16 units (encoding it to measure would
+        // cost a transient copy of a big file; the exact size is measured before refusing).
+        st.approx_bytes = lent
+            .doc
+            .transact()
+            .state_vector()
+            .iter()
+            .map(|(_, clock)| *clock as usize)
+            .sum();
+        st.lent = Some(lent);
         st.dirty = true;
         Ok(())
     }
@@ -244,7 +337,6 @@ impl Room {
     pub fn compact(&self) -> std::io::Result<()> {
         let mut st = lock(&self.state);
         let state = st
-            .awareness
             .doc()
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
@@ -295,7 +387,7 @@ impl Room {
     /// The room's whole document as one update (for snapshots and tests).
     pub fn encode_state(&self) -> Vec<u8> {
         let st = lock(&self.state);
-        let txn = st.awareness.doc().transact();
+        let txn = st.doc().transact();
         txn.encode_state_as_update_v1(&StateVector::default())
     }
 
@@ -322,7 +414,7 @@ impl Room {
         if st.members.len() >= max_members {
             return None;
         }
-        let sv = st.awareness.doc().transact().state_vector();
+        let sv = st.doc().transact().state_vector();
         let mut hello = vec![Bytes::from(protocol::sync_step1(&sv))];
         if let Ok(update) = st.awareness.update()
             && !update.clients.is_empty()
@@ -393,22 +485,46 @@ impl Room {
         let Some(role) = st.members.get(&conn_id).map(|m| m.role) else {
             return Ok(());
         };
+        let handled = self.handle_messages(&mut st, conn_id, role, msgs);
+        // What the doc changed goes out even when a later message in the frame was refused.
+        self.send_applied(&mut st, conn_id);
+        handled
+    }
+
+    /// Sends what the room's doc changed since the last call: a member's update to everyone
+    /// else (`from` sent it), a lending host's edit to everyone.
+    fn send_applied(&self, st: &mut RoomState, from: u64) {
+        let applied = std::mem::take(&mut *lock(&st.applied));
+        for (source, update) in applied {
+            st.dirty = true;
+            let except = (source == Source::Member).then_some(from);
+            self.broadcast(st, except, Bytes::from(protocol::sync_update(update)));
+        }
+    }
+
+    fn handle_messages(
+        &self,
+        st: &mut RoomState,
+        conn_id: u64,
+        role: Role,
+        msgs: Vec<Message>,
+    ) -> Result<(), Refusal> {
         for msg in msgs {
             match msg {
                 Message::Sync(SyncMessage::SyncStep1(sv)) => {
-                    let diff = st.awareness.doc().transact().encode_state_as_update_v1(&sv);
-                    self.send_to(&mut st, conn_id, Bytes::from(protocol::sync_step2(diff)));
+                    let diff = st.doc().transact().encode_state_as_update_v1(&sv);
+                    self.send_to(st, conn_id, Bytes::from(protocol::sync_step2(diff)));
                 }
                 Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
                     match role {
-                        Role::Writer => self.apply_write(&mut st, conn_id, &update)?,
-                        Role::Viewer => self.refuse_viewer_write(&mut st, conn_id, &update)?,
+                        Role::Writer => self.apply_write(st, &update)?,
+                        Role::Viewer => self.refuse_viewer_write(st, conn_id, &update)?,
                     }
                 }
-                Message::Awareness(update) => self.apply_awareness(&mut st, conn_id, update),
+                Message::Awareness(update) => self.apply_awareness(st, conn_id, update),
                 Message::AwarenessQuery => {
                     if let Ok(update) = st.awareness.update() {
-                        self.send_to(&mut st, conn_id, Bytes::from(protocol::awareness(update)));
+                        self.send_to(st, conn_id, Bytes::from(protocol::awareness(update)));
                     }
                 }
                 // Clients have no business sending auth; unknown tags are ignored like y-websocket does.
@@ -422,7 +538,7 @@ impl Room {
         Ok(())
     }
 
-    fn apply_write(&self, st: &mut RoomState, conn_id: u64, bytes: &[u8]) -> Result<(), Refusal> {
+    fn apply_write(&self, st: &mut RoomState, bytes: &[u8]) -> Result<(), Refusal> {
         let update =
             protocol::decode_update(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
         if !would_change(st, &update) {
@@ -432,7 +548,6 @@ impl Room {
         if st.approx_bytes + bytes.len() > self.max_doc_bytes {
             // The running estimate only grows; measure exactly before refusing.
             let exact = st
-                .awareness
                 .doc()
                 .transact()
                 .encode_state_as_update_v1(&StateVector::default())
@@ -449,16 +564,18 @@ impl Room {
                 Refusal::Storage(e.to_string())
             })?;
         }
-        st.awareness
-            .doc()
-            .transact_mut()
-            .apply_update(update)
-            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        match &st.lent {
+            Some(lent) => (lent.apply)(bytes).map_err(Refusal::Malformed)?,
+            None => st
+                .doc()
+                .transact_mut()
+                .apply_update(update)
+                .map_err(|e| Refusal::Malformed(e.to_string()))?,
+        }
         st.approx_bytes += bytes.len();
         if st.log.as_ref().is_some_and(|l| l.len > COMPACT_LOG_AT) {
             // Keep replay time and disk use bounded; the periodic snapshot covers the rest.
             let state = st
-                .awareness
                 .doc()
                 .transact()
                 .encode_state_as_update_v1(&StateVector::default());
@@ -467,15 +584,6 @@ impl Room {
             {
                 tracing::error!(room = %self.id, "compaction failed: {e}");
             }
-        }
-        let applied = std::mem::take(&mut *lock(&st.applied));
-        for update in applied {
-            st.dirty = true;
-            self.broadcast(
-                st,
-                Some(conn_id),
-                Bytes::from(protocol::sync_update(update)),
-            );
         }
         Ok(())
     }
