@@ -403,6 +403,33 @@ fn a_peer_cursor_resolves_through_pending_local_edits() {
 /// A host opens a file with its text in the rope only; yrs gets it after the first frame. The
 /// load is not sent (peers get the text through the handshake), not mirrored twice, and not
 /// undoable; edits made before it land in the right place; a peer that joins converges.
+/// A big deferred text goes into yrs in pieces (last first): what yrs ends with is the text,
+/// byte for byte, across piece boundaries that fall inside CRLF pairs, astral and combining
+/// characters; a peer gets it whole; edits at the boundaries land in place.
+#[test]
+fn a_big_deferred_text_loads_in_pieces_byte_exactly() {
+    let line = "x\r\n日本 😀 e\u{301}\t";
+    let content: String =
+        std::iter::repeat_n(line, 2_600_000 / line.chars().count() + 1).collect::<String>() + "end";
+    assert!(content.chars().count() > 2 << 20, "more than two pieces");
+    let mut host = SharedDoc::with_text_deferred(content.clone());
+    host.load();
+    assert!(host.ytext() == content, "yrs has the text byte for byte");
+    let mut peer = SharedDoc::from_update(&host.encode_state()).unwrap();
+    assert!(peer.text() == content);
+    let boundary = 1 << 20;
+    host.apply_local(&Edit::insert(boundary, "<B>")).unwrap();
+    host.apply_local(&Edit::delete(boundary + 3, 2)).unwrap();
+    for u in host.take_outgoing() {
+        peer.apply_remote(&u).unwrap();
+    }
+    let mut want: Vec<char> = content.chars().collect();
+    want.drain(boundary..boundary + 2);
+    let tail: String = want.split_off(boundary).into_iter().collect();
+    let want = format!("{}<B>{tail}", want.into_iter().collect::<String>());
+    assert!(host.text() == want && host.ytext() == want && peer.text() == want);
+}
+
 #[test]
 fn a_deferred_text_loads_once_and_is_neither_sent_nor_undone() {
     let content = "fn main() {\r\n\tprintln!(\"日本 😀 e\u{301}\");\r\n}\r\n".to_string();
