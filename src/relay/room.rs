@@ -28,8 +28,8 @@ struct Member {
 
 struct RoomState {
     awareness: Awareness,
-    /// A host's own document, when it lent it to this room (then `awareness` has a doc of its
-    /// own, unused): see [`Lent`].
+    /// A host's own document, when it lent it to this room (then the doc under `awareness`
+    /// stays empty): see [`Lent`].
     lent: Option<Lent>,
     members: HashMap<u64, Member>,
     /// Bytes of updates applied since `doc_bytes` was last measured exactly.
@@ -315,9 +315,8 @@ impl Room {
         if st.log.is_some() {
             return Err("the room is stored on disk".into());
         }
-        // Awareness keeps its own small doc: sharing the host's would give the room the
-        // host's client id, and yrs never lets a peer remove its "own" presence.
-        st.awareness = Awareness::new(new_doc());
+        // Awareness keeps the room's own (empty) doc: on the host's, it would have the host's
+        // client id, and yrs never lets a peer remove its "own" presence.
         st.applied = lent.applied.clone();
         // Its size, about: the content's length in UTF-16 units (encoding it to measure would
         // cost a transient copy of a big file; the exact size is measured before refusing).

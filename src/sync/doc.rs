@@ -218,15 +218,6 @@ impl Loader {
         watch_outgoing(&mut self.doc.transact_mut(), &self.outgoing);
         *unloaded = None;
     }
-
-    /// The whole document as one update, as yrs has it: local edits still being composed in
-    /// the owner are not in it (a peer given this gets them through the sync handshake).
-    pub fn encode_state(&self) -> Vec<u8> {
-        self.load();
-        self.doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default())
-    }
 }
 
 const OUTGOING_KEY: &str = "pairedit-outgoing";
@@ -306,7 +297,7 @@ impl SharedDoc {
         }
     }
 
-    /// A handle that loads the deferred text and encodes the document from another thread,
+    /// A handle that loads the deferred text from another thread,
     /// without the lock its owner is kept under (so the editor keeps drawing meanwhile).
     pub fn loader(&self) -> Loader {
         Loader {
