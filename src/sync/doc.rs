@@ -210,9 +210,13 @@ impl Loader {
             let mut txn = self.doc.transact_mut_with(LOAD_ORIGIN);
             let chars = content.len_chars();
             let pieces = chars.div_ceil(LOAD_PIECE);
+            let mut buf = String::new();
             for k in (0..pieces).rev() {
                 let piece = content.slice(k * LOAD_PIECE..((k + 1) * LOAD_PIECE).min(chars));
-                self.text.insert(&mut txn, 0, &piece.to_string());
+                buf.clear();
+                buf.reserve(piece.len_bytes());
+                piece.chunks().for_each(|c| buf.push_str(c));
+                self.text.insert(&mut txn, 0, &buf);
             }
         }
         watch_outgoing(&mut self.doc.transact_mut(), &self.outgoing);
