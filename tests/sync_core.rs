@@ -3,6 +3,7 @@
 
 use pairedit::sync::{Batcher, Edit, SharedDoc};
 use proptest::prelude::*;
+use yrs::updates::decoder::Decode as _;
 
 /// Pieces of text that stress offset conversion: multi-byte, astral (surrogate pairs in UTF-16),
 /// combining marks, ZWJ sequences, CRLF and tabs.
@@ -74,8 +75,114 @@ fn to_edit(op: &Op, len: usize, cursor: &mut usize) -> Edit {
     edit
 }
 
+/// A yrs doc as `SharedDoc` makes it (UTF-16 offsets), with a fixed client ID.
+fn ydoc(client: u64) -> yrs::Doc {
+    yrs::Doc::with_options(yrs::Options {
+        client_id: yrs::block::ClientID::new(client),
+        offset_kind: yrs::OffsetKind::Utf16,
+        ..yrs::Options::default()
+    })
+}
+
+fn utf16_of(s: &str, char_idx: usize) -> u32 {
+    s.chars().take(char_idx).map(char::len_utf16).sum::<usize>() as u32
+}
+
+fn full_state(doc: &yrs::Doc) -> Vec<u8> {
+    use yrs::{ReadTxn as _, Transact as _};
+    doc.transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default())
+}
+
+#[test]
+fn typing_goes_into_yrs_by_id_after_the_first_key() {
+    let mut doc = SharedDoc::new();
+    let mut replica = SharedDoc::new();
+    doc.apply_local(&Edit::insert(0, "fn main() {}")).unwrap();
+    doc.commit_local();
+    let mut at = 11;
+    for key in ["\n", "  ", "l", "é", "😀", "t"] {
+        doc.apply_local(&Edit::insert(at, key)).unwrap();
+        doc.commit_local();
+        at += key.chars().count();
+    }
+    // The first key is not where the text before it ended (that was after the `}`).
+    assert_eq!(
+        doc.continued_inserts(),
+        5,
+        "every key after the first continues it"
+    );
+    for u in doc.take_outgoing() {
+        replica.apply_remote(&u).unwrap();
+    }
+    assert_eq!(replica.text(), "fn main() {\n  lé😀t}");
+    assert_eq!(doc.ytext(), doc.text());
+    // A remote change to the text ends the run: the next key goes in by index, then runs on.
+    replica.apply_local(&Edit::insert(0, "// x\n")).unwrap();
+    for u in replica.take_outgoing() {
+        doc.apply_remote(&u).unwrap();
+    }
+    let at = doc.len_chars() - 1;
+    doc.apply_local(&Edit::insert(at, "!")).unwrap();
+    doc.commit_local();
+    assert_eq!(doc.continued_inserts(), 5);
+    doc.apply_local(&Edit::insert(at + 1, "?")).unwrap();
+    doc.commit_local();
+    assert_eq!(doc.continued_inserts(), 6);
+    assert_eq!(doc.ytext(), "// x\nfn main() {\n  lé😀t!?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Inserts that continue the previous one go into yrs as updates pairedit encodes itself
+    /// (by ID); the document they make must be the one yrs' own index inserts make, byte for
+    /// byte, with a peer's edits arriving in between.
+    #[test]
+    fn typing_by_id_makes_the_same_document_as_yrs(
+        ops in prop::collection::vec(op(), 1..80),
+        peer_every in 2..15usize,
+    ) {
+        use yrs::{GetString as _, Text as _, Transact as _};
+        let mut doc = SharedDoc::with_doc(ydoc(1));
+        let reference = ydoc(1);
+        let rtext = reference.get_or_insert_text(pairedit::protocol::TEXT_NAME);
+        let mut peer = SharedDoc::with_doc(ydoc(2));
+        let (mut cursor, mut peer_cursor) = (0, 0);
+        for (i, op) in ops.iter().enumerate() {
+            let edit = to_edit(op, doc.len_chars(), &mut cursor);
+            let before = doc.text();
+            doc.apply_local(&edit).unwrap();
+            doc.commit_local();
+            {
+                let at16 = utf16_of(&before, edit.at);
+                let del16 = utf16_of(&before, edit.at + edit.delete) - at16;
+                let mut txn = reference.transact_mut();
+                if del16 > 0 {
+                    rtext.remove_range(&mut txn, at16, del16);
+                }
+                if !edit.insert.is_empty() {
+                    rtext.insert(&mut txn, at16, &edit.insert);
+                }
+            }
+            prop_assert_eq!(full_state(doc.doc()), full_state(&reference));
+            if i % peer_every == 0 {
+                for u in doc.take_outgoing() {
+                    peer.apply_remote(&u).unwrap();
+                }
+                let e = to_edit(op, peer.len_chars(), &mut peer_cursor);
+                peer.apply_local(&e).unwrap();
+                for u in peer.take_outgoing() {
+                    doc.apply_remote(&u).unwrap();
+                    let u = yrs::Update::decode_v1(&u).unwrap();
+                    reference.transact_mut().apply_update(u).unwrap();
+                }
+                prop_assert_eq!(full_state(doc.doc()), full_state(&reference));
+            }
+        }
+        prop_assert_eq!(doc.text(), rtext.get_string(&reference.transact()));
+        prop_assert_eq!(doc.text(), doc.ytext());
+    }
 
     /// Edits compose in between checks (`check_every`), so yrs sees multi-edit compositions.
     #[test]

@@ -4,17 +4,20 @@
 //! Offsets: callers speak `char`s (what ropey indexes by); the yrs doc uses UTF-16 offsets, as JS
 //! Yjs does, so lengths agree with browser peers. Conversions go through the rope.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ropey::Rope;
 use yrs::types::Delta;
 use yrs::types::text::YChange;
 use yrs::undo::UndoManager;
+use yrs::updates::decoder::Decode as _;
 use yrs::{
     Any, Doc, GetString, Map, MapRef, Observable, OffsetKind, Options, Origin, Out, ReadTxn,
     StateVector, Text, TextRef, Transact, TransactionMut,
 };
 
+use super::typing::{self, Tail};
 use crate::protocol::{META_NAME, TEXT_NAME};
 
 /// Origin of transactions made by this replica's own edits (already applied to the rope).
@@ -174,6 +177,12 @@ pub struct SharedDoc {
     /// as the rope was when built (a clone shares its chunks). Local edits cannot be pending
     /// while this is set: the first one loads it.
     unloaded: Arc<Mutex<Option<Rope>>>,
+    /// Transactions that changed the text, any origin (counted by the text's observer).
+    changes: Arc<AtomicU64>,
+    /// Where our last insert into yrs ended, for the next one to continue it ([`typing`]).
+    tail: Mutex<Option<Tail>>,
+    /// Inserts that went into yrs that way.
+    continued: AtomicU64,
 }
 
 /// See [`SharedDoc::loader`].
@@ -317,11 +326,14 @@ impl SharedDoc {
         let meta = doc.get_or_insert_map(META_NAME);
         let observed: Arc<Mutex<Vec<Vec<Op>>>> = Arc::default();
         let outgoing: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let changes: Arc<AtomicU64> = Arc::default();
         let local = Origin::from(LOCAL_ORIGIN);
         let load = Origin::from(LOAD_ORIGIN);
         {
             let observed = observed.clone();
+            let changes = changes.clone();
             text.observe("pairedit-mirror", move |txn, event| {
+                changes.fetch_add(1, Ordering::Relaxed);
                 if txn.origin() == Some(&local) || txn.origin() == Some(&load) {
                     return;
                 }
@@ -354,6 +366,9 @@ impl SharedDoc {
             unsent_edits: 0,
             last_edit: None,
             unloaded: Arc::new(Mutex::new(deferred)),
+            changes,
+            tail: Mutex::new(None),
+            continued: AtomicU64::new(0),
         }
     }
 
@@ -421,14 +436,92 @@ impl SharedDoc {
         }
         // Text before the region is the same in the rope and in yrs.
         let start16 = self.rope.char_to_utf16_cu(p.start) as u32;
-        let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
-        if p.deleted16 > 0 {
-            self.text
-                .remove_range(&mut txn, start16, p.deleted16 as u32);
+        let tail = lock(&self.tail).take();
+        let current = self.changes.load(Ordering::Relaxed);
+        let continues =
+            tail.filter(|t| t.seen == current && t.at16 == start16 + p.deleted16 as u32);
+        if let Some(done) = continues.and_then(|t| self.continue_edit(&t, p.deleted16, &p.inserted))
+        {
+            *lock(&self.tail) = done;
+            return;
         }
+        let client = self.doc.client_id();
+        let clock = {
+            let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
+            let clock = txn.state_vector().get(&client);
+            if p.deleted16 > 0 {
+                self.text
+                    .remove_range(&mut txn, start16, p.deleted16 as u32);
+            }
+            if !p.inserted.is_empty() {
+                self.text.insert(&mut txn, start16, &p.inserted);
+            }
+            clock
+        };
         if !p.inserted.is_empty() {
-            self.text.insert(&mut txn, start16, &p.inserted);
+            *lock(&self.tail) = self.tail_of_last_update(start16, clock, &p.inserted);
         }
+    }
+
+    /// How many local edits reached yrs by ID, continuing the insert before, instead of by
+    /// index (a walk of the whole text in yrs 0.28).
+    pub fn continued_inserts(&self) -> u64 {
+        self.continued.load(Ordering::Relaxed)
+    }
+
+    /// Deletes `del16` units before our previous insert's end and inserts `text` there, by ID
+    /// ([`typing`]). `None` if the tail cannot say how, or yrs did not take it (nothing changed
+    /// then: the caller goes by index); else the tail for the next edit.
+    fn continue_edit(&self, tail: &Tail, del16: usize, text: &str) -> Option<Option<Tail>> {
+        let client = self.doc.client_id();
+        let del16 = u32::try_from(del16).ok()?;
+        let len16 = u32::try_from(text.encode_utf16().count()).ok()?;
+        let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
+        let clock = txn.state_vector().get(&client);
+        let plan = tail.plan(del16, len16, client, clock)?;
+        let insert = (len16 > 0).then_some((&tail.end, tail.right.as_ref(), text));
+        let update = typing::encode_edit(client, clock, &plan.deletes, insert);
+        let update = yrs::Update::decode_v1(&update).ok()?;
+        let before = self.text.len(&txn);
+        // Integrated at once or not at all: both origins and every deleted character are in
+        // the doc (yrs holds back only what misses a dependency), and nothing conflicts.
+        let applied = txn.apply_update(update);
+        let after = self.text.len(&txn);
+        drop(txn);
+        if after + del16 == before + len16 && applied.is_ok() {
+            self.continued.fetch_add(1, Ordering::Relaxed);
+            let seen = self.changes.load(Ordering::Relaxed);
+            return Some(Some(Tail { seen, ..plan.next }));
+        }
+        debug_assert!(
+            false,
+            "edit by ID refused: {applied:?}, {before} -> {after}"
+        );
+        tracing::warn!("edit by ID refused ({applied:?}, {before} -> {after})");
+        // Unchanged: the caller edits by index. Changed otherwise (never seen): the mirror's
+        // length check on the next remote update rebuilds the rope from yrs.
+        (after != before).then_some(None)
+    }
+
+    /// The tail of the insert of `inserted` at `start16` that the last local transaction made
+    /// (our clock was `clock` before it), read back from its update; `None` when that update is
+    /// not that one insert.
+    fn tail_of_last_update(&self, start16: u32, clock: u32, inserted: &str) -> Option<Tail> {
+        let client = self.doc.client_id();
+        let outgoing = lock(&self.outgoing);
+        let ins = typing::single_insert(outgoing.last()?, client)?;
+        let len16 = u32::try_from(inserted.encode_utf16().count()).ok()?;
+        if ins.first.clock != clock || ins.len16 != len16 {
+            return None;
+        }
+        let seen = self.changes.load(Ordering::Relaxed);
+        Some(Tail::after_insert(
+            start16 + len16,
+            ins.first,
+            len16,
+            ins.right,
+            seen,
+        ))
     }
 
     /// Turns on per-user undo: only transactions with [`LOCAL_ORIGIN`] are recorded, so a

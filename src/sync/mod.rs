@@ -6,6 +6,7 @@
 mod batch;
 mod doc;
 pub mod presence;
+mod typing;
 
 pub use batch::Batcher;
 pub use doc::{DocError, Edit, LOCAL_ORIGIN, REMOTE_ORIGIN, SharedDoc};

@@ -1,0 +1,331 @@
+//! The typing fast path: an insert that continues this replica's previous insert goes into yrs as
+//! an update we encode ourselves, not through `Text::insert(index)`.
+//!
+//! yrs 0.28 turns an index into a place in the text by walking its block list from the start
+//! (it has no search markers), so every local insert costs O(document). But an insert made right
+//! after our own previous one, with no other change to the text in between, has a place we
+//! already know: its left neighbour is the last character we inserted, its right neighbour the
+//! one that insert had. An update carrying an item with those two origins is integrated by ID
+//! (a binary search per origin), and it is exactly the update `Text::insert` would have produced.
+//!
+//! The encoding is lib0 v1, the y-protocols update format:
+//! `structs = varuint clients, { varuint structs, varuint client, varuint clock, struct* }`, then
+//! the delete set. An item is an info byte (content ref in the low 5 bits, 0x80 = has origin,
+//! 0x40 = has right origin, 0x20 = has parent sub), the origins as `varuint client, varuint clock`,
+//! and its content (a string is `varuint byte length, UTF-8`).
+
+use yrs::block::{ClientID, ID};
+
+const HAS_ORIGIN: u8 = 0x80;
+const HAS_RIGHT_ORIGIN: u8 = 0x40;
+const HAS_PARENT_SUB: u8 = 0x20;
+const CONTENT_STRING: u8 = 4;
+
+/// Where this replica's last insert ended, and what surrounds that point in yrs.
+///
+/// yrs (like Yjs) puts an insert after any deleted items at its index, right before the next
+/// visible one. So every insert that continues this one lands right before the same item,
+/// `right`, after the last character inserted before it, `end`, even if that one was deleted
+/// since (backspaced): those are its two origins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    /// UTF-16 offset where the next insert goes (after the visible text we typed).
+    pub at16: u32,
+    /// The visible text just before `at16` that we typed, as runs of consecutive clocks, in
+    /// text order (an insert after a backspace starts a new run: the deleted characters keep
+    /// their clocks). A backspace within them deletes by ID.
+    pub runs: Vec<(ID, u32)>,
+    /// The last character inserted, deleted or not: the next insert's left origin.
+    pub end: ID,
+    /// The first visible item after our inserts, if any: the next insert's right origin.
+    pub right: Option<ID>,
+    /// The document's text-change count once the edit was in: if it moved since, something
+    /// else changed the text and the neighbours may be others.
+    pub seen: u64,
+}
+
+/// Runs kept for backspacing by ID; an older one is forgotten (a backspace reaching it takes
+/// the index path).
+const MAX_RUNS: usize = 32;
+
+/// What an edit at a [`Tail`] becomes: ID ranges to delete, and the tail after it (its `seen`
+/// left for the caller to set). An insert goes between the tail's `end` and `right`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// `(clock, len)` of our client's characters to delete, ascending.
+    pub deletes: Vec<(u32, u32)>,
+    pub next: Tail,
+}
+
+impl Tail {
+    /// The tail of one insert of `len16` units as item `first`, before `right`, ending at
+    /// `at16`.
+    pub fn after_insert(at16: u32, first: ID, len16: u32, right: Option<ID>, seen: u64) -> Tail {
+        Tail {
+            at16,
+            runs: vec![(first, len16)],
+            end: ID::new(first.client, first.clock + len16 - 1),
+            right,
+            seen,
+        }
+    }
+
+    /// The edit "delete `del16` units before the tail, then insert `len16` units as item
+    /// `(client, clock)`" by ID, or `None` if the tail does not know every deleted character.
+    pub fn plan(&self, del16: u32, len16: u32, client: ClientID, clock: u32) -> Option<Plan> {
+        let typed: u64 = self.runs.iter().map(|&(_, len)| u64::from(len)).sum();
+        if u64::from(del16) > typed {
+            return None;
+        }
+        let mut runs = self.runs.clone();
+        let mut deletes = Vec::new();
+        let mut left = del16;
+        while left > 0 {
+            let (first, len) = runs.last_mut()?;
+            let cut = left.min(*len);
+            *len -= cut;
+            left -= cut;
+            deletes.push((first.clock + *len, cut));
+            if *len == 0 {
+                runs.pop();
+            }
+        }
+        deletes.sort_unstable();
+        let mut end = self.end;
+        if len16 > 0 {
+            let follows = end.client == client && end.clock + 1 == clock;
+            match runs.last_mut() {
+                // Typing on: the run grows (and yrs merges the items).
+                Some((first, len)) if follows && first.clock + *len == clock => *len += len16,
+                _ => runs.push((ID::new(client, clock), len16)),
+            }
+            if runs.len() > MAX_RUNS {
+                runs.remove(0);
+            }
+            end = ID::new(client, clock + len16 - 1);
+        }
+        Some(Plan {
+            deletes,
+            next: Tail {
+                at16: self.at16 - del16 + len16,
+                runs,
+                end,
+                right: self.right,
+                seen: self.seen,
+            },
+        })
+    }
+}
+
+/// One string item, as [`single_insert`] reads it from an update.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Inserted {
+    pub first: ID,
+    pub len16: u32,
+    pub right: Option<ID>,
+}
+
+fn put_varuint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_id(out: &mut Vec<u8>, id: &ID) {
+    put_varuint(out, id.client.get());
+    put_varuint(out, u64::from(id.clock));
+}
+
+/// The v1 update that deletes our client's `deletes` (`(clock, len)`, ascending) and, if
+/// `insert` is given, inserts its text as item `(client, clock)` between its two origins.
+pub fn encode_edit(
+    client: ClientID,
+    clock: u32,
+    deletes: &[(u32, u32)],
+    insert: Option<(&ID, Option<&ID>, &str)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(insert.map_or(0, |(_, _, t)| t.len()) + 32);
+    match insert {
+        None => put_varuint(&mut out, 0), // no structs
+        Some((origin, right, text)) => {
+            put_varuint(&mut out, 1); // clients
+            put_varuint(&mut out, 1); // structs of this client
+            put_varuint(&mut out, client.get());
+            put_varuint(&mut out, u64::from(clock));
+            let info =
+                CONTENT_STRING | HAS_ORIGIN | if right.is_some() { HAS_RIGHT_ORIGIN } else { 0 };
+            out.push(info);
+            put_id(&mut out, origin);
+            if let Some(right) = right {
+                put_id(&mut out, right);
+            }
+            put_varuint(&mut out, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    if deletes.is_empty() {
+        put_varuint(&mut out, 0);
+    } else {
+        put_varuint(&mut out, 1);
+        put_varuint(&mut out, client.get());
+        put_varuint(&mut out, deletes.len() as u64);
+        for &(clock, len) in deletes {
+            put_varuint(&mut out, u64::from(clock));
+            put_varuint(&mut out, u64::from(len));
+        }
+    }
+    out
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        Some(b)
+    }
+
+    fn varuint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A client ID: 53 bits at most (what JS numbers hold exactly).
+    fn client(&mut self) -> Option<ClientID> {
+        let v = self.varuint()?;
+        (v < 1 << 53).then(|| ClientID::new(v))
+    }
+
+    fn id(&mut self) -> Option<ID> {
+        let client = self.client()?;
+        let clock = u32::try_from(self.varuint()?).ok()?;
+        Some(ID::new(client, clock))
+    }
+
+    fn string(&mut self) -> Option<&str> {
+        let len = usize::try_from(self.varuint()?).ok()?;
+        if len > self.bytes.len() {
+            return None;
+        }
+        let (s, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        std::str::from_utf8(s).ok()
+    }
+}
+
+/// The string item of an update that holds exactly one struct, of `client`, with a left origin
+/// (what one `Text::insert` after the text's start produces); `None` for anything else. The
+/// delete set is not read: deleted items stay in the list, so they do not move the neighbours.
+pub fn single_insert(update: &[u8], client: ClientID) -> Option<Inserted> {
+    let mut r = Reader { bytes: update };
+    if r.varuint()? != 1 || r.varuint()? != 1 || r.client()? != client {
+        return None;
+    }
+    let clock = u32::try_from(r.varuint()?).ok()?;
+    let info = r.byte()?;
+    if info & 0x1f != CONTENT_STRING || info & HAS_ORIGIN == 0 || info & HAS_PARENT_SUB != 0 {
+        return None;
+    }
+    r.id()?;
+    let right = if info & HAS_RIGHT_ORIGIN != 0 {
+        Some(r.id()?)
+    } else {
+        None
+    };
+    let text = r.string()?;
+    let len16 = u32::try_from(text.encode_utf16().count()).ok()?;
+    (len16 > 0).then_some(Inserted {
+        first: ID::new(client, clock),
+        len16,
+        right,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::updates::decoder::Decode;
+    use yrs::{Doc, GetString, Options, ReadTxn, Text, Transact, Update};
+
+    fn id(client: u64, clock: u32) -> ID {
+        ID::new(ClientID::new(client), clock)
+    }
+
+    fn doc(client: u64) -> Doc {
+        Doc::with_options(Options {
+            client_id: ClientID::new(client),
+            offset_kind: yrs::OffsetKind::Utf16,
+            ..Options::default()
+        })
+    }
+
+    #[test]
+    fn reads_what_yrs_writes_and_writes_what_yrs_reads() {
+        let d = doc(7);
+        let text = d.get_or_insert_text("content");
+        text.insert(&mut d.transact_mut(), 0, "helloworld");
+        let sv = d.transact().state_vector();
+        let update = {
+            let mut txn = d.transact_mut();
+            text.insert(&mut txn, 5, "🦀 ");
+            txn.encode_update_v1()
+        };
+        let got = single_insert(&update, ClientID::new(7)).expect("one insert");
+        assert_eq!(got.first, id(7, 10));
+        assert_eq!(got.len16, 3, "the crab is two UTF-16 units");
+        assert_eq!(got.right, Some(id(7, 5)));
+        assert_eq!(
+            single_insert(&update, ClientID::new(8)),
+            None,
+            "another client's"
+        );
+        assert_eq!(
+            single_insert(&update[..update.len() - 4], ClientID::new(7)),
+            None,
+            "cut short"
+        );
+
+        // Continue it with our own encoding: the same as yrs' own insert, byte for byte.
+        let ours = encode_edit(
+            ClientID::new(7),
+            13,
+            &[],
+            Some((&id(7, 12), got.right.as_ref(), "é!")),
+        );
+        let twin = doc(7);
+        twin.transact_mut()
+            .apply_update(
+                Update::decode_v1(&d.transact().encode_state_as_update_v1(&Default::default()))
+                    .expect("decode"),
+            )
+            .expect("apply");
+        let twin_text = twin.get_or_insert_text("content");
+        let theirs = {
+            let mut txn = twin.transact_mut();
+            twin_text.insert(&mut txn, 8, "é!");
+            txn.encode_update_v1()
+        };
+        assert_eq!(ours, theirs);
+        d.transact_mut()
+            .apply_update(Update::decode_v1(&ours).expect("decode"))
+            .expect("apply");
+        assert_eq!(text.get_string(&d.transact()), "hello🦀 é!world");
+        assert_ne!(sv, d.transact().state_vector());
+    }
+}
