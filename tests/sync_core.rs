@@ -132,8 +132,112 @@ fn typing_goes_into_yrs_by_id_after_the_first_key() {
     assert_eq!(doc.ytext(), "// x\nfn main() {\n  lé😀t!?}");
 }
 
+#[test]
+fn a_peers_typing_lands_without_a_delta_once_its_place_is_known() {
+    let mut writer = SharedDoc::new();
+    let mut reader = SharedDoc::new();
+    let send = |w: &mut SharedDoc, r: &mut SharedDoc| {
+        for u in w.take_outgoing() {
+            r.apply_remote(&u).unwrap();
+        }
+    };
+    writer
+        .apply_local(&Edit::insert(0, "let x = 1;\n"))
+        .unwrap();
+    send(&mut writer, &mut reader);
+    let mut at = 9;
+    for key in ["2", "3", "😀", "é"] {
+        writer.apply_local(&Edit::insert(at, key)).unwrap();
+        send(&mut writer, &mut reader);
+        at += 1;
+    }
+    // Backspace twice (a delete by ID), then type on after the deleted characters.
+    writer.apply_local(&Edit::delete(at - 1, 1)).unwrap();
+    send(&mut writer, &mut reader);
+    writer.apply_local(&Edit::delete(at - 2, 1)).unwrap();
+    send(&mut writer, &mut reader);
+    writer.apply_local(&Edit::insert(at - 2, "4")).unwrap();
+    send(&mut writer, &mut reader);
+    // All but the first two: "2" went in before the `;`, not after the first insert.
+    assert_eq!(reader.remote_known(), 6, "every update after the first two");
+    assert_eq!(reader.text(), "let x = 1234;\n");
+    assert_eq!(reader.ytext(), reader.text());
+    // The reader's own edit ends the run on its side: the next update goes through yrs' delta.
+    reader.apply_local(&Edit::insert(0, "// ")).unwrap();
+    reader.commit_local();
+    writer.apply_local(&Edit::insert(at - 1, "5")).unwrap();
+    send(&mut writer, &mut reader);
+    assert_eq!(reader.remote_known(), 6);
+    writer.apply_local(&Edit::insert(at, "6")).unwrap();
+    send(&mut writer, &mut reader);
+    assert_eq!(reader.remote_known(), 7);
+    assert_eq!(reader.text(), "// let x = 123456;\n");
+    send(&mut reader, &mut writer);
+    assert_eq!(writer.text(), reader.text());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A reader places a writer's typing from the update before it, not from yrs' delta; with
+    /// its own edits and a third peer's arriving in between (held back a while), its rope must
+    /// stay the Y.Text and everyone must converge.
+    #[test]
+    fn known_remote_edits_keep_the_mirror_exact(
+        ops in prop::collection::vec(op(), 1..80),
+        reader_ops in prop::collection::vec(op(), 0..20),
+        reader_every in 2..12usize,
+        third_every in 3..15usize,
+    ) {
+        let mut writer = SharedDoc::new();
+        let mut reader = SharedDoc::new();
+        let mut third = SharedDoc::new();
+        let (mut wc, mut rc, mut tc) = (0, 0, 0);
+        let mut from_reader = Vec::new();
+        let mut from_third = Vec::new();
+        let mut reader_ops = reader_ops.iter();
+        for (i, op) in ops.iter().enumerate() {
+            let e = to_edit(op, writer.len_chars(), &mut wc);
+            writer.apply_local(&e).unwrap();
+            for u in writer.take_outgoing() {
+                reader.apply_remote(&u).unwrap();
+                third.apply_remote(&u).unwrap();
+                prop_assert_eq!(reader.text(), reader.ytext());
+            }
+            if i % reader_every == 0
+                && let Some(op) = reader_ops.next()
+            {
+                let e = to_edit(op, reader.len_chars(), &mut rc);
+                reader.apply_local(&e).unwrap();
+                from_reader.extend(reader.take_outgoing());
+            }
+            if i % third_every == 0 {
+                let e = to_edit(op, third.len_chars(), &mut tc);
+                third.apply_local(&e).unwrap();
+                from_third.extend(third.take_outgoing());
+                // Delivered late: the writer typed on meanwhile.
+                for u in from_third.drain(..) {
+                    reader.apply_remote(&u).unwrap();
+                    writer.apply_remote(&u).unwrap();
+                    prop_assert_eq!(reader.text(), reader.ytext());
+                }
+                for u in from_reader.drain(..) {
+                    writer.apply_remote(&u).unwrap();
+                    third.apply_remote(&u).unwrap();
+                }
+            }
+        }
+        for u in from_reader.drain(..) {
+            writer.apply_remote(&u).unwrap();
+            third.apply_remote(&u).unwrap();
+        }
+        for u in writer.take_outgoing().into_iter().chain(third.take_outgoing()) {
+            reader.apply_remote(&u).unwrap();
+        }
+        prop_assert_eq!(reader.text(), reader.ytext());
+        prop_assert_eq!(writer.text(), writer.ytext());
+        prop_assert_eq!(reader.text(), writer.ytext());
+    }
 
     /// Inserts that continue the previous one go into yrs as updates pairedit encodes itself
     /// (by ID); the document they make must be the one yrs' own index inserts make, byte for

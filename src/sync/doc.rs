@@ -183,6 +183,13 @@ pub struct SharedDoc {
     tail: Mutex<Option<Tail>>,
     /// Inserts that went into yrs that way.
     continued: AtomicU64,
+    /// Where the last remote insert we saw ended, for the next update that continues it: its
+    /// place in the text is then known without asking yrs for the delta (a walk of the text).
+    remote_tail: Option<Tail>,
+    /// Remote updates whose edit was known that way.
+    remote_known: u64,
+    /// Set while such an update is integrated: the text observer skips the delta.
+    quiet: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// See [`SharedDoc::loader`].
@@ -327,14 +334,19 @@ impl SharedDoc {
         let observed: Arc<Mutex<Vec<Vec<Op>>>> = Arc::default();
         let outgoing: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let changes: Arc<AtomicU64> = Arc::default();
+        let quiet: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let local = Origin::from(LOCAL_ORIGIN);
         let load = Origin::from(LOAD_ORIGIN);
         {
             let observed = observed.clone();
             let changes = changes.clone();
+            let quiet = quiet.clone();
             text.observe("pairedit-mirror", move |txn, event| {
                 changes.fetch_add(1, Ordering::Relaxed);
-                if txn.origin() == Some(&local) || txn.origin() == Some(&load) {
+                if txn.origin() == Some(&local)
+                    || txn.origin() == Some(&load)
+                    || quiet.load(Ordering::Relaxed)
+                {
                     return;
                 }
                 let ops = event
@@ -369,6 +381,9 @@ impl SharedDoc {
             changes,
             tail: Mutex::new(None),
             continued: AtomicU64::new(0),
+            remote_tail: None,
+            remote_known: 0,
+            quiet,
         }
     }
 
@@ -679,10 +694,18 @@ impl SharedDoc {
 
     /// Integrates an update from a peer and returns the text changes it made, in chars, in order.
     pub fn apply_remote(&mut self, update: &[u8]) -> Result<Vec<Edit>, DocError> {
+        let bytes = update;
         let update = crate::protocol::decode_update(update)
             .map_err(|e| DocError::Malformed(e.to_string()))?;
         // Our own edits go in first, so the remote ones integrate against the text we see.
         self.flush_local();
+        let read = typing::read_edit(bytes);
+        let tail = self.remote_tail.take();
+        if let Some((tail, read)) = tail.zip(read.as_ref())
+            && let Some(plan) = self.remote_plan(&tail, read)
+        {
+            return Ok(self.apply_remote_known(update, &tail, plan, read));
+        }
         let applied = {
             let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
             txn.apply_update(update)
@@ -706,7 +729,108 @@ impl SharedDoc {
             edits = vec![edit];
         }
         applied.map_err(|e| DocError::Apply(e.to_string()))?;
+        self.remote_tail = read.and_then(|read| self.remote_tail_after(&read, &edits));
         Ok(edits)
+    }
+
+    /// How many remote updates were integrated at a place known from the one before, without
+    /// yrs' delta.
+    pub fn remote_known(&self) -> u64 {
+        self.remote_known
+    }
+
+    /// The plan of `read` if it continues `tail` (the same client typing on or backspacing,
+    /// nothing else having changed our text since) and can be integrated now.
+    fn remote_plan(&self, tail: &Tail, read: &typing::ReadEdit) -> Option<typing::Plan> {
+        // yrs puts an item after its left origin, before anything concurrent there, unless
+        // that has the same origin; nothing can, as nothing changed the text since `end` came.
+        if tail.seen != self.changes.load(Ordering::Relaxed) {
+            return None;
+        }
+        let client = tail.end.client;
+        let deleted: u64 = read.deletes.iter().map(|&(_, _, n)| u64::from(n)).sum();
+        if read.deletes.iter().any(|&(c, _, _)| c != client) {
+            return None;
+        }
+        let (len16, clock) = match &read.insert {
+            Some(ins) => {
+                let next = self.doc.transact().state_vector().get(&client);
+                if ins.first.client != client
+                    || ins.origin != tail.end
+                    || ins.right != tail.right
+                    || ins.first.clock != next
+                {
+                    return None;
+                }
+                (ins.len16, ins.first.clock)
+            }
+            None if deleted > 0 => (0, 0),
+            None => return None,
+        };
+        let plan = tail.plan(u32::try_from(deleted).ok()?, len16, client, clock)?;
+        let expected = plan.deletes.iter().map(|&(c, n)| (client, c, n)).collect();
+        (typing::normalized(expected) == read.deletes).then_some(plan)
+    }
+
+    /// Integrates an update [`SharedDoc::remote_plan`] placed, and edits the rope to match.
+    fn apply_remote_known(
+        &mut self,
+        update: yrs::Update,
+        tail: &Tail,
+        plan: typing::Plan,
+        read: &typing::ReadEdit,
+    ) -> Vec<Edit> {
+        let inserted = read.insert.as_ref().map_or("", |ins| ins.text);
+        let len16 = read.insert.as_ref().map_or(0, |ins| ins.len16);
+        let del16 = tail.at16 + len16 - plan.next.at16;
+        self.quiet.store(true, Ordering::Relaxed);
+        let (applied, before, after) = {
+            let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
+            let before = self.text.len(&txn);
+            let applied = txn.apply_update(update);
+            (applied, before, self.text.len(&txn))
+        };
+        self.quiet.store(false, Ordering::Relaxed);
+        if applied.is_err() || after + del16 != before + len16 {
+            debug_assert!(false, "known remote edit went elsewhere: {applied:?}");
+            tracing::warn!("a remote edit did not land where expected; rebuilt the mirror");
+            let text = self.ytext();
+            let edit = Edit {
+                at: 0,
+                delete: self.rope.len_chars(),
+                insert: text,
+            };
+            self.rope = Rope::from_str(&edit.insert);
+            return vec![edit];
+        }
+        self.remote_known += 1;
+        let from = self.rope.utf16_cu_to_char((tail.at16 - del16) as usize);
+        let to = self.rope.utf16_cu_to_char(tail.at16 as usize);
+        let edit = Edit {
+            at: from,
+            delete: to - from,
+            insert: inserted.to_string(),
+        };
+        edit.apply_to(&mut self.rope);
+        let seen = self.changes.load(Ordering::Relaxed);
+        self.remote_tail = Some(Tail { seen, ..plan.next });
+        vec![edit]
+    }
+
+    /// The tail of a remote update that was one insert, from where the mirror put it.
+    fn remote_tail_after(&self, read: &typing::ReadEdit, edits: &[Edit]) -> Option<Tail> {
+        let ins = read.insert.as_ref()?;
+        let [edit] = edits else {
+            return None;
+        };
+        if !read.deletes.is_empty() || edit.delete != 0 || edit.insert != ins.text {
+            return None;
+        }
+        let at16 = u32::try_from(self.rope.char_to_utf16_cu(edit.at)).ok()? + ins.len16;
+        let seen = self.changes.load(Ordering::Relaxed);
+        Some(Tail::after_insert(
+            at16, ins.first, ins.len16, ins.right, seen,
+        ))
     }
 
     /// Brings the rope up to date with text changes from non-local transactions (remote updates,

@@ -8,6 +8,10 @@
 //! one that insert had. An update carrying an item with those two origins is integrated by ID
 //! (a binary search per origin), and it is exactly the update `Text::insert` would have produced.
 //!
+//! A reader does the reverse: an update that continues the last remote insert it saw (same
+//! client, same two origins, deletes only of what that client typed since) lands at a place it
+//! knows, so its rope is edited without yrs' delta (another walk of the whole text).
+//!
 //! The encoding is lib0 v1, the y-protocols update format:
 //! `structs = varuint clients, { varuint structs, varuint client, varuint clock, struct* }`, then
 //! the delete set. An item is an info byte (content ref in the low 5 bits, 0x80 = has origin,
@@ -187,7 +191,7 @@ struct Reader<'a> {
     bytes: &'a [u8],
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn byte(&mut self) -> Option<u8> {
         let (&b, rest) = self.bytes.split_first()?;
         self.bytes = rest;
@@ -218,7 +222,7 @@ impl Reader<'_> {
         Some(ID::new(client, clock))
     }
 
-    fn string(&mut self) -> Option<&str> {
+    fn string(&mut self) -> Option<&'a str> {
         let len = usize::try_from(self.varuint()?).ok()?;
         if len > self.bytes.len() {
             return None;
@@ -229,31 +233,110 @@ impl Reader<'_> {
     }
 }
 
-/// The string item of an update that holds exactly one struct, of `client`, with a left origin
-/// (what one `Text::insert` after the text's start produces); `None` for anything else. The
-/// delete set is not read: deleted items stay in the list, so they do not move the neighbours.
-pub fn single_insert(update: &[u8], client: ClientID) -> Option<Inserted> {
+/// One insert as [`read_edit`] reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReadInsert<'a> {
+    pub first: ID,
+    pub len16: u32,
+    pub origin: ID,
+    pub right: Option<ID>,
+    pub text: &'a str,
+}
+
+/// An update that is at most one string insert (with a left origin) and a delete set: what
+/// one `Text::remove_range` + `insert` (or a backspace) produces.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReadEdit<'a> {
+    pub insert: Option<ReadInsert<'a>>,
+    /// `(client, clock, len)`, sorted, adjacent ranges merged.
+    pub deletes: Vec<(ClientID, u32, u32)>,
+}
+
+/// Reads `update` if it has that shape; `None` for anything else (more structs, other
+/// content, a map entry, trailing bytes).
+pub fn read_edit(update: &[u8]) -> Option<ReadEdit<'_>> {
     let mut r = Reader { bytes: update };
-    if r.varuint()? != 1 || r.varuint()? != 1 || r.client()? != client {
-        return None;
-    }
-    let clock = u32::try_from(r.varuint()?).ok()?;
-    let info = r.byte()?;
-    if info & 0x1f != CONTENT_STRING || info & HAS_ORIGIN == 0 || info & HAS_PARENT_SUB != 0 {
-        return None;
-    }
-    r.id()?;
-    let right = if info & HAS_RIGHT_ORIGIN != 0 {
-        Some(r.id()?)
-    } else {
-        None
+    let insert = match r.varuint()? {
+        0 => None,
+        1 => {
+            if r.varuint()? != 1 {
+                return None;
+            }
+            let client = r.client()?;
+            let clock = u32::try_from(r.varuint()?).ok()?;
+            let info = r.byte()?;
+            if info & 0x1f != CONTENT_STRING || info & HAS_ORIGIN == 0 || info & HAS_PARENT_SUB != 0
+            {
+                return None;
+            }
+            let origin = r.id()?;
+            let right = if info & HAS_RIGHT_ORIGIN != 0 {
+                Some(r.id()?)
+            } else {
+                None
+            };
+            let text = r.string()?;
+            let len16 = u32::try_from(text.encode_utf16().count()).ok()?;
+            if len16 == 0 {
+                return None;
+            }
+            Some(ReadInsert {
+                first: ID::new(client, clock),
+                len16,
+                origin,
+                right,
+                text,
+            })
+        }
+        _ => return None,
     };
-    let text = r.string()?;
-    let len16 = u32::try_from(text.encode_utf16().count()).ok()?;
-    (len16 > 0).then_some(Inserted {
-        first: ID::new(client, clock),
-        len16,
-        right,
+    let mut deletes = Vec::new();
+    for _ in 0..r.varuint()? {
+        let client = r.client()?;
+        for _ in 0..r.varuint()? {
+            let clock = u32::try_from(r.varuint()?).ok()?;
+            let len = u32::try_from(r.varuint()?).ok()?;
+            deletes.push((client, clock, len));
+            if deletes.len() > 4096 {
+                return None;
+            }
+        }
+    }
+    if !r.bytes.is_empty() {
+        return None;
+    }
+    Some(ReadEdit {
+        insert,
+        deletes: normalized(deletes),
+    })
+}
+
+/// Ranges sorted, empty ones dropped, adjacent or overlapping ones merged.
+pub fn normalized(mut ranges: Vec<(ClientID, u32, u32)>) -> Vec<(ClientID, u32, u32)> {
+    ranges.retain(|r| r.2 > 0);
+    ranges.sort_unstable_by_key(|&(c, clock, _)| (c.get(), clock));
+    let mut out: Vec<(ClientID, u32, u32)> = Vec::with_capacity(ranges.len());
+    for (c, clock, len) in ranges {
+        match out.last_mut() {
+            Some((pc, pclock, plen)) if *pc == c && *pclock + *plen >= clock => {
+                *plen = (*plen).max(clock + len - *pclock);
+            }
+            _ => out.push((c, clock, len)),
+        }
+    }
+    out
+}
+
+/// The insert of an update that holds exactly one struct, of `client`, with a left origin
+/// (what one `Text::insert` after the text's start produces); `None` for anything else. The
+/// delete set does not matter: deleted items stay in the list, so they do not move the
+/// neighbours.
+pub fn single_insert(update: &[u8], client: ClientID) -> Option<Inserted> {
+    let ins = read_edit(update)?.insert?;
+    (ins.first.client == client).then_some(Inserted {
+        first: ins.first,
+        len16: ins.len16,
+        right: ins.right,
     })
 }
 
