@@ -651,25 +651,45 @@ impl Room {
     /// Sends `frame` to every member but `except`; members whose queue is full are disconnected.
     fn broadcast(&self, st: &mut RoomState, except: Option<u64>, frame: Bytes) {
         let mut slow = Vec::new();
+        let mut sent = 0;
         for (id, member) in &st.members {
-            if Some(*id) != except && !self.offer(member, frame.clone()) {
+            if Some(*id) == except {
+                continue;
+            }
+            if self.queue(member, frame.clone()) {
+                sent += 1;
+            } else {
                 slow.push(*id);
             }
         }
+        // Counted once per broadcast: two shared counters per member were contended writes.
+        self.count_out(sent, sent * frame.len() as u64);
         for id in slow {
             self.drop_member(st, id);
         }
     }
 
+    fn count_out(&self, messages: u64, bytes: u64) {
+        self.metrics
+            .messages_out
+            .fetch_add(messages, Ordering::Relaxed);
+        self.metrics.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Queues a frame without waiting; false when the member cannot keep up (or is gone).
     fn offer(&self, member: &Member, frame: Bytes) -> bool {
         let len = frame.len() as u64;
+        let queued = self.queue(member, frame);
+        if queued {
+            self.count_out(1, len);
+        }
+        queued
+    }
+
+    /// [`Room::offer`] without the counting.
+    fn queue(&self, member: &Member, frame: Bytes) -> bool {
         match member.tx.try_send(frame) {
-            Ok(()) => {
-                self.metrics.messages_out.fetch_add(1, Ordering::Relaxed);
-                self.metrics.bytes_out.fetch_add(len, Ordering::Relaxed);
-                true
-            }
+            Ok(()) => true,
             Err(super::outbox::Refused::Full) => {
                 self.metrics
                     .slow_disconnects

@@ -719,18 +719,22 @@ impl SharedDoc {
         let ylen = self.text.len(&self.doc.transact()) as usize;
         if ylen != self.rope.len_utf16_cu() {
             tracing::warn!("text mirror out of step with the document; rebuilt it");
-            let text = self.ytext();
-            let edit = Edit {
-                at: 0,
-                delete: self.rope.len_chars(),
-                insert: text,
-            };
-            self.rope = Rope::from_str(&edit.insert);
-            edits = vec![edit];
+            edits = vec![self.rebuild_mirror()];
         }
         applied.map_err(|e| DocError::Apply(e.to_string()))?;
         self.remote_tail = read.and_then(|read| self.remote_tail_after(&read, &edits));
         Ok(edits)
+    }
+
+    /// Sets the rope to the Y.Text; the change as one whole-text replacement.
+    fn rebuild_mirror(&mut self) -> Edit {
+        let edit = Edit {
+            at: 0,
+            delete: self.rope.len_chars(),
+            insert: self.ytext(),
+        };
+        self.rope = Rope::from_str(&edit.insert);
+        edit
     }
 
     /// How many remote updates were integrated at a place known from the one before, without
@@ -794,14 +798,7 @@ impl SharedDoc {
         if applied.is_err() || after + del16 != before + len16 {
             debug_assert!(false, "known remote edit went elsewhere: {applied:?}");
             tracing::warn!("a remote edit did not land where expected; rebuilt the mirror");
-            let text = self.ytext();
-            let edit = Edit {
-                at: 0,
-                delete: self.rope.len_chars(),
-                insert: text,
-            };
-            self.rope = Rope::from_str(&edit.insert);
-            return vec![edit];
+            return vec![self.rebuild_mirror()];
         }
         self.remote_known += 1;
         let from = self.rope.utf16_cu_to_char((tail.at16 - del16) as usize);
