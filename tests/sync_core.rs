@@ -133,6 +133,47 @@ fn typing_goes_into_yrs_by_id_after_the_first_key() {
 }
 
 #[test]
+fn typing_by_id_is_undone_and_redone_like_any_edit() {
+    let mut doc = SharedDoc::new();
+    let mut peer = SharedDoc::new();
+    // A capture window long enough to group what follows the boundary.
+    doc.enable_undo(60_000);
+    doc.apply_local(&Edit::insert(0, "one")).unwrap();
+    doc.commit_local();
+    doc.undo_boundary();
+    // Typed on, backspaced, typed on again: one undo step. All but the first go by ID (the
+    // first insert of a document has no left origin, so its update gives no tail).
+    for edit in [
+        Edit::insert(3, " two"),
+        Edit::insert(7, "x"),
+        Edit::delete(7, 1),
+        Edit::insert(7, "!"),
+    ] {
+        doc.apply_local(&edit).unwrap();
+        doc.commit_local();
+    }
+    assert_eq!(doc.continued_inserts(), 3);
+    assert_eq!(doc.text(), "one two!");
+    let undone = doc.undo();
+    assert!(!undone.is_empty());
+    assert_eq!(doc.text(), "one");
+    assert_eq!(doc.ytext(), "one");
+    doc.redo();
+    assert_eq!(doc.text(), "one two!");
+    // After the redo (not a continuation), typing goes by index again, then by ID.
+    doc.apply_local(&Edit::insert(8, "?")).unwrap();
+    doc.commit_local();
+    doc.apply_local(&Edit::insert(9, "?")).unwrap();
+    doc.commit_local();
+    assert_eq!(doc.continued_inserts(), 4);
+    for u in doc.take_outgoing() {
+        peer.apply_remote(&u).unwrap();
+    }
+    assert_eq!(peer.text(), "one two!??");
+    assert_eq!(doc.ytext(), doc.text());
+}
+
+#[test]
 fn a_peers_typing_lands_without_a_delta_once_its_place_is_known() {
     let mut writer = SharedDoc::new();
     let mut reader = SharedDoc::new();
