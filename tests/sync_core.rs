@@ -217,6 +217,48 @@ fn a_peers_typing_lands_without_a_delta_once_its_place_is_known() {
     assert_eq!(writer.text(), reader.text());
 }
 
+#[test]
+fn a_continuation_that_completes_a_held_back_update_goes_through_the_delta() {
+    let mut writer = SharedDoc::new();
+    let mut third = SharedDoc::new();
+    let mut reader = SharedDoc::new();
+    let updates = |d: &mut SharedDoc| d.take_outgoing();
+    writer.apply_local(&Edit::insert(0, "ab")).unwrap();
+    writer.commit_local();
+    writer.apply_local(&Edit::insert(2, "c")).unwrap();
+    for u in updates(&mut writer) {
+        reader.apply_remote(&u).unwrap();
+        third.apply_remote(&u).unwrap();
+    }
+    // The writer types on ("d", which the reader could place by itself); the third peer sees
+    // it and types right after it, and that reaches the reader first: yrs holds it back.
+    writer.apply_local(&Edit::insert(3, "d")).unwrap();
+    let d = updates(&mut writer);
+    for u in &d {
+        third.apply_remote(u).unwrap();
+    }
+    third.apply_local(&Edit::insert(4, "XY")).unwrap();
+    for u in updates(&mut third) {
+        reader.apply_remote(&u).unwrap();
+    }
+    assert_eq!(
+        reader.text(),
+        "abc",
+        "held back until the writer's \"d\" arrives"
+    );
+    let known = reader.remote_known();
+    for u in &d {
+        reader.apply_remote(u).unwrap();
+    }
+    assert_eq!(
+        reader.remote_known(),
+        known,
+        "it brings the held-back edit in too"
+    );
+    assert_eq!(reader.text(), "abcdXY");
+    assert_eq!(reader.ytext(), reader.text());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

@@ -492,6 +492,10 @@ impl SharedDoc {
         let del16 = u32::try_from(del16).ok()?;
         let len16 = u32::try_from(text.encode_utf16().count()).ok()?;
         let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
+        // Held-back updates could integrate along with ours, and move things.
+        if txn.has_missing_updates() {
+            return None;
+        }
         let clock = txn.state_vector().get(&client);
         let plan = tail.plan(del16, len16, client, clock)?;
         let insert = (len16 > 0).then_some((&tail.end, tail.right.as_ref(), text));
@@ -701,10 +705,10 @@ impl SharedDoc {
         self.flush_local();
         let read = typing::read_edit(bytes);
         let tail = self.remote_tail.take();
-        if let Some((tail, read)) = tail.zip(read.as_ref())
-            && let Some(plan) = self.remote_plan(&tail, read)
+        if let (Some(tail), Some(read)) = (&tail, &read)
+            && let Some(plan) = self.remote_plan(tail, read)
         {
-            return Ok(self.apply_remote_known(update, &tail, plan, read));
+            return Ok(self.apply_remote_known(update, tail, plan, read));
         }
         let applied = {
             let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
@@ -722,7 +726,11 @@ impl SharedDoc {
             edits = vec![self.rebuild_mirror()];
         }
         applied.map_err(|e| DocError::Apply(e.to_string()))?;
-        self.remote_tail = read.and_then(|read| self.remote_tail_after(&read, &edits));
+        // An update that left the text alone (held back, or only `meta`) keeps the tail.
+        let kept = tail.filter(|t| t.seen == self.changes.load(Ordering::Relaxed));
+        self.remote_tail = read
+            .and_then(|read| self.remote_tail_after(&read, &edits))
+            .or(kept);
         Ok(edits)
     }
 
@@ -756,9 +764,15 @@ impl SharedDoc {
         if read.deletes.iter().any(|&(c, _, _)| c != client) {
             return None;
         }
+        let txn = self.doc.transact();
+        // Held-back updates this one completes would integrate with it, elsewhere: the length
+        // check could not tell an insert and a delete of the same size from nothing.
+        if txn.has_missing_updates() {
+            return None;
+        }
         let (len16, clock) = match &read.insert {
             Some(ins) => {
-                let next = self.doc.transact().state_vector().get(&client);
+                let next = txn.state_vector().get(&client);
                 if ins.first.client != client
                     || ins.origin != tail.end
                     || ins.right != tail.right
