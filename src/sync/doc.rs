@@ -507,7 +507,9 @@ impl SharedDoc {
         let applied = txn.apply_update(update);
         let after = self.text.len(&txn);
         drop(txn);
-        if after + del16 == before + len16 && applied.is_ok() {
+        if u64::from(after) + u64::from(del16) == u64::from(before) + u64::from(len16)
+            && applied.is_ok()
+        {
             self.continued.fetch_add(1, Ordering::Relaxed);
             let seen = self.changes.load(Ordering::Relaxed);
             return Some(Some(Tail { seen, ..plan.next }));
@@ -534,13 +536,13 @@ impl SharedDoc {
             return None;
         }
         let seen = self.changes.load(Ordering::Relaxed);
-        Some(Tail::after_insert(
-            start16 + len16,
+        Tail::after_insert(
+            start16.checked_add(len16)?,
             ins.first,
             len16,
             ins.right,
             seen,
-        ))
+        )
     }
 
     /// Turns on per-user undo: only transactions with [`LOCAL_ORIGIN`] are recorded, so a
@@ -800,7 +802,7 @@ impl SharedDoc {
     ) -> Vec<Edit> {
         let inserted = read.insert.as_ref().map_or("", |ins| ins.text);
         let len16 = read.insert.as_ref().map_or(0, |ins| ins.len16);
-        let del16 = tail.at16 + len16 - plan.next.at16;
+        let del16 = plan.del16;
         self.quiet.store(true, Ordering::Relaxed);
         let (applied, before, after) = {
             let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
@@ -809,13 +811,17 @@ impl SharedDoc {
             (applied, before, self.text.len(&txn))
         };
         self.quiet.store(false, Ordering::Relaxed);
-        if applied.is_err() || after + del16 != before + len16 {
+        if applied.is_err()
+            || u64::from(after) + u64::from(del16) != u64::from(before) + u64::from(len16)
+        {
             debug_assert!(false, "known remote edit went elsewhere: {applied:?}");
             tracing::warn!("a remote edit did not land where expected; rebuilt the mirror");
             return vec![self.rebuild_mirror()];
         }
         self.remote_known += 1;
-        let from = self.rope.utf16_cu_to_char((tail.at16 - del16) as usize);
+        let from = self
+            .rope
+            .utf16_cu_to_char(tail.at16.saturating_sub(del16) as usize);
         let to = self.rope.utf16_cu_to_char(tail.at16 as usize);
         let edit = Edit {
             at: from,
@@ -837,11 +843,11 @@ impl SharedDoc {
         if !read.deletes.is_empty() || edit.delete != 0 || edit.insert != ins.text {
             return None;
         }
-        let at16 = u32::try_from(self.rope.char_to_utf16_cu(edit.at)).ok()? + ins.len16;
+        let at16 = u32::try_from(self.rope.char_to_utf16_cu(edit.at))
+            .ok()?
+            .checked_add(ins.len16)?;
         let seen = self.changes.load(Ordering::Relaxed);
-        Some(Tail::after_insert(
-            at16, ins.first, ins.len16, ins.right, seen,
-        ))
+        Tail::after_insert(at16, ins.first, ins.len16, ins.right, seen)
     }
 
     /// Brings the rope up to date with text changes from non-local transactions (remote updates,

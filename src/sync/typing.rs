@@ -58,20 +58,30 @@ const MAX_RUNS: usize = 32;
 pub struct Plan {
     /// `(clock, len)` of our client's characters to delete, ascending.
     pub deletes: Vec<(u32, u32)>,
+    /// How many UTF-16 units that is.
+    pub del16: u32,
     pub next: Tail,
 }
 
 impl Tail {
     /// The tail of one insert of `len16` units as item `first`, before `right`, ending at
     /// `at16`.
-    pub fn after_insert(at16: u32, first: ID, len16: u32, right: Option<ID>, seen: u64) -> Tail {
-        Tail {
+    /// `None` if `len16` is 0 or the clocks would overflow (a hostile peer's update).
+    pub fn after_insert(
+        at16: u32,
+        first: ID,
+        len16: u32,
+        right: Option<ID>,
+        seen: u64,
+    ) -> Option<Tail> {
+        let last = first.clock.checked_add(len16)?.checked_sub(1)?;
+        Some(Tail {
             at16,
             runs: vec![(first, len16)],
-            end: ID::new(first.client, first.clock + len16 - 1),
+            end: ID::new(first.client, last),
             right,
             seen,
-        }
+        })
     }
 
     /// The edit "delete `del16` units before the tail, then insert `len16` units as item
@@ -97,21 +107,25 @@ impl Tail {
         deletes.sort_unstable();
         let mut end = self.end;
         if len16 > 0 {
-            let follows = end.client == client && end.clock + 1 == clock;
+            let last = clock.checked_add(len16)?.checked_sub(1)?;
+            let follows = end.client == client && end.clock.checked_add(1) == Some(clock);
             match runs.last_mut() {
                 // Typing on: the run grows (and yrs merges the items).
-                Some((first, len)) if follows && first.clock + *len == clock => *len += len16,
+                Some((first, len)) if follows && first.clock.checked_add(*len) == Some(clock) => {
+                    *len += len16;
+                }
                 _ => runs.push((ID::new(client, clock), len16)),
             }
             if runs.len() > MAX_RUNS {
                 runs.remove(0);
             }
-            end = ID::new(client, clock + len16 - 1);
+            end = ID::new(client, last);
         }
         Some(Plan {
             deletes,
+            del16,
             next: Tail {
-                at16: self.at16 - del16 + len16,
+                at16: self.at16.checked_sub(del16)?.checked_add(len16)?,
                 runs,
                 end,
                 right: self.right,
@@ -318,8 +332,13 @@ pub fn normalized(mut ranges: Vec<(ClientID, u32, u32)>) -> Vec<(ClientID, u32, 
     let mut out: Vec<(ClientID, u32, u32)> = Vec::with_capacity(ranges.len());
     for (c, clock, len) in ranges {
         match out.last_mut() {
-            Some((pc, pclock, plen)) if *pc == c && *pclock + *plen >= clock => {
-                *plen = (*plen).max(clock + len - *pclock);
+            // In u64: a hostile peer's ranges may run past u32::MAX.
+            Some((pc, pclock, plen))
+                if *pc == c && u64::from(*pclock) + u64::from(*plen) >= u64::from(clock) =>
+            {
+                let end =
+                    (u64::from(clock) + u64::from(len)).max(u64::from(*pclock) + u64::from(*plen));
+                *plen = u32::try_from(end - u64::from(*pclock)).unwrap_or(u32::MAX);
             }
             _ => out.push((c, clock, len)),
         }
@@ -356,6 +375,29 @@ mod tests {
             offset_kind: yrs::OffsetKind::Utf16,
             ..Options::default()
         })
+    }
+
+    #[test]
+    fn hostile_numbers_are_refused_or_clamped_never_a_panic() {
+        let c = ClientID::new(5);
+        // Delete ranges running past u32::MAX merge without overflowing.
+        let merged = normalized(vec![(c, u32::MAX - 1, 10), (c, u32::MAX, 3), (c, 0, 0)]);
+        assert_eq!(merged, vec![(c, u32::MAX - 1, 10)]);
+        // An insert whose clocks would pass u32::MAX gives no tail.
+        assert_eq!(Tail::after_insert(0, id(5, u32::MAX), 2, None, 0), None);
+        let tail = Tail::after_insert(3, id(5, 0), 3, None, 0).expect("tail");
+        assert_eq!(tail.plan(0, 2, c, u32::MAX), None);
+        assert_eq!(tail.plan(4, 0, c, 9), None, "deletes more than was typed");
+        // Garbage and truncations of a real edit: read or refused, never a panic.
+        let real = encode_edit(c, 7, &[(1, 2)], Some((&id(5, 6), Some(&id(9, 1)), "héllo")));
+        assert!(read_edit(&real).is_some());
+        for cut in 0..real.len() {
+            assert_eq!(read_edit(&real[..cut]), None);
+        }
+        let huge = [
+            1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ];
+        assert_eq!(read_edit(&huge), None);
     }
 
     #[test]
