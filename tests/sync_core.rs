@@ -247,16 +247,96 @@ fn a_continuation_that_completes_a_held_back_update_goes_through_the_delta() {
         "held back until the writer's \"d\" arrives"
     );
     let known = reader.remote_known();
+    let mut edits = Vec::new();
     for u in &d {
-        reader.apply_remote(u).unwrap();
+        edits.extend(reader.apply_remote(u).unwrap());
     }
     assert_eq!(
         reader.remote_known(),
         known,
         "it brings the held-back edit in too"
     );
+    // Placed by yrs' delta, not rebuilt from the whole text.
+    assert_eq!(edits, vec![Edit::insert(3, "dXY")]);
     assert_eq!(reader.text(), "abcdXY");
     assert_eq!(reader.ytext(), reader.text());
+}
+
+#[test]
+fn no_tail_is_learned_from_an_update_that_completes_a_held_back_one() {
+    // A third peer replaces the writer's next character before the reader has it; its update
+    // arrives first. The writer's character then comes in deleted, together with the third
+    // peer's, and the writer's next key must not be placed after it by assumption: yrs orders
+    // the two by client ID (the third peer's is higher here).
+    let mut writer = SharedDoc::with_doc(ydoc(1));
+    let mut third = SharedDoc::with_doc(ydoc(2));
+    let mut reader = SharedDoc::with_doc(ydoc(3));
+    writer.apply_local(&Edit::insert(0, "ab")).unwrap();
+    writer.commit_local();
+    writer.apply_local(&Edit::insert(2, "c")).unwrap();
+    for u in writer.take_outgoing() {
+        reader.apply_remote(&u).unwrap();
+        third.apply_remote(&u).unwrap();
+    }
+    writer.apply_local(&Edit::insert(3, "d")).unwrap();
+    let d = writer.take_outgoing();
+    for u in &d {
+        third.apply_remote(u).unwrap();
+    }
+    third
+        .apply_local(&Edit {
+            at: 3,
+            delete: 1,
+            // The same character: the delta of the writer's "d" then looks like its own insert.
+            insert: "d".into(),
+        })
+        .unwrap();
+    let from_third = third.take_outgoing();
+    for u in &from_third {
+        reader.apply_remote(u).unwrap();
+    }
+    for u in &d {
+        reader.apply_remote(u).unwrap();
+    }
+    assert_eq!(reader.text(), reader.ytext());
+    // The writer types on after its "d" before it hears of the replacement.
+    writer.apply_local(&Edit::insert(4, "e")).unwrap();
+    let e = writer.take_outgoing();
+    for u in &e {
+        reader.apply_remote(u).unwrap();
+    }
+    assert_eq!(reader.text(), reader.ytext());
+    for u in &from_third {
+        writer.apply_remote(u).unwrap();
+    }
+    assert_eq!(reader.text(), writer.ytext());
+}
+
+#[test]
+fn half_a_surrogate_pair_deleted_by_a_peer_never_desyncs_the_mirror() {
+    let mut peer = SharedDoc::with_doc(ydoc(3));
+    let mut reader = SharedDoc::new();
+    let send = |from: &mut SharedDoc, to: &mut SharedDoc| {
+        for u in from.take_outgoing() {
+            to.apply_remote(&u).unwrap();
+        }
+    };
+    for (at, key) in [(0, "x"), (1, "y"), (2, "🦀")] {
+        peer.apply_local(&Edit::insert(at, key)).unwrap();
+        send(&mut peer, &mut reader);
+    }
+    assert_eq!(reader.remote_known(), 1, "the crab was placed by ID");
+    // Delete only the crab's second UTF-16 unit, clock 3 of client 3 (as a buggy or hostile
+    // peer could): no structs, one delete range.
+    let half = [0, 1, 3, 1, 3, 1];
+    reader.apply_remote(&half).unwrap();
+    peer.apply_remote(&half).unwrap();
+    assert_eq!(reader.text(), reader.ytext());
+    let at = peer.len_chars();
+    peer.apply_local(&Edit::insert(at, "z")).unwrap();
+    send(&mut peer, &mut reader);
+    assert_eq!(reader.text(), reader.ytext());
+    assert_eq!(reader.text(), peer.ytext());
 }
 
 proptest! {

@@ -256,6 +256,22 @@ fn watch_outgoing(txn: &mut TransactionMut, outgoing: &Arc<Mutex<Vec<Vec<u8>>>>)
     });
 }
 
+/// Sets a flag for as long as it lives (cleared even if what runs meanwhile panics).
+struct Quiet<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Quiet<'a> {
+    fn new(flag: &'a std::sync::atomic::AtomicBool) -> Quiet<'a> {
+        flag.store(true, Ordering::Relaxed);
+        Quiet(flag)
+    }
+}
+
+impl Drop for Quiet<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -453,8 +469,10 @@ impl SharedDoc {
         let start16 = self.rope.char_to_utf16_cu(p.start) as u32;
         let tail = lock(&self.tail).take();
         let current = self.changes.load(Ordering::Relaxed);
-        let continues =
-            tail.filter(|t| t.seen == current && t.at16 == start16 + p.deleted16 as u32);
+        let end16 = u32::try_from(p.deleted16)
+            .ok()
+            .and_then(|d| start16.checked_add(d));
+        let continues = tail.filter(|t| t.seen == current && Some(t.at16) == end16);
         if let Some(done) = continues.and_then(|t| self.continue_edit(&t, p.deleted16, &p.inserted))
         {
             *lock(&self.tail) = done;
@@ -491,24 +509,32 @@ impl SharedDoc {
         let client = self.doc.client_id();
         let del16 = u32::try_from(del16).ok()?;
         let len16 = u32::try_from(text.encode_utf16().count()).ok()?;
-        let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
-        // Held-back updates could integrate along with ours, and move things.
-        if txn.has_missing_updates() {
-            return None;
-        }
-        let clock = txn.state_vector().get(&client);
-        let plan = tail.plan(del16, len16, client, clock)?;
+        let (clock, plan) = {
+            let txn = self.doc.transact();
+            // Held-back updates could integrate along with ours, and move things.
+            if txn.has_missing_updates() {
+                return None;
+            }
+            let clock = txn.state_vector().get(&client);
+            (clock, tail.plan(del16, len16, client, clock)?)
+        };
         let insert = (len16 > 0).then_some((&tail.end, tail.right.as_ref(), text));
         let update = typing::encode_edit(client, clock, &plan.deletes, insert);
         let update = yrs::Update::decode_v1(&update).ok()?;
+        let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
         let before = self.text.len(&txn);
         // Integrated at once or not at all: both origins and every deleted character are in
         // the doc (yrs holds back only what misses a dependency), and nothing conflicts.
         let applied = txn.apply_update(update);
         let after = self.text.len(&txn);
+        // All of it went in: nothing held back, our clock moved past the insert (equal lengths
+        // alone would not tell a replacement from nothing).
+        let whole = !txn.has_missing_updates()
+            && u64::from(txn.state_vector().get(&client)) == u64::from(clock) + u64::from(len16);
         drop(txn);
         if u64::from(after) + u64::from(del16) == u64::from(before) + u64::from(len16)
             && applied.is_ok()
+            && whole
         {
             self.continued.fetch_add(1, Ordering::Relaxed);
             let seen = self.changes.load(Ordering::Relaxed);
@@ -712,9 +738,13 @@ impl SharedDoc {
         {
             return Ok(self.apply_remote_known(update, tail, plan, read));
         }
-        let applied = {
+        let (applied, held_back) = {
             let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
-            txn.apply_update(update)
+            // Held-back updates this one completes integrate with it: then the delta shows
+            // more than this insert, or hides it (inserted and deleted at once), and no tail
+            // may be learned from it.
+            let held_back = txn.has_missing_updates();
+            (txn.apply_update(update), held_back)
         };
         // Even a failed update may have been partly integrated: the mirror follows what yrs
         // did either way, or it would drift from the Y.Text (found by tests/fuzz.rs).
@@ -731,6 +761,7 @@ impl SharedDoc {
         // An update that left the text alone (held back, or only `meta`) keeps the tail.
         let kept = tail.filter(|t| t.seen == self.changes.load(Ordering::Relaxed));
         self.remote_tail = read
+            .filter(|_| !held_back)
             .and_then(|read| self.remote_tail_after(&read, &edits))
             .or(kept);
         Ok(edits)
@@ -789,7 +820,18 @@ impl SharedDoc {
         };
         let plan = tail.plan(u32::try_from(deleted).ok()?, len16, client, clock)?;
         let expected = plan.deletes.iter().map(|&(c, n)| (client, c, n)).collect();
-        (typing::normalized(expected) == read.deletes).then_some(plan)
+        if typing::normalized(expected) != read.deletes {
+            return None;
+        }
+        // Both ends of the change must fall between characters of the rope: a delete of half a
+        // surrogate pair (a buggy or hostile peer) makes yrs split the pair, and the rope could
+        // not follow.
+        let on_boundary = |x: u32| {
+            let x = x as usize;
+            x <= self.rope.len_utf16_cu()
+                && self.rope.char_to_utf16_cu(self.rope.utf16_cu_to_char(x)) == x
+        };
+        (on_boundary(tail.at16) && on_boundary(tail.at16 - plan.del16)).then_some(plan)
     }
 
     /// Integrates an update [`SharedDoc::remote_plan`] placed, and edits the rope to match.
@@ -803,18 +845,18 @@ impl SharedDoc {
         let inserted = read.insert.as_ref().map_or("", |ins| ins.text);
         let len16 = read.insert.as_ref().map_or(0, |ins| ins.len16);
         let del16 = plan.del16;
-        self.quiet.store(true, Ordering::Relaxed);
-        let (applied, before, after) = {
+        let (applied, before, after, whole) = {
+            let _quiet = Quiet::new(&self.quiet);
             let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
             let before = self.text.len(&txn);
             let applied = txn.apply_update(update);
-            (applied, before, self.text.len(&txn))
+            let whole = !txn.has_missing_updates();
+            (applied, before, self.text.len(&txn), whole)
         };
-        self.quiet.store(false, Ordering::Relaxed);
         if applied.is_err()
+            || !whole
             || u64::from(after) + u64::from(del16) != u64::from(before) + u64::from(len16)
         {
-            debug_assert!(false, "known remote edit went elsewhere: {applied:?}");
             tracing::warn!("a remote edit did not land where expected; rebuilt the mirror");
             return vec![self.rebuild_mirror()];
         }
@@ -829,6 +871,10 @@ impl SharedDoc {
             insert: inserted.to_string(),
         };
         edit.apply_to(&mut self.rope);
+        if self.rope.len_utf16_cu() != after as usize {
+            tracing::warn!("a remote edit did not land where expected; rebuilt the mirror");
+            return vec![self.rebuild_mirror()];
+        }
         let seen = self.changes.load(Ordering::Relaxed);
         self.remote_tail = Some(Tail { seen, ..plan.next });
         vec![edit]
