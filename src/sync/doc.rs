@@ -4,7 +4,7 @@
 //! Offsets: callers speak `char`s (what ropey indexes by); the yrs doc uses UTF-16 offsets, as JS
 //! Yjs does, so lengths agree with browser peers. Conversions go through the rope.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ropey::Rope;
@@ -189,7 +189,7 @@ pub struct SharedDoc {
     /// Remote updates whose edit was known that way.
     remote_known: u64,
     /// Set while such an update is integrated: the text observer skips the delta.
-    quiet: Arc<std::sync::atomic::AtomicBool>,
+    quiet: Arc<AtomicBool>,
 }
 
 /// See [`SharedDoc::loader`].
@@ -257,10 +257,10 @@ fn watch_outgoing(txn: &mut TransactionMut, outgoing: &Arc<Mutex<Vec<Vec<u8>>>>)
 }
 
 /// Sets a flag for as long as it lives (cleared even if what runs meanwhile panics).
-struct Quiet<'a>(&'a std::sync::atomic::AtomicBool);
+struct Quiet<'a>(&'a AtomicBool);
 
 impl<'a> Quiet<'a> {
-    fn new(flag: &'a std::sync::atomic::AtomicBool) -> Quiet<'a> {
+    fn new(flag: &'a AtomicBool) -> Quiet<'a> {
         flag.store(true, Ordering::Relaxed);
         Quiet(flag)
     }
@@ -350,7 +350,7 @@ impl SharedDoc {
         let observed: Arc<Mutex<Vec<Vec<Op>>>> = Arc::default();
         let outgoing: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let changes: Arc<AtomicU64> = Arc::default();
-        let quiet: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let quiet: Arc<AtomicBool> = Arc::default();
         let local = Origin::from(LOCAL_ORIGIN);
         let load = Origin::from(LOAD_ORIGIN);
         {
@@ -556,19 +556,13 @@ impl SharedDoc {
     fn tail_of_last_update(&self, start16: u32, clock: u32, inserted: &str) -> Option<Tail> {
         let client = self.doc.client_id();
         let outgoing = lock(&self.outgoing);
-        let ins = typing::single_insert(outgoing.last()?, client)?;
+        let ins = typing::read_edit(outgoing.last()?)?.insert?;
         let len16 = u32::try_from(inserted.encode_utf16().count()).ok()?;
-        if ins.first.clock != clock || ins.len16 != len16 {
+        if ins.first != yrs::block::ID::new(client, clock) || ins.len16 != len16 {
             return None;
         }
         let seen = self.changes.load(Ordering::Relaxed);
-        Tail::after_insert(
-            start16.checked_add(len16)?,
-            ins.first,
-            len16,
-            ins.right,
-            seen,
-        )
+        Tail::after_insert(start16, &ins, seen)
     }
 
     /// Turns on per-user undo: only transactions with [`LOCAL_ORIGIN`] are recorded, so a
@@ -725,9 +719,8 @@ impl SharedDoc {
     }
 
     /// Integrates an update from a peer and returns the text changes it made, in chars, in order.
-    pub fn apply_remote(&mut self, update: &[u8]) -> Result<Vec<Edit>, DocError> {
-        let bytes = update;
-        let update = crate::protocol::decode_update(update)
+    pub fn apply_remote(&mut self, bytes: &[u8]) -> Result<Vec<Edit>, DocError> {
+        let update = crate::protocol::decode_update(bytes)
             .map_err(|e| DocError::Malformed(e.to_string()))?;
         // Our own edits go in first, so the remote ones integrate against the text we see.
         self.flush_local();
@@ -889,11 +882,8 @@ impl SharedDoc {
         if !read.deletes.is_empty() || edit.delete != 0 || edit.insert != ins.text {
             return None;
         }
-        let at16 = u32::try_from(self.rope.char_to_utf16_cu(edit.at))
-            .ok()?
-            .checked_add(ins.len16)?;
-        let seen = self.changes.load(Ordering::Relaxed);
-        Tail::after_insert(at16, ins.first, ins.len16, ins.right, seen)
+        let start16 = u32::try_from(self.rope.char_to_utf16_cu(edit.at)).ok()?;
+        Tail::after_insert(start16, ins, self.changes.load(Ordering::Relaxed))
     }
 
     /// Brings the rope up to date with text changes from non-local transactions (remote updates,

@@ -64,22 +64,16 @@ pub struct Plan {
 }
 
 impl Tail {
-    /// The tail of one insert of `len16` units as item `first`, before `right`, ending at
-    /// `at16`.
-    /// `None` if `len16` is 0 or the clocks would overflow (a hostile peer's update).
-    pub fn after_insert(
-        at16: u32,
-        first: ID,
-        len16: u32,
-        right: Option<ID>,
-        seen: u64,
-    ) -> Option<Tail> {
-        let last = first.clock.checked_add(len16)?.checked_sub(1)?;
+    /// The tail of `ins`, made at UTF-16 offset `start16` (as yrs placed it: deleted items stay
+    /// in the list, so the deletes beside it do not move its neighbours). `None` if the offsets
+    /// or clocks would overflow (a hostile peer's update).
+    pub fn after_insert(start16: u32, ins: &ReadInsert, seen: u64) -> Option<Tail> {
+        let last = ins.first.clock.checked_add(ins.len16)?.checked_sub(1)?;
         Some(Tail {
-            at16,
-            runs: vec![(first, len16)],
-            end: ID::new(first.client, last),
-            right,
+            at16: start16.checked_add(ins.len16)?,
+            runs: vec![(ins.first, ins.len16)],
+            end: ID::new(ins.first.client, last),
+            right: ins.right,
             seen,
         })
     }
@@ -108,10 +102,12 @@ impl Tail {
         let mut end = self.end;
         if len16 > 0 {
             let last = clock.checked_add(len16)?.checked_sub(1)?;
-            let follows = end.client == client && end.clock.checked_add(1) == Some(clock);
             match runs.last_mut() {
-                // Typing on: the run grows (and yrs merges the items).
-                Some((first, len)) if follows && first.clock.checked_add(*len) == Some(clock) => {
+                // Typing on: the run grows (and yrs merges the items). After a delete, the
+                // run's end is a clock before `end`, so it cannot be `clock` any more.
+                Some((first, len))
+                    if first.client == client && first.clock.checked_add(*len) == Some(clock) =>
+                {
                     *len += len16;
                 }
                 _ => runs.push((ID::new(client, clock), len16)),
@@ -133,14 +129,6 @@ impl Tail {
             },
         })
     }
-}
-
-/// One string item, as [`single_insert`] reads it from an update.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Inserted {
-    pub first: ID,
-    pub len16: u32,
-    pub right: Option<ID>,
 }
 
 fn put_varuint(out: &mut Vec<u8>, mut v: u64) {
@@ -346,19 +334,6 @@ pub fn normalized(mut ranges: Vec<(ClientID, u32, u32)>) -> Vec<(ClientID, u32, 
     out
 }
 
-/// The insert of an update that holds exactly one struct, of `client`, with a left origin
-/// (what one `Text::insert` after the text's start produces); `None` for anything else. The
-/// delete set does not matter: deleted items stay in the list, so they do not move the
-/// neighbours.
-pub fn single_insert(update: &[u8], client: ClientID) -> Option<Inserted> {
-    let ins = read_edit(update)?.insert?;
-    (ins.first.client == client).then_some(Inserted {
-        first: ins.first,
-        len16: ins.len16,
-        right: ins.right,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,8 +359,17 @@ mod tests {
         let merged = normalized(vec![(c, u32::MAX - 1, 10), (c, u32::MAX, 3), (c, 0, 0)]);
         assert_eq!(merged, vec![(c, u32::MAX - 1, 10)]);
         // An insert whose clocks would pass u32::MAX gives no tail.
-        assert_eq!(Tail::after_insert(0, id(5, u32::MAX), 2, None, 0), None);
-        let tail = Tail::after_insert(3, id(5, 0), 3, None, 0).expect("tail");
+        let ins = |first, len16| ReadInsert {
+            first,
+            len16,
+            origin: id(5, 0),
+            right: None,
+            text: "",
+        };
+        assert_eq!(Tail::after_insert(0, &ins(id(5, u32::MAX), 2), 0), None);
+        assert_eq!(Tail::after_insert(u32::MAX, &ins(id(5, 0), 2), 0), None);
+        let tail = Tail::after_insert(0, &ins(id(5, 0), 3), 0).expect("tail");
+        assert_eq!(tail.at16, 3);
         assert_eq!(tail.plan(0, 2, c, u32::MAX), None);
         assert_eq!(tail.plan(4, 0, c, 9), None, "deletes more than was typed");
         // Garbage and truncations of a real edit: read or refused, never a panic.
@@ -411,20 +395,15 @@ mod tests {
             text.insert(&mut txn, 5, "🦀 ");
             txn.encode_update_v1()
         };
-        let got = single_insert(&update, ClientID::new(7)).expect("one insert");
+        let read = read_edit(&update).expect("one insert");
+        assert!(read.deletes.is_empty());
+        let got = read.insert.expect("an insert");
         assert_eq!(got.first, id(7, 10));
         assert_eq!(got.len16, 3, "the crab is two UTF-16 units");
+        assert_eq!(got.origin, id(7, 4));
         assert_eq!(got.right, Some(id(7, 5)));
-        assert_eq!(
-            single_insert(&update, ClientID::new(8)),
-            None,
-            "another client's"
-        );
-        assert_eq!(
-            single_insert(&update[..update.len() - 4], ClientID::new(7)),
-            None,
-            "cut short"
-        );
+        assert_eq!(got.text, "🦀 ");
+        assert_eq!(read_edit(&update[..update.len() - 4]), None, "cut short");
 
         // Continue it with our own encoding: the same as yrs' own insert, byte for byte.
         let ours = encode_edit(
