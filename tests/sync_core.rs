@@ -217,6 +217,94 @@ fn a_peers_typing_lands_without_a_delta_once_its_place_is_known() {
     assert_eq!(writer.text(), reader.text());
 }
 
+/// A peer's edit away from where it last typed (a jump, a delete elsewhere, a replaced
+/// character) is placed from the characters its update names, not from yrs' delta; the rope
+/// must stay the Y.Text, and the edits returned must turn the old text into the new one.
+#[test]
+fn a_peers_edit_elsewhere_is_placed_from_the_characters_it_names() {
+    let mut writer = SharedDoc::new();
+    let mut reader = SharedDoc::new();
+    writer
+        .apply_local(&Edit::insert(
+            0,
+            "fn main() {\n    println!(\"😀 héllo\");\n}\n",
+        ))
+        .unwrap();
+    for u in writer.take_outgoing() {
+        reader.apply_remote(&u).unwrap();
+    }
+    let jumps = [
+        Edit::insert(3, "x"),
+        Edit::delete(20, 1),
+        Edit {
+            at: 27,
+            delete: 1,
+            insert: "Y".into(),
+        },
+        // The emoji is two UTF-16 units: two IDs to place.
+        Edit::delete(26, 1),
+        Edit::insert(38, "// end"),
+        Edit::insert(12, "日本"),
+        Edit::delete(1, 1),
+    ];
+    for (k, e) in jumps.iter().enumerate() {
+        writer.apply_local(e).unwrap();
+        let before = reader.rope().clone();
+        let placed = reader.remote_placed();
+        let mut edits = Vec::new();
+        for u in writer.take_outgoing() {
+            edits.extend(reader.apply_remote(&u).unwrap());
+        }
+        assert_eq!(
+            reader.remote_placed(),
+            placed + 1,
+            "edit {k} ({e:?}) was placed"
+        );
+        let mut replayed = before;
+        for edit in &edits {
+            edit.apply_to(&mut replayed);
+        }
+        assert_eq!(
+            replayed.to_string(),
+            reader.text(),
+            "edit {k}: the edits returned"
+        );
+        assert_eq!(reader.text(), reader.ytext(), "edit {k}");
+        assert_eq!(reader.text(), writer.text(), "edit {k}");
+    }
+    assert_eq!(
+        reader.text(),
+        "f xmain() {日本\n    pritln!(\"Yhéllo\");\n}\n// end"
+    );
+}
+
+/// Two peers delete the same character at once: the second delete changes nothing, and the
+/// length check sends it to the delta instead of removing a character from the rope.
+#[test]
+fn a_delete_of_what_is_already_deleted_is_not_placed() {
+    let mut a = SharedDoc::new();
+    let mut b = SharedDoc::new();
+    let mut reader = SharedDoc::new();
+    a.apply_local(&Edit::insert(0, "abcdef")).unwrap();
+    for u in a.take_outgoing() {
+        b.apply_remote(&u).unwrap();
+        reader.apply_remote(&u).unwrap();
+    }
+    a.apply_local(&Edit::delete(2, 1)).unwrap();
+    b.apply_local(&Edit::delete(2, 1)).unwrap();
+    for u in a.take_outgoing() {
+        reader.apply_remote(&u).unwrap();
+    }
+    assert_eq!(reader.text(), "abdef");
+    let placed = reader.remote_placed();
+    for u in b.take_outgoing() {
+        assert!(reader.apply_remote(&u).unwrap().is_empty());
+    }
+    assert_eq!(reader.remote_placed(), placed, "not placed");
+    assert_eq!(reader.text(), "abdef");
+    assert_eq!(reader.ytext(), "abdef");
+}
+
 #[test]
 fn a_continuation_that_completes_a_held_back_update_goes_through_the_delta() {
     let mut writer = SharedDoc::new();

@@ -44,6 +44,7 @@ pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<
             let mut replica = SharedDoc::new();
             let mut batcher = Batcher::new();
             let (mut updates, mut bytes) = (0, 0);
+            let mut in_replica = std::time::Duration::ZERO;
             for (i, p) in patches.iter().enumerate() {
                 writer.apply_local(p)?;
                 if (i + 1) % window == 0 || i + 1 == patches.len() {
@@ -51,13 +52,18 @@ pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<
                         batcher.push(u);
                     }
                     if let Some(update) = batcher.flush()? {
+                        let t = Instant::now();
                         replica.apply_remote(&update)?;
+                        in_replica += t.elapsed();
                         updates += 1;
                         bytes += update.len();
                     }
                 }
             }
             let millis = started.elapsed().as_secs_f64() * 1000.0;
+            if std::env::var_os("REPLAY_DEBUG").is_some() {
+                eprintln!("replica {:.0} ms", in_replica.as_secs_f64() * 1000.0);
+            }
             (updates, bytes, millis, writer.text(), replica.text())
         }
         "yrs" => {

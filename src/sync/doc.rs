@@ -17,6 +17,7 @@ use yrs::{
     StateVector, Text, TextRef, Transact, TransactionMut,
 };
 
+use super::place::{self, Hint, Op};
 use super::typing::{self, Tail};
 use crate::protocol::{META_NAME, TEXT_NAME};
 
@@ -76,14 +77,6 @@ pub enum DocError {
     Malformed(String),
     #[error("could not apply update: {0}")]
     Apply(String),
-}
-
-/// A change the observer saw, in the doc's (UTF-16) units, before conversion to chars.
-#[derive(Debug)]
-enum Op {
-    Retain(u32),
-    Delete(u32),
-    Insert(String),
 }
 
 /// Local edits that are in the rope but not yet in yrs: one contiguous region of the text as yrs
@@ -190,6 +183,11 @@ pub struct SharedDoc {
     remote_known: u64,
     /// Set while such an update is integrated: the text observer skips the delta.
     quiet: Arc<AtomicBool>,
+    /// What the remote update being integrated does, as read from it: the text observer places
+    /// it from the characters it names instead of asking for the delta ([`place`]).
+    hint: Arc<Mutex<Option<Hint>>>,
+    /// Remote updates placed that way (counted by the observer).
+    placed: Arc<AtomicU64>,
 }
 
 /// See [`SharedDoc::loader`].
@@ -351,18 +349,28 @@ impl SharedDoc {
         let outgoing: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let changes: Arc<AtomicU64> = Arc::default();
         let quiet: Arc<AtomicBool> = Arc::default();
+        let hint: Arc<Mutex<Option<Hint>>> = Arc::default();
+        let placed: Arc<AtomicU64> = Arc::default();
         let local = Origin::from(LOCAL_ORIGIN);
         let load = Origin::from(LOAD_ORIGIN);
         {
             let observed = observed.clone();
             let changes = changes.clone();
             let quiet = quiet.clone();
+            let hint = hint.clone();
+            let placed = placed.clone();
             text.observe("pairedit-mirror", move |txn, event| {
                 changes.fetch_add(1, Ordering::Relaxed);
                 if txn.origin() == Some(&local)
                     || txn.origin() == Some(&load)
                     || quiet.load(Ordering::Relaxed)
                 {
+                    return;
+                }
+                let hinted = lock(&hint).take();
+                if let Some(ops) = hinted.and_then(|h| place::ops(txn, event.target(), &h)) {
+                    placed.fetch_add(1, Ordering::Relaxed);
+                    lock(&observed).push(ops);
                     return;
                 }
                 let ops = event
@@ -400,6 +408,8 @@ impl SharedDoc {
             remote_tail: None,
             remote_known: 0,
             quiet,
+            hint,
+            placed,
         }
     }
 
@@ -737,8 +747,14 @@ impl SharedDoc {
             // more than this insert, or hides it (inserted and deleted at once), and no tail
             // may be learned from it.
             let held_back = txn.has_missing_updates();
+            if !held_back {
+                let before16 = self.text.len(&txn);
+                *lock(&self.hint) = read.as_ref().and_then(|r| Hint::new(r, before16));
+            }
             (txn.apply_update(update), held_back)
         };
+        // Unused if the update left the text alone.
+        lock(&self.hint).take();
         // Even a failed update may have been partly integrated: the mirror follows what yrs
         // did either way, or it would drift from the Y.Text (found by tests/fuzz.rs).
         let mut edits = self.sync_mirror();
@@ -775,6 +791,12 @@ impl SharedDoc {
     /// yrs' delta.
     pub fn remote_known(&self) -> u64 {
         self.remote_known
+    }
+
+    /// How many remote updates were placed from the characters they name, without yrs' delta
+    /// ([`place`]).
+    pub fn remote_placed(&self) -> u64 {
+        self.placed.load(Ordering::Relaxed)
     }
 
     /// The plan of `read` if it continues `tail` (the same client typing on or backspacing,
