@@ -278,6 +278,35 @@ fn a_peers_edit_elsewhere_is_placed_from_the_characters_it_names() {
     );
 }
 
+/// After a peer replaced a selection elsewhere (deletes and an insert in one update), its next
+/// key continues that insert: the reader knows the place from the update before.
+#[test]
+fn typing_on_after_a_replaced_selection_is_known() {
+    let mut writer = SharedDoc::new();
+    let mut reader = SharedDoc::new();
+    let send = |w: &mut SharedDoc, r: &mut SharedDoc| {
+        for u in w.take_outgoing() {
+            r.apply_remote(&u).unwrap();
+        }
+    };
+    writer.apply_local(&Edit::insert(0, "let x = 10;\n")).unwrap();
+    send(&mut writer, &mut reader);
+    writer
+        .apply_local(&Edit {
+            at: 8,
+            delete: 2,
+            insert: "4".into(),
+        })
+        .unwrap();
+    send(&mut writer, &mut reader);
+    let known = reader.remote_known();
+    writer.apply_local(&Edit::insert(9, "2")).unwrap();
+    send(&mut writer, &mut reader);
+    assert_eq!(reader.remote_known(), known + 1);
+    assert_eq!(reader.text(), "let x = 42;\n");
+    assert_eq!(reader.ytext(), reader.text());
+}
+
 /// Two peers delete the same character at once: the second delete changes nothing, and the
 /// length check sends it to the delta instead of removing a character from the rope.
 #[test]

@@ -1,4 +1,4 @@
-//! `pairedit bench replay`: an editing trace through a writer and a replica, three ways.
+//! `pairedit bench replay`: an editing trace through a writer and a replica, four ways.
 //!
 //! - `pairedit`: the sync core as the editor uses it: each patch goes to the rope at once and is
 //!   composed for yrs; every `window` patches the writer's updates are merged into one (the flush
@@ -7,6 +7,10 @@
 //!   its updates merged per window by the same `Batcher`, the replica applying them with no
 //!   observer.
 //! - `yjs`: the Node `yjs` package doing what `yrs` does (bench/node/replay.mjs).
+//! - `yjs + delta`: the same, with the replica doing what an editor binding on Yjs does: it reads
+//!   each update's `event.delta` and applies it to its own copy of the text. The targets are
+//!   against plain `yjs`; this row shows what a Yjs-based editor pays for the change pairedit's
+//!   mirror also needs.
 //!
 //! Each engine runs in its own process so its peak RSS is its own.
 
@@ -62,7 +66,12 @@ pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<
             }
             let millis = started.elapsed().as_secs_f64() * 1000.0;
             if std::env::var_os("REPLAY_DEBUG").is_some() {
-                eprintln!("replica {:.0} ms", in_replica.as_secs_f64() * 1000.0);
+                eprintln!(
+                    "replica {:.0} ms, known {} placed {}",
+                    in_replica.as_secs_f64() * 1000.0,
+                    replica.remote_known(),
+                    replica.remote_placed()
+                );
             }
             (updates, bytes, millis, writer.text(), replica.text())
         }
@@ -188,8 +197,16 @@ pub fn replay_all(trace_path: &Path, window: usize, runs: usize) -> anyhow::Resu
     match super::node_script("replay.mjs") {
         Some(script) => {
             let mut cmd = std::process::Command::new("node");
-            cmd.arg(script).arg(trace_path).arg(window.to_string());
+            cmd.arg(&script).arg(trace_path).arg(window.to_string());
             run_child(cmd, "yjs")?;
+            // What an editor on Yjs pays: its binding reads every update's delta, as
+            // pairedit's mirror needs the change too.
+            let mut cmd = std::process::Command::new("node");
+            cmd.arg(&script)
+                .arg(trace_path)
+                .arg(window.to_string())
+                .arg("observe");
+            run_child(cmd, "yjs + delta")?;
         }
         None => {
             eprintln!("yjs: skipped (run `npm ci --prefix bench/node` to compare with Node yjs)")

@@ -895,13 +895,15 @@ impl SharedDoc {
         vec![edit]
     }
 
-    /// The tail of a remote update that was one insert, from where the mirror put it.
+    /// The tail of a remote update with one insert (and deletes anywhere), from where the
+    /// mirror put it.
     fn remote_tail_after(&self, read: &typing::ReadEdit, edits: &[Edit]) -> Option<Tail> {
         let ins = read.insert.as_ref()?;
-        let [edit] = edits else {
-            return None;
-        };
-        if !read.deletes.is_empty() || edit.delete != 0 || edit.insert != ins.text {
+        // The one edit that inserted. What the update deleted are edits of their own, left of it
+        // (before it in order, so its `at` is already where it ended up) or right of it (after).
+        let mut inserts = edits.iter().filter(|e| !e.insert.is_empty());
+        let edit = inserts.next()?;
+        if inserts.next().is_some() || edit.delete != 0 || edit.insert != ins.text {
             return None;
         }
         let start16 = u32::try_from(self.rope.char_to_utf16_cu(edit.at)).ok()?;
