@@ -289,7 +289,9 @@ fn typing_on_after_a_replaced_selection_is_known() {
             r.apply_remote(&u).unwrap();
         }
     };
-    writer.apply_local(&Edit::insert(0, "let x = 10;\n")).unwrap();
+    writer
+        .apply_local(&Edit::insert(0, "let x = 10;\n"))
+        .unwrap();
     send(&mut writer, &mut reader);
     writer
         .apply_local(&Edit {
