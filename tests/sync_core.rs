@@ -309,6 +309,92 @@ fn typing_on_after_a_replaced_selection_is_known() {
     assert_eq!(reader.ytext(), reader.text());
 }
 
+/// A file's text (in yrs without an ID map) is edited at several places: once deletes keep
+/// coming, the map is built from yrs and deletes go in by ID. The document must be the one yrs'
+/// own index deletes make, byte for byte; with undo on, undo must bring the text back.
+#[test]
+fn deletes_go_in_by_id_once_the_map_is_built() {
+    use yrs::{Text as _, Transact as _};
+    let content = "fn main() {\r\n\tprintln!(\"😀 e\u{301} 日本\");\r\n}\r\n// end\n";
+    let with_content = |client| {
+        let d = ydoc(client);
+        let t = d.get_or_insert_text(pairedit::protocol::TEXT_NAME);
+        t.insert(&mut d.transact_mut(), 0, content);
+        d
+    };
+    let mut doc = SharedDoc::with_doc(with_content(1));
+    let mut undoable = SharedDoc::with_doc(with_content(1));
+    undoable.enable_undo(500);
+    let reference = with_content(1);
+    let rtext = reference.get_or_insert_text(pairedit::protocol::TEXT_NAME);
+    // Deletes here and there (each its own transaction), a jump insert between them.
+    let edits = [
+        Edit::delete(30, 1),
+        Edit::delete(0, 1),
+        Edit::delete(20, 2),
+        Edit::insert(10, "x"),
+        Edit::delete(19, 1),
+        Edit::delete(25, 3),
+        Edit::delete(4, 1),
+        Edit::delete(3, 1),
+        Edit::delete(17, 1),
+    ];
+    for e in &edits {
+        let before = doc.text();
+        doc.apply_local(e).unwrap();
+        doc.commit_local();
+        undoable.apply_local(e).unwrap();
+        undoable.undo_boundary();
+        let at16 = utf16_of(&before, e.at);
+        let del16 = utf16_of(&before, e.at + e.delete) - at16;
+        let mut txn = reference.transact_mut();
+        if del16 > 0 {
+            rtext.remove_range(&mut txn, at16, del16);
+        }
+        if !e.insert.is_empty() {
+            rtext.insert(&mut txn, at16, &e.insert);
+        }
+    }
+    assert!(
+        doc.deleted_by_id() >= 3,
+        "{} deletes by ID",
+        doc.deleted_by_id()
+    );
+    assert_eq!(full_state(doc.doc()), full_state(&reference));
+    assert_eq!(doc.text(), doc.ytext());
+    assert!(undoable.deleted_by_id() >= 3);
+    assert_eq!(undoable.text(), doc.text());
+    for _ in &edits {
+        undoable.undo();
+    }
+    assert_eq!(undoable.text(), content);
+    assert_eq!(undoable.ytext(), content);
+}
+
+/// A stock client's embed has no string to map: deletes stay by index, and stay right.
+#[test]
+fn an_embed_keeps_deletes_by_index() {
+    use yrs::{Any, ReadTxn as _, Text as _, Transact as _};
+    let peer = ydoc(5);
+    let text = peer.get_or_insert_text(pairedit::protocol::TEXT_NAME);
+    {
+        let mut txn = peer.transact_mut();
+        text.insert(&mut txn, 0, "abcdefgh");
+        text.insert_embed(&mut txn, 4, Any::from(vec![1u8]));
+    }
+    let state = peer
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    let mut doc = SharedDoc::from_update(&state).unwrap();
+    for _ in 0..6 {
+        doc.apply_local(&Edit::delete(1, 1)).unwrap();
+        doc.commit_local();
+    }
+    assert_eq!(doc.deleted_by_id(), 0);
+    assert_eq!(doc.text(), "agh");
+    assert_eq!(doc.ytext(), "agh");
+}
+
 /// Two peers delete the same character at once: the second delete changes nothing, and the
 /// length check sends it to the delta instead of removing a character from the rope.
 #[test]

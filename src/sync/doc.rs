@@ -17,6 +17,7 @@ use yrs::{
     StateVector, Text, TextRef, Transact, TransactionMut,
 };
 
+use super::idmap::IdMap;
 use super::place::{self, Hint, Op};
 use super::typing::{self, Tail};
 use crate::protocol::{META_NAME, TEXT_NAME};
@@ -188,7 +189,18 @@ pub struct SharedDoc {
     hint: Arc<Mutex<Option<Hint>>>,
     /// Remote updates placed that way (counted by the observer).
     placed: Arc<AtomicU64>,
+    /// The IDs of the Y.Text's visible characters, while every change to it came with the IDs
+    /// it inserted: a local delete then goes into yrs by ID ([`IdMap`]). `None` once a change
+    /// came without them; rebuilt from yrs when deletes keep wanting it.
+    ids: Mutex<Option<IdMap>>,
+    /// Deletes that went by index since the map was dropped.
+    ids_wanted: AtomicU64,
+    /// Deletes that went into yrs by ID.
+    deleted_by_id: AtomicU64,
 }
+
+/// Deletes by index a dropped [`IdMap`] waits for before it is rebuilt (a walk of the text).
+const IDS_REBUILD_AFTER: u64 = 4;
 
 /// See [`SharedDoc::loader`].
 pub struct Loader {
@@ -282,10 +294,12 @@ impl Default for SharedDoc {
 
 impl SharedDoc {
     pub fn new() -> SharedDoc {
-        Self::with_doc(Doc::with_options(Options {
+        let doc = Self::with_doc(Doc::with_options(Options {
             offset_kind: OffsetKind::Utf16,
             ..Options::default()
-        }))
+        }));
+        *lock(&doc.ids) = Some(IdMap::new());
+        doc
     }
 
     /// Wraps an existing doc (which must use [`OffsetKind::Utf16`]); the mirror starts from its text.
@@ -410,6 +424,9 @@ impl SharedDoc {
             quiet,
             hint,
             placed,
+            ids: Mutex::new(None),
+            ids_wanted: AtomicU64::new(0),
+            deleted_by_id: AtomicU64::new(0),
         }
     }
 
@@ -488,6 +505,9 @@ impl SharedDoc {
             *lock(&self.tail) = done;
             return;
         }
+        if p.inserted.is_empty() && self.delete_by_id(start16, p.deleted16) {
+            return;
+        }
         let client = self.doc.client_id();
         let clock = {
             let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
@@ -501,9 +521,114 @@ impl SharedDoc {
             }
             clock
         };
+        let len16 = p.inserted.encode_utf16().count();
+        self.ids_changed(start16, p.deleted16, Some((client, clock)), len16);
         if !p.inserted.is_empty() {
             *lock(&self.tail) = self.tail_of_last_update(start16, clock, &p.inserted);
         }
+    }
+
+    /// Keeps the [`IdMap`] in step with a change yrs made: `del16` units deleted at `at16`, then
+    /// `len16` inserted there, the first with ID `(client, clock)` (`None`: not known, and the
+    /// map is dropped if anything was inserted).
+    fn ids_changed(
+        &self,
+        at16: u32,
+        del16: usize,
+        first: Option<(yrs::block::ClientID, u32)>,
+        len16: usize,
+    ) {
+        let mut ids = lock(&self.ids);
+        let Some(map) = ids.as_mut() else {
+            return;
+        };
+        let kept = map.remove(u64::from(at16), del16 as u64).is_some()
+            && (len16 == 0
+                || first
+                    .zip(u32::try_from(len16).ok())
+                    .is_some_and(|((c, k), n)| map.insert(u64::from(at16), c, k, n).is_some()));
+        if !kept {
+            *ids = None;
+        }
+    }
+
+    /// Deletes `del16` units at `start16` by the IDs the [`IdMap`] has for them, in one local
+    /// transaction; `false` (nothing changed) when there is no map or yrs did not take it.
+    fn delete_by_id(&self, start16: u32, del16: usize) -> bool {
+        let mut ids = lock(&self.ids);
+        if ids.is_none() {
+            if self.ids_wanted.fetch_add(1, Ordering::Relaxed) + 1 < IDS_REBUILD_AFTER {
+                return false;
+            }
+            self.ids_wanted.store(0, Ordering::Relaxed);
+            *ids = self.ids_from_yrs();
+        }
+        let Some(map) = ids.as_mut() else {
+            return false;
+        };
+        let Some(ranges) = map.ids(u64::from(start16), del16 as u64) else {
+            *ids = None;
+            return false;
+        };
+        let Ok(update) =
+            yrs::Update::decode_v1(&typing::encode_deletes(&typing::normalized(ranges)))
+        else {
+            return false;
+        };
+        let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
+        // Held-back updates could integrate along with it, and change what the rope does not
+        // know about.
+        if txn.has_missing_updates() {
+            return false;
+        }
+        let before = self.text.len(&txn);
+        let applied = txn.apply_update(update);
+        let after = self.text.len(&txn);
+        drop(txn);
+        if applied.is_ok() && u64::from(before) == u64::from(after) + del16 as u64 {
+            self.deleted_by_id.fetch_add(1, Ordering::Relaxed);
+            if map.remove(u64::from(start16), del16 as u64).is_none() {
+                *ids = None;
+            }
+            return true;
+        }
+        tracing::warn!("delete by ID refused ({applied:?}, {before} -> {after}); map dropped");
+        *ids = None;
+        // Unchanged: the caller deletes by index. Changed otherwise (never seen): the mirror's
+        // length check on the next remote update rebuilds the rope from yrs.
+        before == after
+    }
+
+    /// The [`IdMap`] of the Y.Text as yrs holds it: one walk, with each item's ID (`None` if the
+    /// text holds anything but strings, e.g. a stock client's embed).
+    fn ids_from_yrs(&self) -> Option<IdMap> {
+        use yrs::types::text::{ChangeKind, YChange};
+        let mut txn = self.doc.transact_mut_with(LOAD_ORIGIN);
+        let now = txn.snapshot();
+        let chunks = self.text.diff_range(
+            &mut txn,
+            Some(&now),
+            Some(&yrs::Snapshot::default()),
+            YChange::identity,
+        );
+        let mut runs = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let (Out::Any(Any::String(s)), Some(change)) = (&chunk.insert, &chunk.ychange) else {
+                return None;
+            };
+            if change.kind != ChangeKind::Added {
+                return None;
+            }
+            let len16 = u32::try_from(s.encode_utf16().count()).ok()?;
+            runs.push((change.id.client, change.id.clock, len16));
+        }
+        let map = IdMap::from_runs(runs);
+        (map.len16() == u64::from(self.text.len(&txn))).then_some(map)
+    }
+
+    /// Local deletes that went into yrs by ID ([`IdMap`]) instead of by index.
+    pub fn deleted_by_id(&self) -> u64 {
+        self.deleted_by_id.load(Ordering::Relaxed)
     }
 
     /// How many local edits reached yrs by ID, continuing the insert before, instead of by
@@ -547,6 +672,8 @@ impl SharedDoc {
             && whole
         {
             self.continued.fetch_add(1, Ordering::Relaxed);
+            let at16 = tail.at16 - plan.del16;
+            self.ids_changed(at16, del16 as usize, Some((client, clock)), len16 as usize);
             let seen = self.changes.load(Ordering::Relaxed);
             return Some(Some(Tail { seen, ..plan.next }));
         }
@@ -757,7 +884,12 @@ impl SharedDoc {
         lock(&self.hint).take();
         // Even a failed update may have been partly integrated: the mirror follows what yrs
         // did either way, or it would drift from the Y.Text (found by tests/fuzz.rs).
-        let mut edits = self.sync_mirror();
+        let known = read
+            .as_ref()
+            .and_then(|r| r.insert.as_ref())
+            .filter(|_| !held_back)
+            .map(|i| (i.first, i.text));
+        let mut edits = self.mirror_observed(known);
         // Conflicting or malformed updates (a hostile peer's) can make yrs change the text
         // without a matching event. A length check is O(1); on a mismatch the mirror is
         // rebuilt from the Y.Text and reported as one whole-text replacement.
@@ -778,6 +910,7 @@ impl SharedDoc {
 
     /// Sets the rope to the Y.Text; the change as one whole-text replacement.
     fn rebuild_mirror(&mut self) -> Edit {
+        *lock(&self.ids) = None;
         let edit = Edit {
             at: 0,
             delete: self.rope.len_chars(),
@@ -890,6 +1023,11 @@ impl SharedDoc {
             tracing::warn!("a remote edit did not land where expected; rebuilt the mirror");
             return vec![self.rebuild_mirror()];
         }
+        let first = read
+            .insert
+            .as_ref()
+            .map(|i| (i.first.client, i.first.clock));
+        self.ids_changed(tail.at16 - del16, del16 as usize, first, len16 as usize);
         let seen = self.changes.load(Ordering::Relaxed);
         self.remote_tail = Some(Tail { seen, ..plan.next });
         vec![edit]
@@ -913,15 +1051,24 @@ impl SharedDoc {
     /// Brings the rope up to date with text changes from non-local transactions (remote updates,
     /// or undo/redo run through yrs directly) and returns them as char edits.
     pub fn sync_mirror(&mut self) -> Vec<Edit> {
+        self.mirror_observed(None)
+    }
+
+    /// [`SharedDoc::sync_mirror`], knowing that the insert of `text`, if the changes have one,
+    /// has first ID `first` (for the [`IdMap`]; any other insert drops it).
+    fn mirror_observed(&mut self, known: Option<(yrs::block::ID, &str)>) -> Vec<Edit> {
         let batches = std::mem::take(&mut *lock(&self.observed));
         let mut edits = Vec::new();
+        let mut known = known;
         for ops in batches {
             let mut at = 0usize;
+            let mut at16 = 0u32;
             for op in ops {
                 match op {
                     Op::Retain(n) => {
                         let u = self.rope.char_to_utf16_cu(at) + n as usize;
                         at = self.rope.utf16_cu_to_char(u.min(self.rope.len_utf16_cu()));
+                        at16 = at16.saturating_add(n);
                     }
                     Op::Delete(n) => {
                         let u = self.rope.char_to_utf16_cu(at) + n as usize;
@@ -929,9 +1076,16 @@ impl SharedDoc {
                         let edit = Edit::delete(at, end - at);
                         edit.apply_to(&mut self.rope);
                         edits.push(edit);
+                        self.ids_changed(at16, n as usize, None, 0);
                     }
                     Op::Insert(s) => {
                         let n = s.chars().count();
+                        let len16 = s.encode_utf16().count();
+                        let first = known
+                            .take_if(|(_, text)| *text == s)
+                            .map(|(id, _)| (id.client, id.clock));
+                        self.ids_changed(at16, 0, first, len16);
+                        at16 = at16.saturating_add(u32::try_from(len16).unwrap_or(u32::MAX));
                         let edit = Edit::insert(at, s);
                         edit.apply_to(&mut self.rope);
                         edits.push(edit);

@@ -5,6 +5,7 @@
 
 mod batch;
 mod doc;
+mod idmap;
 mod place;
 pub mod presence;
 mod typing;

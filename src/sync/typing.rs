@@ -189,6 +189,24 @@ pub fn encode_edit(
     out
 }
 
+/// The v1 update that only deletes `ranges` (`(client, clock, len)`, as [`normalized`] leaves
+/// them: grouped by client).
+pub fn encode_deletes(ranges: &[(ClientID, u32, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + ranges.len() * 8);
+    put_varuint(&mut out, 0); // no structs
+    let clients: Vec<&[(ClientID, u32, u32)]> = ranges.chunk_by(|a, b| a.0 == b.0).collect();
+    put_varuint(&mut out, clients.len() as u64);
+    for ranges in clients {
+        put_varuint(&mut out, ranges[0].0.get());
+        put_varuint(&mut out, ranges.len() as u64);
+        for &(_, clock, len) in ranges {
+            put_varuint(&mut out, u64::from(clock));
+            put_varuint(&mut out, u64::from(len));
+        }
+    }
+    out
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
 }
