@@ -192,15 +192,29 @@ pub struct SharedDoc {
     /// The IDs of the Y.Text's visible characters, while every change to it came with the IDs
     /// it inserted: a local delete then goes into yrs by ID ([`IdMap`]). `None` once a change
     /// came without them; rebuilt from yrs when deletes keep wanting it.
-    ids: Mutex<Option<IdMap>>,
-    /// Deletes that went by index since the map was dropped.
-    ids_wanted: AtomicU64,
+    ids: Arc<Mutex<Option<IdMap>>>,
+    /// Bookkeeping of when to rebuild a dropped map ([`IDS_REBUILD_AFTER`]).
+    ids_use: Mutex<IdsUse>,
     /// Deletes that went into yrs by ID.
     deleted_by_id: AtomicU64,
 }
 
-/// Deletes by index a dropped [`IdMap`] waits for before it is rebuilt (a walk of the text).
+/// How many times a dropped [`IdMap`] must be wanted before it is rebuilt (a walk of the text
+/// that allocates each item's string): at first, and again after a map that was used that
+/// often before it was dropped. A map dropped sooner doubles the wait, up to the most.
 const IDS_REBUILD_AFTER: u64 = 4;
+const IDS_REBUILD_AFTER_MOST: u64 = 1 << 12;
+
+/// How a [`SharedDoc`]'s [`IdMap`] has been wanted and used.
+#[derive(Debug)]
+struct IdsUse {
+    /// Times it was wanted since it was dropped.
+    wanted: u64,
+    /// Times it was used since it was built.
+    used: u64,
+    /// Times it must be wanted before it is rebuilt.
+    wait: u64,
+}
 
 /// See [`SharedDoc::loader`].
 pub struct Loader {
@@ -365,6 +379,7 @@ impl SharedDoc {
         let quiet: Arc<AtomicBool> = Arc::default();
         let hint: Arc<Mutex<Option<Hint>>> = Arc::default();
         let placed: Arc<AtomicU64> = Arc::default();
+        let ids: Arc<Mutex<Option<IdMap>>> = Arc::default();
         let local = Origin::from(LOCAL_ORIGIN);
         let load = Origin::from(LOAD_ORIGIN);
         {
@@ -373,6 +388,7 @@ impl SharedDoc {
             let quiet = quiet.clone();
             let hint = hint.clone();
             let placed = placed.clone();
+            let ids = ids.clone();
             text.observe("pairedit-mirror", move |txn, event| {
                 changes.fetch_add(1, Ordering::Relaxed);
                 if txn.origin() == Some(&local)
@@ -382,7 +398,11 @@ impl SharedDoc {
                     return;
                 }
                 let hinted = lock(&hint).take();
-                if let Some(ops) = hinted.and_then(|h| place::ops(txn, event.target(), &h)) {
+                let placed_ops = hinted.and_then(|h| {
+                    let map = lock(&ids);
+                    place::ops(txn, event.target(), &h, map.as_ref())
+                });
+                if let Some(ops) = placed_ops {
                     placed.fetch_add(1, Ordering::Relaxed);
                     lock(&observed).push(ops);
                     return;
@@ -424,8 +444,12 @@ impl SharedDoc {
             quiet,
             hint,
             placed,
-            ids: Mutex::new(None),
-            ids_wanted: AtomicU64::new(0),
+            ids,
+            ids_use: Mutex::new(IdsUse {
+                wanted: 0,
+                used: 0,
+                wait: IDS_REBUILD_AFTER,
+            }),
             deleted_by_id: AtomicU64::new(0),
         }
     }
@@ -538,36 +562,46 @@ impl SharedDoc {
         first: Option<(yrs::block::ClientID, u32)>,
         len16: usize,
     ) {
+        let run = first
+            .zip(u32::try_from(len16).ok())
+            .map(|((c, k), n)| (c, k, n));
+        let runs: &[_] = match (&run, len16) {
+            (_, 0) => &[],
+            (Some(r), _) => std::slice::from_ref(r),
+            (None, _) => {
+                self.drop_ids(&mut lock(&self.ids));
+                return;
+            }
+        };
+        self.ids_replaced(at16, del16, runs);
+    }
+
+    /// [`SharedDoc::ids_changed`] for an insert whose units' IDs are `runs` in text order.
+    fn ids_replaced(&self, at16: u32, del16: usize, runs: &[(yrs::block::ClientID, u32, u32)]) {
         let mut ids = lock(&self.ids);
         let Some(map) = ids.as_mut() else {
             return;
         };
-        let kept = map.remove(u64::from(at16), del16 as u64).is_some()
-            && (len16 == 0
-                || first
-                    .zip(u32::try_from(len16).ok())
-                    .is_some_and(|((c, k), n)| map.insert(u64::from(at16), c, k, n).is_some()));
+        let mut kept = map.remove(u64::from(at16), del16 as u64).is_some();
+        let mut at = u64::from(at16);
+        for &(c, k, n) in runs {
+            kept = kept && map.insert(at, c, k, n).is_some();
+            at += u64::from(n);
+        }
         if !kept {
-            *ids = None;
+            self.drop_ids(&mut ids);
         }
     }
 
     /// Deletes `del16` units at `start16` by the IDs the [`IdMap`] has for them, in one local
     /// transaction; `false` (nothing changed) when there is no map or yrs did not take it.
     fn delete_by_id(&self, start16: u32, del16: usize) -> bool {
-        let mut ids = lock(&self.ids);
-        if ids.is_none() {
-            if self.ids_wanted.fetch_add(1, Ordering::Relaxed) + 1 < IDS_REBUILD_AFTER {
-                return false;
-            }
-            self.ids_wanted.store(0, Ordering::Relaxed);
-            *ids = self.ids_from_yrs();
-        }
+        let mut ids = self.wanted_ids();
         let Some(map) = ids.as_mut() else {
             return false;
         };
         let Some(ranges) = map.ids(u64::from(start16), del16 as u64) else {
-            *ids = None;
+            self.drop_ids(&mut ids);
             return false;
         };
         let Ok(update) =
@@ -588,15 +622,46 @@ impl SharedDoc {
         if applied.is_ok() && u64::from(before) == u64::from(after) + del16 as u64 {
             self.deleted_by_id.fetch_add(1, Ordering::Relaxed);
             if map.remove(u64::from(start16), del16 as u64).is_none() {
-                *ids = None;
+                self.drop_ids(&mut ids);
             }
             return true;
         }
         tracing::warn!("delete by ID refused ({applied:?}, {before} -> {after}); map dropped");
-        *ids = None;
+        self.drop_ids(&mut ids);
         // Unchanged: the caller deletes by index. Changed otherwise (never seen): the mirror's
         // length check on the next remote update rebuilds the rope from yrs.
         before == after
+    }
+
+    /// The [`IdMap`], locked, for something that would use it: when it was dropped, this is
+    /// counted, and it is rebuilt once that happened as often as the wait says
+    /// ([`IDS_REBUILD_AFTER`]).
+    fn wanted_ids(&self) -> std::sync::MutexGuard<'_, Option<IdMap>> {
+        let mut ids = lock(&self.ids);
+        let mut usage = lock(&self.ids_use);
+        if ids.is_some() {
+            usage.used += 1;
+        } else {
+            usage.wanted += 1;
+            if usage.wanted >= usage.wait {
+                usage.wanted = 0;
+                usage.used = 0;
+                *ids = self.ids_from_yrs();
+            }
+        }
+        ids
+    }
+
+    /// Drops the [`IdMap`]: a change came without the IDs it inserted.
+    fn drop_ids(&self, ids: &mut Option<IdMap>) {
+        if ids.take().is_some() {
+            let mut usage = lock(&self.ids_use);
+            usage.wait = if usage.used >= usage.wait {
+                IDS_REBUILD_AFTER
+            } else {
+                (usage.wait * 2).min(IDS_REBUILD_AFTER_MOST)
+            };
+        }
     }
 
     /// The [`IdMap`] of the Y.Text as yrs holds it: one walk, with each item's ID (`None` if the
@@ -868,27 +933,31 @@ impl SharedDoc {
         {
             return Ok(self.apply_remote_known(update, tail, plan, read));
         }
-        let (applied, held_back) = {
-            let mut txn = self.doc.transact_mut_with(REMOTE_ORIGIN);
-            // Held-back updates this one completes integrate with it: then the delta shows
-            // more than this insert, or hides it (inserted and deleted at once), and no tail
-            // may be learned from it.
-            let held_back = txn.has_missing_updates();
-            if !held_back {
-                let before16 = self.text.len(&txn);
-                *lock(&self.hint) = read.as_ref().and_then(|r| Hint::new(r, before16));
-            }
-            (txn.apply_update(update), held_back)
+        // Held-back updates this one completes integrate with it: then the delta shows more
+        // than this insert, or hides it (inserted and deleted at once), and no tail may be
+        // learned from it.
+        let (held_back, before16) = {
+            let txn = self.doc.transact();
+            (txn.has_missing_updates(), self.text.len(&txn))
         };
+        let hint = read
+            .as_ref()
+            .filter(|_| !held_back)
+            .and_then(|r| Hint::new(r, before16));
+        if hint.is_some() {
+            // The map places it without walks: worth building if it keeps being wanted.
+            drop(self.wanted_ids());
+        }
+        *lock(&self.hint) = hint;
+        let applied = self
+            .doc
+            .transact_mut_with(REMOTE_ORIGIN)
+            .apply_update(update);
         // Unused if the update left the text alone.
         lock(&self.hint).take();
         // Even a failed update may have been partly integrated: the mirror follows what yrs
         // did either way, or it would drift from the Y.Text (found by tests/fuzz.rs).
-        let known = read
-            .as_ref()
-            .and_then(|r| r.insert.as_ref())
-            .filter(|_| !held_back)
-            .map(|i| (i.first, i.text));
+        let known = typing::read_inserts(bytes).filter(|_| !held_back);
         let mut edits = self.mirror_observed(known);
         // Conflicting or malformed updates (a hostile peer's) can make yrs change the text
         // without a matching event. A length check is O(1); on a mismatch the mirror is
@@ -910,7 +979,7 @@ impl SharedDoc {
 
     /// Sets the rope to the Y.Text; the change as one whole-text replacement.
     fn rebuild_mirror(&mut self) -> Edit {
-        *lock(&self.ids) = None;
+        self.drop_ids(&mut lock(&self.ids));
         let edit = Edit {
             at: 0,
             delete: self.rope.len_chars(),
@@ -1054,12 +1123,13 @@ impl SharedDoc {
         self.mirror_observed(None)
     }
 
-    /// [`SharedDoc::sync_mirror`], knowing that the insert of `text`, if the changes have one,
-    /// has first ID `first` (for the [`IdMap`]; any other insert drops it).
-    fn mirror_observed(&mut self, known: Option<(yrs::block::ID, &str)>) -> Vec<Edit> {
+    /// [`SharedDoc::sync_mirror`], knowing the IDs of the inserts the changes have, each with
+    /// its text (for the [`IdMap`]). An insert is matched to the one known insert with its text;
+    /// if that cannot be done for every insert, and every known insert used, the map is dropped.
+    fn mirror_observed(&mut self, known: Option<Vec<typing::Inserted>>) -> Vec<Edit> {
         let batches = std::mem::take(&mut *lock(&self.observed));
         let mut edits = Vec::new();
-        let mut known = known;
+        let mut known = known.unwrap_or_default();
         for ops in batches {
             let mut at = 0usize;
             let mut at16 = 0u32;
@@ -1081,10 +1151,14 @@ impl SharedDoc {
                     Op::Insert(s) => {
                         let n = s.chars().count();
                         let len16 = s.encode_utf16().count();
-                        let first = known
-                            .take_if(|(_, text)| *text == s)
-                            .map(|(id, _)| (id.client, id.clock));
-                        self.ids_changed(at16, 0, first, len16);
+                        let mut same = known.iter().enumerate().filter(|(_, k)| k.text == s);
+                        match (same.next(), same.next()) {
+                            (Some((i, _)), None) => {
+                                let ins = known.swap_remove(i);
+                                self.ids_replaced(at16, 0, &ins.runs);
+                            }
+                            _ => self.ids_changed(at16, 0, None, len16),
+                        }
                         at16 = at16.saturating_add(u32::try_from(len16).unwrap_or(u32::MAX));
                         let edit = Edit::insert(at, s);
                         edit.apply_to(&mut self.rope);
@@ -1093,6 +1167,9 @@ impl SharedDoc {
                     }
                 }
             }
+        }
+        if !known.is_empty() {
+            self.drop_ids(&mut lock(&self.ids));
         }
         edits
     }

@@ -9,7 +9,7 @@
 //! It is only as good as its upkeep: every change to the text must reach it with the IDs it
 //! inserted, or [`super::SharedDoc`] drops it (and rebuilds it from yrs when deletes want it).
 
-use yrs::block::ClientID;
+use yrs::block::{ClientID, ID};
 
 /// Runs per chunk before it splits in two.
 const CHUNK: usize = 64;
@@ -108,6 +108,41 @@ impl IdMap {
             }
         }
         (left == 0).then_some(out)
+    }
+
+    /// Where the units `ranges` (`(client, clock, len)`) and the single units `points` are, in
+    /// one pass over the runs: the positions and lengths of the pieces of `ranges` found, in
+    /// text order, and each point's position. Units not in the map (deleted, or never seen) are
+    /// simply not found.
+    pub(super) fn find(
+        &self,
+        ranges: &[(ClientID, u32, u32)],
+        points: &[ID],
+    ) -> (Vec<(u64, u32)>, Vec<Option<u64>>) {
+        let mut found = Vec::new();
+        let mut at_point = vec![None; points.len()];
+        let mut at = 0u64;
+        for run in self.chunks.iter().flat_map(|c| &c.runs) {
+            let (start, end) = (
+                u64::from(run.clock),
+                u64::from(run.clock) + u64::from(run.len),
+            );
+            for &(client, clock, len) in ranges {
+                let (from, to) = (u64::from(clock), u64::from(clock) + u64::from(len));
+                if client == run.client && from < end && start < to {
+                    let lo = from.max(start);
+                    found.push((at + lo - start, (to.min(end) - lo) as u32));
+                }
+            }
+            for (p, slot) in points.iter().zip(&mut at_point) {
+                let k = u64::from(p.clock);
+                if p.client == run.client && start <= k && k < end {
+                    *slot = Some(at + k - start);
+                }
+            }
+            at += u64::from(run.len);
+        }
+        (found, at_point)
     }
 
     /// Removes the `len` units at `at`.
@@ -268,6 +303,24 @@ mod tests {
                         let len = (len as usize).min(model.len() - at);
                         let ids = map.ids(at as u64, len as u64).unwrap();
                         prop_assert_eq!(expand(&ids), model[at..at + len].to_vec());
+                        // And back: where those IDs are, and a point at each end.
+                        let ends: Vec<ID> = [at.checked_sub(1), Some(at + len)]
+                            .iter()
+                            .flatten()
+                            .filter(|&&i| i < model.len())
+                            .map(|&i| ID::new(ClientID::new(model[i].0), model[i].1))
+                            .collect();
+                        let (pieces, points) = map.find(&ids, &ends);
+                        let mut units: Vec<u64> = pieces
+                            .iter()
+                            .flat_map(|&(p, n)| p..p + u64::from(n))
+                            .collect();
+                        units.sort_unstable();
+                        prop_assert_eq!(units, (at as u64..(at + len) as u64).collect::<Vec<_>>());
+                        for (id, p) in ends.iter().zip(points) {
+                            let i = model.iter().position(|&(c, k)| c == id.client.get() && k == id.clock);
+                            prop_assert_eq!(p, i.map(|i| i as u64));
+                        }
                         map.remove(at as u64, len as u64).unwrap();
                         model.drain(at..at + len);
                     }

@@ -23,6 +23,7 @@ use yrs::block::{ClientID, ID};
 use yrs::branch::BranchPtr;
 use yrs::{Assoc, IndexScope, ReadTxn, StickyIndex, Text, TextRef};
 
+use super::idmap::IdMap;
 use super::typing::ReadEdit;
 
 /// A change to the text in the doc's (UTF-16) units, as the mirror applies it in order.
@@ -37,6 +38,10 @@ pub(super) enum Op {
 /// with more work per item. Beyond two walks the delta was as cheap (measured on the traces).
 const MAX_WALKS: u64 = 2;
 
+/// Delete ranges an update may have for this to place it (each is matched against every run of
+/// the [`IdMap`]).
+const MAX_RANGES: usize = 16;
+
 /// What an update will do to the text, read from it before it is applied.
 #[derive(Debug)]
 pub(super) struct Hint {
@@ -44,17 +49,19 @@ pub(super) struct Hint {
     before16: u32,
     /// The first inserted character's ID, the run's length, its text.
     insert: Option<(ID, u32, String)>,
+    /// The insert's left and right origins.
+    origins: Option<(ID, Option<ID>)>,
     /// `(client, clock, len)` ranges the update deletes.
     deletes: Vec<(ClientID, u32, u32)>,
     deleted16: u64,
 }
 
 impl Hint {
-    /// `None` for an update this cannot place: too many deleted units, or a delete of its own
+    /// `None` for an update this cannot place: too many deleted ranges, or a delete of its own
     /// insert.
     pub(super) fn new(read: &ReadEdit, before16: u32) -> Option<Hint> {
         let deleted16: u64 = read.deletes.iter().map(|&(_, _, n)| u64::from(n)).sum();
-        if deleted16 + u64::from(read.insert.is_some()) > MAX_WALKS {
+        if read.deletes.len() > MAX_RANGES {
             return None;
         }
         let insert = read
@@ -78,6 +85,7 @@ impl Hint {
         Some(Hint {
             before16,
             insert,
+            origins: read.insert.as_ref().map(|i| (i.origin, i.right)),
             deletes: read.deletes.clone(),
             deleted16,
         })
@@ -86,7 +94,13 @@ impl Hint {
 
 /// In the text's observer, after the hinted update was integrated: its change to the text, or
 /// `None` when anything is not as the hint says (the caller then asks yrs for the delta).
-pub(super) fn ops<T: ReadTxn>(txn: &T, text: &TextRef, hint: &Hint) -> Option<Vec<Op>> {
+/// `ids`, the [`IdMap`] of the text before the update, places what it knows without a walk.
+pub(super) fn ops<T: ReadTxn>(
+    txn: &T,
+    text: &TextRef,
+    hint: &Hint,
+    ids: Option<&IdMap>,
+) -> Option<Vec<Op>> {
     if txn.has_missing_updates() {
         return None;
     }
@@ -100,6 +114,32 @@ pub(super) fn ops<T: ReadTxn>(txn: &T, text: &TextRef, hint: &Hint) -> Option<Ve
         let at = StickyIndex::new(IndexScope::Relative(id), Assoc::After).get_offset(txn)?;
         (at.branch == branch).then_some(at.index)
     };
+    if let Some((deleted, at)) = ids
+        .filter(|m| m.len16() == u64::from(hint.before16))
+        .and_then(|m| from_map(m, hint))
+    {
+        // The insert's place: from the map, or the one walk left.
+        let insert = match (&hint.insert, at) {
+            (Some((_, _, s)), Some(at)) => Some((at, s.as_str())),
+            (Some((first, _, s)), None) => {
+                // Its new offset counts what survived left of it; add back what was deleted there.
+                let mut at = u64::from(offset(*first)?);
+                for &(p, n) in &deleted {
+                    if p < at {
+                        at += u64::from(n);
+                    } else {
+                        break;
+                    }
+                }
+                Some((at, s.as_str()))
+            }
+            (None, _) => None,
+        };
+        return in_old_offsets(&deleted, insert, hint.before16);
+    }
+    if hint.deleted16 + u64::from(hint.insert.is_some()) > MAX_WALKS {
+        return None;
+    }
     let insert = match &hint.insert {
         Some((first, len16, s)) => Some((offset(*first)?, *len16, s.as_str())),
         None => None,
@@ -111,6 +151,90 @@ pub(super) fn ops<T: ReadTxn>(txn: &T, text: &TextRef, hint: &Hint) -> Option<Ve
         }
     }
     arrange(deleted, insert, hint.before16)
+}
+
+/// Deleted units as `(offset, len)` pieces in the text before the update, sorted.
+type Pieces = Vec<(u64, u32)>;
+
+/// Where the map puts the update's deleted units before it (pieces `(offset, len)`, sorted and
+/// merged) and, if it can tell, the offset the insert went to: right after its left origin
+/// when that and its right origin are visible and next to each other (then nothing visible can
+/// be between them, whatever tombstones are). `None` unless every deleted unit is in the map.
+fn from_map(map: &IdMap, hint: &Hint) -> Option<(Pieces, Option<u64>)> {
+    let points: Vec<ID> = hint
+        .origins
+        .iter()
+        .flat_map(|(o, r)| std::iter::once(*o).chain(*r))
+        .collect();
+    let (mut pieces, at) = map.find(&hint.deletes, &points);
+    let found: u64 = pieces.iter().map(|&(_, n)| u64::from(n)).sum();
+    if found != hint.deleted16 {
+        return None;
+    }
+    pieces.sort_unstable();
+    let mut merged: Vec<(u64, u32)> = Vec::with_capacity(pieces.len());
+    for (p, n) in pieces {
+        match merged.last_mut() {
+            Some((q, m)) if *q + u64::from(*m) == p => *m += n,
+            _ => merged.push((p, n)),
+        }
+    }
+    let insert_at = match (hint.origins, at.as_slice()) {
+        (Some((_, Some(_))), [Some(o), Some(r)]) if *o + 1 == *r => Some(*r),
+        (Some((_, None)), [Some(o)]) if *o + 1 == map.len16() => Some(*o + 1),
+        _ => None,
+    };
+    Some((merged, insert_at))
+}
+
+/// The change as ops, from the deleted pieces and the insert's offset, all in the text before.
+fn in_old_offsets(
+    deleted: &[(u64, u32)],
+    insert: Option<(u64, &str)>,
+    before16: u32,
+) -> Option<Vec<Op>> {
+    fn retain(ops: &mut Vec<Op>, cursor: &mut u64, to: u64) -> Option<()> {
+        if to < *cursor {
+            return None;
+        }
+        if to > *cursor {
+            ops.push(Op::Retain(u32::try_from(to - *cursor).ok()?));
+        }
+        *cursor = to;
+        Some(())
+    }
+    // Pieces split at the insert's offset, so that it falls between two.
+    let mut pieces = Vec::with_capacity(deleted.len() + 1);
+    for &(p, n) in deleted {
+        let end = p + u64::from(n);
+        match insert {
+            Some((at, _)) if p < at && at < end => pieces.extend([(p, at), (at, end)]),
+            _ => pieces.push((p, end)),
+        }
+    }
+    let mut ops = Vec::new();
+    let mut cursor = 0u64;
+    let mut pending = insert;
+    for (p, end) in pieces {
+        if end > u64::from(before16) {
+            return None;
+        }
+        if let Some((at, s)) = pending.take_if(|(at, _)| *at <= p) {
+            retain(&mut ops, &mut cursor, at)?;
+            ops.push(Op::Insert(s.to_string()));
+        }
+        retain(&mut ops, &mut cursor, p)?;
+        ops.push(Op::Delete(u32::try_from(end - p).ok()?));
+        cursor = end;
+    }
+    if let Some((at, s)) = pending {
+        if at > u64::from(before16) {
+            return None;
+        }
+        retain(&mut ops, &mut cursor, at)?;
+        ops.push(Op::Insert(s.to_string()));
+    }
+    Some(ops)
 }
 
 /// The change as ops, from the new offsets of the deleted units and of the inserted run
@@ -242,11 +366,50 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Deleted units and an insert's place in the text before: the ops make the text after.
+        #[test]
+        fn ops_in_old_offsets_make_the_new_text(
+            len in 0usize..40,
+            deleted in proptest::collection::vec(any::<bool>(), 40),
+            at in any::<proptest::sample::Index>(),
+            insert in proptest::option::of("[x-z]{1,4}"),
+        ) {
+            let old: Vec<char> = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let mut pieces: Vec<(u64, u32)> = Vec::new();
+            for i in (0..len).filter(|&i| deleted[i]) {
+                match pieces.last_mut() {
+                    Some((p, n)) if *p + u64::from(*n) == i as u64 => *n += 1,
+                    _ => pieces.push((i as u64, 1)),
+                }
+            }
+            let at = at.index(len + 1);
+            let mut new: Vec<char> = Vec::new();
+            for (i, &c) in old.iter().enumerate() {
+                if i == at && let Some(run) = &insert {
+                    new.extend(run.chars());
+                }
+                if !deleted[i] {
+                    new.push(c);
+                }
+            }
+            if at == len && let Some(run) = &insert {
+                new.extend(run.chars());
+            }
+            let ins = insert.as_deref().map(|s| (at as u64, s));
+            let ops = in_old_offsets(&pieces, ins, len as u32).expect("placed");
+            prop_assert_eq!(apply(&old, &ops), new);
+        }
+    }
+
     #[test]
     fn impossible_offsets_are_refused() {
         // A deleted unit inside the inserted run, or past the old text.
         assert_eq!(arrange(vec![3], Some((2, 4, "wxyz")), 10), None);
         assert_eq!(arrange(vec![10], None, 10), None);
         assert_eq!(arrange(vec![], Some((11, 1, "x")), 10), None);
+        assert_eq!(in_old_offsets(&[(8, 3)], None, 10), None);
+        assert_eq!(in_old_offsets(&[], Some((11, "x")), 10), None);
+        assert_eq!(in_old_offsets(&[(2, 2), (3, 1)], None, 10), None);
     }
 }

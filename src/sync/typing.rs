@@ -331,6 +331,95 @@ pub fn read_edit(update: &[u8]) -> Option<ReadEdit<'_>> {
     })
 }
 
+/// What of an update's insert is visible after it: the IDs of its units that the update did
+/// not delete, as `(client, clock, len)` runs in text order, and their text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Inserted {
+    pub runs: Vec<(ClientID, u32, u32)>,
+    pub text: String,
+}
+
+/// The inserts of `update`, each less what the update itself deletes of it, if all its structs
+/// are string inserts with a left origin (any number, any clients); `None` for anything else,
+/// or for an insert the update deletes half a character of.
+pub fn read_inserts(update: &[u8]) -> Option<Vec<Inserted>> {
+    let mut r = Reader { bytes: update };
+    // (first ID, text, whether it continues the struct before: its left origin is that one's
+    // last unit, as when a transaction typed on, or deleted from the middle of what it typed).
+    let mut inserts = Vec::new();
+    for _ in 0..r.varuint()? {
+        let structs = r.varuint()?;
+        let client = r.client()?;
+        let mut clock = u32::try_from(r.varuint()?).ok()?;
+        for i in 0..structs {
+            let info = r.byte()?;
+            if info & 0x1f != CONTENT_STRING || info & HAS_ORIGIN == 0 || info & HAS_PARENT_SUB != 0
+            {
+                return None;
+            }
+            let origin = r.id()?;
+            if info & HAS_RIGHT_ORIGIN != 0 {
+                r.id()?;
+            }
+            let text = r.string()?;
+            // Only within this client's structs here: the one before may be in another update.
+            let continues = i > 0 && clock > 0 && origin == ID::new(client, clock - 1);
+            inserts.push((ID::new(client, clock), text, continues));
+            if inserts.len() > 4096 {
+                return None;
+            }
+            clock = clock.checked_add(u32::try_from(text.encode_utf16().count()).ok()?)?;
+        }
+    }
+    let mut deletes = Vec::new();
+    for _ in 0..r.varuint()? {
+        let client = r.client()?;
+        for _ in 0..r.varuint()? {
+            let clock = u32::try_from(r.varuint()?).ok()?;
+            let len = u32::try_from(r.varuint()?).ok()?;
+            deletes.push((client, clock, len));
+            if deletes.len() > 4096 {
+                return None;
+            }
+        }
+    }
+    if !r.bytes.is_empty() {
+        return None;
+    }
+    let deleted = |c: ClientID, k: u32| {
+        deletes.iter().any(|&(dc, clock, n)| {
+            dc == c && clock <= k && u64::from(k) < u64::from(clock) + u64::from(n)
+        })
+    };
+    let mut out: Vec<Inserted> = Vec::with_capacity(inserts.len());
+    for (first, text, continues) in inserts {
+        if !continues || out.is_empty() {
+            out.push(Inserted {
+                runs: Vec::new(),
+                text: String::new(),
+            });
+        }
+        let seen = out.last_mut()?;
+        let mut k = first.clock;
+        for ch in text.chars() {
+            let n = ch.len_utf16() as u32;
+            let gone = (0..n).filter(|&i| deleted(first.client, k + i)).count() as u32;
+            if gone == 0 {
+                seen.text.push(ch);
+                match seen.runs.last_mut() {
+                    Some((c, clock, len)) if *c == first.client && *clock + *len == k => *len += n,
+                    _ => seen.runs.push((first.client, k, n)),
+                }
+            } else if gone != n {
+                return None;
+            }
+            k += n;
+        }
+    }
+    out.retain(|i| !i.text.is_empty());
+    Some(out)
+}
+
 /// Ranges sorted, empty ones dropped, adjacent or overlapping ones merged.
 pub fn normalized(mut ranges: Vec<(ClientID, u32, u32)>) -> Vec<(ClientID, u32, u32)> {
     ranges.retain(|r| r.2 > 0);
@@ -368,6 +457,42 @@ mod tests {
             offset_kind: yrs::OffsetKind::Utf16,
             ..Options::default()
         })
+    }
+
+    #[test]
+    fn inserts_are_read_less_what_the_update_deletes_of_them() {
+        let d = doc(3);
+        let text = d.get_or_insert_text("content");
+        text.insert(&mut d.transact_mut(), 0, "ab");
+        let update = {
+            let mut txn = d.transact_mut();
+            text.insert(&mut txn, 1, "xy😀z");
+            text.insert(&mut txn, 7, "q");
+            // "y" goes again in the same transaction.
+            text.remove_range(&mut txn, 2, 1);
+            txn.encode_update_v1()
+        };
+        assert_eq!(text.get_string(&d.transact()), "ax😀zbq");
+        let mut got = read_inserts(&update).expect("string inserts");
+        got.sort_by_key(|i| i.runs[0].1);
+        let c = ClientID::new(3);
+        assert_eq!(
+            got,
+            vec![
+                Inserted {
+                    runs: vec![(c, 2, 1), (c, 4, 3)],
+                    text: "x😀z".into()
+                },
+                Inserted {
+                    runs: vec![(c, 7, 1)],
+                    text: "q".into()
+                },
+            ]
+        );
+        // Half of the emoji deleted: not a text anyone can mirror.
+        let half = encode_edit(c, 0, &[(1, 1)], Some((&id(9, 0), None, "😀")));
+        assert_eq!(read_inserts(&half), None);
+        assert_eq!(read_inserts(&half[..half.len() - 1]), None, "cut short");
     }
 
     #[test]
