@@ -668,6 +668,10 @@ impl SharedDoc {
     /// text holds anything but strings, e.g. a stock client's embed).
     fn ids_from_yrs(&self) -> Option<IdMap> {
         use yrs::types::text::{ChangeKind, YChange};
+        // A deferred text is not in yrs yet: a map now would miss it once it is.
+        if lock(&self.unloaded).is_some() {
+            return None;
+        }
         let mut txn = self.doc.transact_mut_with(LOAD_ORIGIN);
         let now = txn.snapshot();
         let chunks = self.text.diff_range(
