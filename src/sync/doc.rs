@@ -204,6 +204,8 @@ pub struct SharedDoc {
 /// often before it was dropped. A map dropped sooner doubles the wait, up to the most.
 const IDS_REBUILD_AFTER: u64 = 4;
 const IDS_REBUILD_AFTER_MOST: u64 = 1 << 12;
+/// No map is rebuilt for a text longer than this (UTF-16 units).
+const IDS_REBUILD_MAX_LEN16: u32 = 1 << 20;
 
 /// How a [`SharedDoc`]'s [`IdMap`] has been wanted and used.
 #[derive(Debug)]
@@ -670,6 +672,11 @@ impl SharedDoc {
         use yrs::types::text::{ChangeKind, YChange};
         // A deferred text is not in yrs yet: a map now would miss it once it is.
         if lock(&self.unloaded).is_some() {
+            return None;
+        }
+        // The walk copies every item's text: not for a big file (a freshly loaded one is few
+        // items, so its walks by index are short anyway).
+        if self.text.len(&self.doc.transact()) > IDS_REBUILD_MAX_LEN16 {
             return None;
         }
         let mut txn = self.doc.transact_mut_with(LOAD_ORIGIN);
