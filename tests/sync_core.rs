@@ -88,6 +88,27 @@ fn utf16_of(s: &str, char_idx: usize) -> u32 {
     s.chars().take(char_idx).map(char::len_utf16).sum::<usize>() as u32
 }
 
+/// Everything `w` has not sent yet, applied by `r`.
+fn send(w: &mut SharedDoc, r: &mut SharedDoc) {
+    for u in w.take_outgoing() {
+        r.apply_remote(&u).unwrap();
+    }
+}
+
+/// `e` made in a raw yrs text by index, as yrs' own API does it (`before` is the text before).
+fn edit_by_index(doc: &yrs::Doc, text: &yrs::TextRef, before: &str, e: &Edit) {
+    use yrs::{Text as _, Transact as _};
+    let at16 = utf16_of(before, e.at);
+    let del16 = utf16_of(before, e.at + e.delete) - at16;
+    let mut txn = doc.transact_mut();
+    if del16 > 0 {
+        text.remove_range(&mut txn, at16, del16);
+    }
+    if !e.insert.is_empty() {
+        text.insert(&mut txn, at16, &e.insert);
+    }
+}
+
 fn full_state(doc: &yrs::Doc) -> Vec<u8> {
     use yrs::{ReadTxn as _, Transact as _};
     doc.transact()
@@ -177,11 +198,6 @@ fn typing_by_id_is_undone_and_redone_like_any_edit() {
 fn a_peers_typing_lands_without_a_delta_once_its_place_is_known() {
     let mut writer = SharedDoc::new();
     let mut reader = SharedDoc::new();
-    let send = |w: &mut SharedDoc, r: &mut SharedDoc| {
-        for u in w.take_outgoing() {
-            r.apply_remote(&u).unwrap();
-        }
-    };
     writer
         .apply_local(&Edit::insert(0, "let x = 1;\n"))
         .unwrap();
@@ -284,11 +300,6 @@ fn a_peers_edit_elsewhere_is_placed_from_the_characters_it_names() {
 fn typing_on_after_a_replaced_selection_is_known() {
     let mut writer = SharedDoc::new();
     let mut reader = SharedDoc::new();
-    let send = |w: &mut SharedDoc, r: &mut SharedDoc| {
-        for u in w.take_outgoing() {
-            r.apply_remote(&u).unwrap();
-        }
-    };
     writer
         .apply_local(&Edit::insert(0, "let x = 10;\n"))
         .unwrap();
@@ -345,15 +356,7 @@ fn deletes_go_in_by_id_once_the_map_is_built() {
         doc.commit_local();
         undoable.apply_local(e).unwrap();
         undoable.undo_boundary();
-        let at16 = utf16_of(&before, e.at);
-        let del16 = utf16_of(&before, e.at + e.delete) - at16;
-        let mut txn = reference.transact_mut();
-        if del16 > 0 {
-            rtext.remove_range(&mut txn, at16, del16);
-        }
-        if !e.insert.is_empty() {
-            rtext.insert(&mut txn, at16, &e.insert);
-        }
+        edit_by_index(&reference, &rtext, &before, e);
     }
     assert!(
         doc.deleted_by_id() >= 3,
@@ -615,7 +618,7 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80),
         peer_every in 2..15usize,
     ) {
-        use yrs::{GetString as _, Text as _, Transact as _};
+        use yrs::{GetString as _, Transact as _};
         let mut doc = SharedDoc::with_doc(ydoc(1));
         let reference = ydoc(1);
         let rtext = reference.get_or_insert_text(pairedit::protocol::TEXT_NAME);
@@ -626,17 +629,7 @@ proptest! {
             let before = doc.text();
             doc.apply_local(&edit).unwrap();
             doc.commit_local();
-            {
-                let at16 = utf16_of(&before, edit.at);
-                let del16 = utf16_of(&before, edit.at + edit.delete) - at16;
-                let mut txn = reference.transact_mut();
-                if del16 > 0 {
-                    rtext.remove_range(&mut txn, at16, del16);
-                }
-                if !edit.insert.is_empty() {
-                    rtext.insert(&mut txn, at16, &edit.insert);
-                }
-            }
+            edit_by_index(&reference, &rtext, &before, &edit);
             prop_assert_eq!(full_state(doc.doc()), full_state(&reference));
             if i % peer_every == 0 {
                 for u in doc.take_outgoing() {

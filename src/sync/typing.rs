@@ -212,6 +212,24 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// The delete set that ends an update: `(client, clock, len)` ranges as written; `None`
+    /// unless it is all that is left.
+    fn delete_set(&mut self) -> Option<Vec<(ClientID, u32, u32)>> {
+        let mut deletes = Vec::new();
+        for _ in 0..self.varuint()? {
+            let client = self.client()?;
+            for _ in 0..self.varuint()? {
+                let clock = u32::try_from(self.varuint()?).ok()?;
+                let len = u32::try_from(self.varuint()?).ok()?;
+                deletes.push((client, clock, len));
+                if deletes.len() > 4096 {
+                    return None;
+                }
+            }
+        }
+        self.bytes.is_empty().then_some(deletes)
+    }
+
     fn byte(&mut self) -> Option<u8> {
         let (&b, rest) = self.bytes.split_first()?;
         self.bytes = rest;
@@ -310,21 +328,7 @@ pub fn read_edit(update: &[u8]) -> Option<ReadEdit<'_>> {
         }
         _ => return None,
     };
-    let mut deletes = Vec::new();
-    for _ in 0..r.varuint()? {
-        let client = r.client()?;
-        for _ in 0..r.varuint()? {
-            let clock = u32::try_from(r.varuint()?).ok()?;
-            let len = u32::try_from(r.varuint()?).ok()?;
-            deletes.push((client, clock, len));
-            if deletes.len() > 4096 {
-                return None;
-            }
-        }
-    }
-    if !r.bytes.is_empty() {
-        return None;
-    }
+    let deletes = r.delete_set()?;
     Some(ReadEdit {
         insert,
         deletes: normalized(deletes),
@@ -371,21 +375,7 @@ pub fn read_inserts(update: &[u8]) -> Option<Vec<Inserted>> {
             clock = clock.checked_add(u32::try_from(text.encode_utf16().count()).ok()?)?;
         }
     }
-    let mut deletes = Vec::new();
-    for _ in 0..r.varuint()? {
-        let client = r.client()?;
-        for _ in 0..r.varuint()? {
-            let clock = u32::try_from(r.varuint()?).ok()?;
-            let len = u32::try_from(r.varuint()?).ok()?;
-            deletes.push((client, clock, len));
-            if deletes.len() > 4096 {
-                return None;
-            }
-        }
-    }
-    if !r.bytes.is_empty() {
-        return None;
-    }
+    let deletes = r.delete_set()?;
     let deleted = |c: ClientID, k: u32| {
         deletes.iter().any(|&(dc, clock, n)| {
             dc == c && clock <= k && u64::from(k) < u64::from(clock) + u64::from(n)
