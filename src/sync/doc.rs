@@ -968,7 +968,9 @@ impl SharedDoc {
         lock(&self.hint).take();
         // Even a failed update may have been partly integrated: the mirror follows what yrs
         // did either way, or it would drift from the Y.Text (found by tests/fuzz.rs).
-        let known = typing::read_inserts(bytes).filter(|_| !held_back);
+        // One insert at most: with more, the delta may show two of them as one insert, and
+        // another split in two by a peer's character, with texts that still pair up wrongly.
+        let known = typing::read_inserts(bytes).filter(|k| !held_back && k.len() <= 1);
         let mut edits = self.mirror_observed(known);
         // Conflicting or malformed updates (a hostile peer's) can make yrs change the text
         // without a matching event. A length check is O(1); on a mismatch the mirror is
@@ -1137,6 +1139,7 @@ impl SharedDoc {
     /// [`SharedDoc::sync_mirror`], knowing the IDs of the inserts the changes have, each with
     /// its text (for the [`IdMap`]). An insert is matched to the one known insert with its text;
     /// if that cannot be done for every insert, and every known insert used, the map is dropped.
+    /// (Callers pass at most one: the pairing by text alone is only certain then.)
     fn mirror_observed(&mut self, known: Option<Vec<typing::Inserted>>) -> Vec<Edit> {
         let batches = std::mem::take(&mut *lock(&self.observed));
         let mut edits = Vec::new();
