@@ -398,6 +398,50 @@ fn an_embed_keeps_deletes_by_index() {
     assert_eq!(doc.ytext(), "agh");
 }
 
+/// `set_meta` with a delete pending that rebuilds the ID map (from a review: it hung, the map's
+/// rebuild taking a lock `set_meta` held). Bounded: the thread must finish within 10 s.
+#[test]
+fn set_meta_after_deletes_does_not_hang() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut doc = SharedDoc::with_text("hello world, hello world");
+        for i in 0..3 {
+            doc.apply_local(&Edit::delete(i * 3, 1)).unwrap();
+            doc.commit_local();
+        }
+        doc.apply_local(&Edit::delete(0, 1)).unwrap();
+        doc.set_meta("language", "rust");
+        tx.send((doc.text(), doc.ytext())).unwrap();
+    });
+    let (text, ytext) = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("set_meta hung");
+    assert_eq!(text, ytext);
+}
+
+/// A peer inserting between the halves of an emoji: yrs turns each half into U+FFFD, and the
+/// rope must follow (from a review: it kept the emoji, with equal lengths).
+#[test]
+fn an_insert_inside_a_surrogate_pair_rebuilds_the_mirror() {
+    use yrs::{Text as _, Transact as _};
+    let mut doc = SharedDoc::new();
+    doc.apply_local(&Edit::insert(0, "a😀b")).unwrap();
+    let peer = ydoc(4);
+    let text = peer.get_or_insert_text(pairedit::protocol::TEXT_NAME);
+    for u in doc.take_outgoing() {
+        peer.transact_mut()
+            .apply_update(yrs::Update::decode_v1(&u).unwrap())
+            .unwrap();
+    }
+    let update = {
+        let mut txn = peer.transact_mut();
+        text.insert(&mut txn, 2, "x");
+        txn.encode_update_v1()
+    };
+    doc.apply_remote(&update).unwrap();
+    assert_eq!(doc.text(), doc.ytext());
+}
+
 /// Two peers delete the same character at once: the second delete changes nothing, and the
 /// length check sends it to the delta instead of removing a character from the rope.
 #[test]

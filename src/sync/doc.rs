@@ -630,9 +630,10 @@ impl SharedDoc {
         }
         tracing::warn!("delete by ID refused ({applied:?}, {before} -> {after}); map dropped");
         self.drop_ids(&mut ids);
-        // Unchanged: the caller deletes by index. Changed otherwise (never seen): the mirror's
+        // Unchanged: `false`, and the caller deletes by index (found in review: this said the
+        // opposite, and the delete was lost). Changed otherwise (never seen): the mirror's
         // length check on the next remote update rebuilds the rope from yrs.
-        before == after
+        before != after
     }
 
     /// The [`IdMap`], locked, for something that would use it: when it was dropped, this is
@@ -759,7 +760,11 @@ impl SharedDoc {
         );
         tracing::warn!("edit by ID refused ({applied:?}, {before} -> {after})");
         // Unchanged: the caller edits by index. Changed otherwise (never seen): the mirror's
-        // length check on the next remote update rebuilds the rope from yrs.
+        // length check on the next remote update rebuilds the rope from yrs, and the map,
+        // which cannot say what changed, goes.
+        if after != before {
+            self.drop_ids(&mut lock(&self.ids));
+        }
         (after != before).then_some(None)
     }
 
@@ -914,9 +919,12 @@ impl SharedDoc {
 
     /// Sets a metadata entry (e.g. `name`, `language`) in the `meta` map.
     pub fn set_meta(&mut self, key: &str, value: &str) {
+        // Pending edits first: a delete may rebuild the ID map, which takes `unloaded` too (a
+        // review found this hung). Edits are only pending once the text is loaded, so no load
+        // can be running then.
+        self.flush_pending();
         // Not while a deferred text is being loaded elsewhere (its update observer is away).
         let _loading = lock(&self.unloaded);
-        self.flush_pending();
         let mut txn = self.doc.transact_mut_with(LOCAL_ORIGIN);
         self.meta.insert(&mut txn, key, value);
     }
@@ -1144,6 +1152,9 @@ impl SharedDoc {
         let batches = std::mem::take(&mut *lock(&self.observed));
         let mut edits = Vec::new();
         let mut known = known.unwrap_or_default();
+        // An offset inside a surrogate pair (a peer inserting between its halves, which yrs
+        // turns into two U+FFFD) cannot be followed in chars: the rope is rebuilt then.
+        let mut misaligned = false;
         for ops in batches {
             let mut at = 0usize;
             let mut at16 = 0u32;
@@ -1152,11 +1163,13 @@ impl SharedDoc {
                     Op::Retain(n) => {
                         let u = self.rope.char_to_utf16_cu(at) + n as usize;
                         at = self.rope.utf16_cu_to_char(u.min(self.rope.len_utf16_cu()));
+                        misaligned |= self.rope.char_to_utf16_cu(at) != u;
                         at16 = at16.saturating_add(n);
                     }
                     Op::Delete(n) => {
                         let u = self.rope.char_to_utf16_cu(at) + n as usize;
                         let end = self.rope.utf16_cu_to_char(u.min(self.rope.len_utf16_cu()));
+                        misaligned |= self.rope.char_to_utf16_cu(end) != u;
                         let edit = Edit::delete(at, end - at);
                         edit.apply_to(&mut self.rope);
                         edits.push(edit);
@@ -1184,6 +1197,10 @@ impl SharedDoc {
         }
         if !known.is_empty() {
             self.drop_ids(&mut lock(&self.ids));
+        }
+        if misaligned {
+            tracing::warn!("a change fell inside a surrogate pair; rebuilt the mirror");
+            return vec![self.rebuild_mirror()];
         }
         edits
     }
@@ -1219,5 +1236,27 @@ impl SharedDoc {
     /// The whole document as one update.
     pub fn encode_state(&self) -> Vec<u8> {
         self.diff(&StateVector::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delete by ID that yrs does not take (here: a stale map naming a character already
+    /// gone) changes nothing, and the delete goes by index instead (from a review: it was lost).
+    #[test]
+    fn a_refused_delete_by_id_falls_back_to_the_index() {
+        let mut doc = SharedDoc::new();
+        doc.apply_local(&Edit::insert(0, "abc")).expect("insert");
+        doc.commit_local();
+        let me = doc.doc.client_id();
+        doc.apply_local(&Edit::delete(1, 1)).expect("delete");
+        doc.commit_local();
+        *lock(&doc.ids) = Some(IdMap::from_runs([(me, 1, 1), (me, 2, 1)]));
+        doc.apply_local(&Edit::delete(0, 1)).expect("delete");
+        doc.commit_local();
+        assert_eq!(doc.text(), "c");
+        assert_eq!(doc.ytext(), "c");
     }
 }
