@@ -469,6 +469,89 @@ fn a_delete_of_what_is_already_deleted_is_not_placed() {
     assert_eq!(reader.ytext(), "abdef");
 }
 
+/// A flush window merged into one update with inserts at several places: one at the start (no
+/// left origin), one inside an insert of the same window, one partly deleted again, and a delete
+/// of old text. The reader places it from its ID map, without yrs' delta, and the edits it
+/// reports turn its old text into the new one.
+#[test]
+fn a_merged_update_with_several_inserts_is_placed_from_the_map() {
+    let mut writer = SharedDoc::new();
+    writer.apply_local(&Edit::insert(0, "hello world")).unwrap();
+    let mut reader = SharedDoc::from_update(&writer.encode_state()).unwrap();
+    let send = |w: &mut SharedDoc, r: &mut SharedDoc| {
+        for u in w.take_outgoing() {
+            r.apply_remote(&u).unwrap();
+        }
+    };
+    send(&mut writer, &mut reader);
+    // Updates the map could place: once enough wanted it, it is built from yrs (8 here: the
+    // map `from_update` started with went at once, with the first update's parent-only insert).
+    for at in [5, 1, 3, 8, 10, 12, 14, 16] {
+        writer.apply_local(&Edit::insert(at, "#")).unwrap();
+        send(&mut writer, &mut reader);
+    }
+    let old = reader.text();
+    assert_eq!(old, "h#e#llo## #w#o#r#ld");
+    // Char offset of `pat` in the writer's text.
+    let at = |w: &SharedDoc, pat: &str| {
+        let t = w.text();
+        t[..t.find(pat).expect("in the text")].chars().count()
+    };
+    let mut batcher = Batcher::new();
+    let edits: [&dyn Fn(&SharedDoc) -> Edit; 6] = [
+        &|w| Edit::insert(at(w, "#w"), "😀 big "),
+        // At the very start: no left origin.
+        &|_| Edit::insert(0, ">> "),
+        // Inside the window's first insert.
+        &|w| Edit::insert(at(w, "ig "), "XYZ"),
+        // Part of the window's own insert.
+        &|w| Edit::delete(at(w, "Y"), 1),
+        &|w| Edit::delete(at(w, "#o#"), 3),
+        &|w| Edit::insert(at(w, "d") + 1, "!"),
+    ];
+    for edit in edits {
+        let e = edit(&writer);
+        writer.apply_local(&e).unwrap();
+        writer.commit_local();
+        for u in writer.take_outgoing() {
+            batcher.push(u);
+        }
+    }
+    let merged = batcher.flush().unwrap().expect("an update");
+    let placed = reader.remote_placed();
+    let edits = reader.apply_remote(&merged).unwrap();
+    assert_eq!(writer.text(), ">> h#e#llo## 😀 bXZig #wr#ld!");
+    assert_eq!(reader.text(), writer.text());
+    assert_eq!(reader.ytext(), reader.text());
+    assert_eq!(
+        reader.remote_placed(),
+        placed + 1,
+        "placed, not from the delta"
+    );
+    let mut replay = ropey::Rope::from_str(&old);
+    for e in &edits {
+        e.apply_to(&mut replay);
+    }
+    assert_eq!(replay.to_string(), reader.text());
+    // The map kept every ID: the next merged update is placed too.
+    for e in [
+        Edit::insert(1, "a"),
+        Edit::insert(20, "b"),
+        Edit::delete(4, 2),
+    ] {
+        writer.apply_local(&e).unwrap();
+        writer.commit_local();
+        for u in writer.take_outgoing() {
+            batcher.push(u);
+        }
+    }
+    let merged = batcher.flush().unwrap().expect("an update");
+    reader.apply_remote(&merged).unwrap();
+    assert_eq!(reader.remote_placed(), placed + 2);
+    assert_eq!(reader.text(), writer.text());
+    assert_eq!(reader.ytext(), reader.text());
+}
+
 #[test]
 fn a_continuation_that_completes_a_held_back_update_goes_through_the_delta() {
     let mut writer = SharedDoc::new();

@@ -67,10 +67,11 @@ pub fn replay_one(trace: &Trace, engine: &str, window: usize) -> anyhow::Result<
             let millis = started.elapsed().as_secs_f64() * 1000.0;
             if std::env::var_os("REPLAY_DEBUG").is_some() {
                 eprintln!(
-                    "replica {:.0} ms, known {} placed {}, writer deleted by ID {}; state {} / {} bytes",
+                    "replica {:.0} ms, known {} placed {}, writer continued {} deleted by ID {}; state {} / {} bytes",
                     in_replica.as_secs_f64() * 1000.0,
                     replica.remote_known(),
                     replica.remote_placed(),
+                    writer.continued_inserts(),
                     writer.deleted_by_id(),
                     writer.encode_state().len(),
                     replica.encode_state().len()

@@ -415,8 +415,10 @@ impl SharedDoc {
                     .map(|d| match d {
                         Delta::Retain(n, _) => Op::Retain(*n),
                         Delta::Deleted(n) => Op::Delete(*n),
-                        Delta::Inserted(Out::Any(Any::String(s)), _) => Op::Insert(s.to_string()),
-                        Delta::Inserted(_, _) => Op::Insert(EMBED_CHAR.to_string()),
+                        Delta::Inserted(Out::Any(Any::String(s)), _) => {
+                            Op::Insert(s.to_string(), None)
+                        }
+                        Delta::Inserted(_, _) => Op::Insert(EMBED_CHAR.to_string(), None),
                     })
                     .collect();
                 lock(&observed).push(ops);
@@ -955,19 +957,23 @@ impl SharedDoc {
         // Held-back updates this one completes integrate with it: then the delta shows more
         // than this insert, or hides it (inserted and deleted at once), and no tail may be
         // learned from it.
-        let (held_back, before16) = {
+        let (held_back, before16, sv) = {
             let txn = self.doc.transact();
-            (txn.has_missing_updates(), self.text.len(&txn))
+            (
+                txn.has_missing_updates(),
+                self.text.len(&txn),
+                txn.state_vector(),
+            )
         };
-        let hint = read
-            .as_ref()
+        let hint = typing::read_update(bytes)
             .filter(|_| !held_back)
-            .and_then(|r| Hint::new(r, before16));
+            .and_then(|r| Hint::new(&r, before16, |client| sv.get(&client)));
         if hint.is_some() {
             // The map places it without walks: worth building if it keeps being wanted.
             drop(self.wanted_ids());
         }
         *lock(&self.hint) = hint;
+        let placed_before = self.placed.load(Ordering::Relaxed);
         let applied = self
             .doc
             .transact_mut_with(REMOTE_ORIGIN)
@@ -976,9 +982,14 @@ impl SharedDoc {
         lock(&self.hint).take();
         // Even a failed update may have been partly integrated: the mirror follows what yrs
         // did either way, or it would drift from the Y.Text (found by tests/fuzz.rs).
-        // One insert at most: with more, the delta may show two of them as one insert, and
-        // another split in two by a peer's character, with texts that still pair up wrongly.
-        let known = typing::read_inserts(bytes).filter(|k| !held_back && k.len() <= 1);
+        // Placed, its inserts came with their IDs. Else from the delta, one insert at most: with
+        // more, the delta may show two of them as one insert, and another split in two by a
+        // peer's character, with texts that still pair up wrongly.
+        let known = if self.placed.load(Ordering::Relaxed) != placed_before {
+            None
+        } else {
+            typing::read_inserts(bytes).filter(|k| !held_back && k.len() <= 1)
+        };
         let mut edits = self.mirror_observed(known);
         // Conflicting or malformed updates (a hostile peer's) can make yrs change the text
         // without a matching event. A length check is O(1); on a mismatch the mirror is
@@ -1175,12 +1186,13 @@ impl SharedDoc {
                         edits.push(edit);
                         self.ids_changed(at16, n as usize, None, 0);
                     }
-                    Op::Insert(s) => {
+                    Op::Insert(s, ids) => {
                         let n = s.chars().count();
                         let len16 = s.encode_utf16().count();
                         let mut same = known.iter().enumerate().filter(|(_, k)| k.text == s);
-                        match (same.next(), same.next()) {
-                            (Some((i, _)), None) => {
+                        match (ids, same.next(), same.next()) {
+                            (Some(runs), _, _) => self.ids_replaced(at16, 0, &runs),
+                            (None, Some((i, _)), None) => {
                                 let ins = known.swap_remove(i);
                                 self.ids_replaced(at16, 0, &ins.runs);
                             }

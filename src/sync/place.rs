@@ -24,14 +24,18 @@ use yrs::branch::BranchPtr;
 use yrs::{Assoc, IndexScope, ReadTxn, StickyIndex, Text, TextRef};
 
 use super::idmap::IdMap;
-use super::typing::ReadEdit;
+use super::typing::ReadUpdate;
+
+/// `(client, clock, len16)` runs: the IDs of an insert's visible units, in text order.
+pub(super) type Runs = Vec<(ClientID, u32, u32)>;
 
 /// A change to the text in the doc's (UTF-16) units, as the mirror applies it in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Op {
     Retain(u32),
     Delete(u32),
-    Insert(String),
+    /// Text inserted, with the IDs of its units when they are known.
+    Insert(String, Option<Runs>),
 }
 
 /// Each ID placed is a walk over the items left of it; the delta is one walk over all items,
@@ -42,53 +46,89 @@ const MAX_WALKS: u64 = 2;
 /// the [`IdMap`]).
 const MAX_RANGES: usize = 16;
 
+/// Inserts an update may have for this to place it (each names two points looked up in the
+/// [`IdMap`], and is placed among the others one by one).
+const MAX_INSERTS: usize = 16;
+
+/// One insert of a hinted update.
+#[derive(Debug)]
+struct Ins {
+    first: ID,
+    len16: u32,
+    origin: Option<ID>,
+    right: Option<ID>,
+    text: String,
+}
+
 /// What an update will do to the text, read from it before it is applied.
 #[derive(Debug)]
 pub(super) struct Hint {
     /// The text's length before the update.
     before16: u32,
-    /// The first inserted character's ID, the run's length, its text.
-    insert: Option<(ID, u32, String)>,
-    /// The insert's left and right origins.
-    origins: Option<(ID, Option<ID>)>,
+    /// The update's inserts, in its order; each is new (its client's next clocks).
+    inserts: Vec<Ins>,
     /// `(client, clock, len)` ranges the update deletes.
     deletes: Vec<(ClientID, u32, u32)>,
     deleted16: u64,
 }
 
 impl Hint {
-    /// `None` for an update this cannot place: too many deleted ranges, or a delete of its own
-    /// insert.
-    pub(super) fn new(read: &ReadEdit, before16: u32) -> Option<Hint> {
-        let deleted16: u64 = read.deletes.iter().map(|&(_, _, n)| u64::from(n)).sum();
-        if read.deletes.len() > MAX_RANGES {
+    /// `None` for an update this cannot place: too many deleted ranges or inserts, or an
+    /// insert that is not its client's next (`next` says what that is before the update: an
+    /// item yrs already has would be skipped, and one past a gap held back).
+    pub(super) fn new(
+        read: &ReadUpdate,
+        before16: u32,
+        next: impl Fn(ClientID) -> u32,
+    ) -> Option<Hint> {
+        if read.deletes.len() > MAX_RANGES || read.inserts.len() > MAX_INSERTS {
             return None;
         }
-        let insert = read
-            .insert
-            .as_ref()
-            .map(|i| (i.first, i.len16, i.text.to_string()));
-        if let Some((first, len16, _)) = &insert {
-            let (start, end) = (
-                u64::from(first.clock),
-                u64::from(first.clock) + u64::from(*len16),
-            );
-            let overlaps = read.deletes.iter().any(|&(c, clock, n)| {
-                c == first.client
-                    && u64::from(clock) < end
-                    && start < u64::from(clock) + u64::from(n)
-            });
-            if overlaps {
+        let mut inserts: Vec<Ins> = Vec::with_capacity(read.inserts.len());
+        for i in &read.inserts {
+            // Clocks run on within a client's structs; its first must be its next.
+            let continues = inserts
+                .last()
+                .is_some_and(|p| p.first.client == i.first.client);
+            if !continues && i.first.clock != next(i.first.client) {
                 return None;
             }
+            inserts.push(Ins {
+                first: i.first,
+                len16: i.len16,
+                origin: i.origin,
+                right: i.right,
+                text: i.text.to_string(),
+            });
         }
+        let deleted16 = read.deletes.iter().map(|&(_, _, n)| u64::from(n)).sum();
         Some(Hint {
             before16,
-            insert,
-            origins: read.insert.as_ref().map(|i| (i.origin, i.right)),
+            inserts,
             deletes: read.deletes.clone(),
             deleted16,
         })
+    }
+
+    /// Units of insert `ins` the update deletes, as `(from16, to16)` within it, sorted.
+    fn self_deleted(&self, ins: &Ins) -> Vec<(u32, u32)> {
+        let (start, end) = (
+            u64::from(ins.first.clock),
+            u64::from(ins.first.clock) + u64::from(ins.len16),
+        );
+        self.deletes
+            .iter()
+            .filter(|&&(c, _, _)| c == ins.first.client)
+            .filter_map(|&(_, clock, n)| {
+                let (from, to) = (u64::from(clock), u64::from(clock) + u64::from(n));
+                (from < end && start < to).then(|| {
+                    (
+                        (from.max(start) - start) as u32,
+                        (to.min(end) - start) as u32,
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -104,9 +144,9 @@ pub(super) fn ops<T: ReadTxn>(
     if txn.has_missing_updates() {
         return None;
     }
-    let inserted16 = hint.insert.as_ref().map_or(0, |i| i.1);
+    let inserted16: u64 = hint.inserts.iter().map(|i| u64::from(i.len16)).sum();
     let after16 = text.len(txn);
-    if u64::from(hint.before16) + u64::from(inserted16) != u64::from(after16) + hint.deleted16 {
+    if u64::from(hint.before16) + inserted16 != u64::from(after16) + hint.deleted16 {
         return None;
     }
     let branch = BranchPtr::from(AsRef::<yrs::branch::Branch>::as_ref(text));
@@ -114,34 +154,44 @@ pub(super) fn ops<T: ReadTxn>(
         let at = StickyIndex::new(IndexScope::Relative(id), Assoc::After).get_offset(txn)?;
         (at.branch == branch).then_some(at.index)
     };
-    if let Some((deleted, at)) = ids
+    // One insert and no delete of it: the shape the walks below can place.
+    let single = match hint.inserts.as_slice() {
+        [one] if one.origin.is_some() && hint.self_deleted(one).is_empty() => Some(one),
+        _ => None,
+    };
+    let one_runs = |i: &Ins| Some(vec![(i.first.client, i.first.clock, i.len16)]);
+    let placed = ids
         .filter(|m| m.len16() == u64::from(hint.before16))
-        .and_then(|m| from_map(m, hint))
-    {
-        // The insert's place: from the map, or the one walk left.
-        let insert = match (&hint.insert, at) {
-            (Some((_, _, s)), Some(at)) => Some((at, s.as_str())),
-            (Some((first, _, s)), None) => {
-                // Its new offset counts what survived left of it; add back what was deleted there.
-                let mut at = u64::from(offset(*first)?);
-                for &(p, n) in &deleted {
-                    if p < at {
-                        at += u64::from(n);
-                    } else {
-                        break;
-                    }
+        .map(|m| from_map(m, hint));
+    match placed {
+        Some(Ok(ops)) => return Some(ops),
+        Some(Err(Miss::Insert(deleted))) => {
+            // The deletes are known; the one insert's place takes one walk left: its new offset
+            // counts what survived left of it; add back what was deleted there.
+            let ins = single?;
+            let mut at = u64::from(offset(ins.first)?);
+            for &(p, n) in &deleted {
+                if p < at {
+                    at += u64::from(n);
+                } else {
+                    break;
                 }
-                Some((at, s.as_str()))
             }
-            (None, _) => None,
-        };
-        return in_old_offsets(&deleted, insert, hint.before16);
+            return in_old_offsets(
+                &deleted,
+                vec![(at, ins.text.clone(), one_runs(ins))],
+                hint.before16,
+            );
+        }
+        Some(Err(Miss::Deletes)) | None => {}
     }
-    if hint.deleted16 + u64::from(hint.insert.is_some()) > MAX_WALKS {
+    if hint.inserts.len() > usize::from(single.is_some())
+        || hint.deleted16 + u64::from(single.is_some()) > MAX_WALKS
+    {
         return None;
     }
-    let insert = match &hint.insert {
-        Some((first, len16, s)) => Some((offset(*first)?, *len16, s.as_str())),
+    let insert = match single {
+        Some(i) => Some((offset(i.first)?, i.len16, i.text.as_str(), one_runs(i))),
         None => None,
     };
     let mut deleted = Vec::with_capacity(usize::try_from(hint.deleted16).ok()?);
@@ -156,41 +206,238 @@ pub(super) fn ops<T: ReadTxn>(
 /// Deleted units as `(offset, len)` pieces in the text before the update, sorted.
 type Pieces = Vec<(u64, u32)>;
 
-/// Where the map puts the update's deleted units before it (pieces `(offset, len)`, sorted and
-/// merged) and, if it can tell, the offset the insert went to: right after its left origin
-/// when that and its right origin are visible and next to each other (then nothing visible can
-/// be between them, whatever tombstones are). `None` unless every deleted unit is in the map.
-fn from_map(map: &IdMap, hint: &Hint) -> Option<(Pieces, Option<u64>)> {
-    let points: Vec<ID> = hint
-        .origins
-        .iter()
-        .flat_map(|(o, r)| std::iter::once(*o).chain(*r))
-        .collect();
-    let (mut pieces, at) = map.find(&hint.deletes, &points);
-    let found: u64 = pieces.iter().map(|&(_, n)| u64::from(n)).sum();
-    if found != hint.deleted16 {
-        return None;
-    }
-    pieces.sort_unstable();
-    let mut merged: Vec<(u64, u32)> = Vec::with_capacity(pieces.len());
-    for (p, n) in pieces {
-        match merged.last_mut() {
-            Some((q, m)) if *q + u64::from(*m) == p => *m += n,
-            _ => merged.push((p, n)),
-        }
-    }
-    let insert_at = match (hint.origins, at.as_slice()) {
-        (Some((_, Some(_))), [Some(o), Some(r)]) if *o + 1 == *r => Some(*r),
-        (Some((_, None)), [Some(o)]) if *o + 1 == map.len16() => Some(*o + 1),
-        _ => None,
-    };
-    Some((merged, insert_at))
+/// Why [`from_map`] could not place an update.
+#[derive(Debug)]
+enum Miss {
+    /// Some deleted unit is not in the map (nor one of the update's inserts).
+    Deletes,
+    /// The deletes are these pieces, but an insert's origins are not neighbours.
+    Insert(Pieces),
 }
 
-/// The change as ops, from the deleted pieces and the insert's offset, all in the text before.
+/// Part `from16..to16` of insert `ins` of the hint, in a gap of the old text.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    ins: usize,
+    from16: u32,
+    to16: u32,
+}
+
+/// Where a point of the text is while the update's inserts are placed one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Point {
+    /// The old unit at this offset (the text's length: its end).
+    Old(u64),
+    /// Unit `unit` of insert `ins`.
+    New { ins: usize, unit: u32 },
+}
+
+/// The update's change from the map: every deleted unit found there (or among the update's
+/// own inserts), and each insert placed right after its left origin, which must be followed by
+/// its right origin among the old visible units and the inserts placed before it. yrs
+/// integrates an item between its origins, and nothing visible is between those two.
+fn from_map(map: &IdMap, hint: &Hint) -> Result<Vec<Op>, Miss> {
+    let points: Vec<ID> = hint
+        .inserts
+        .iter()
+        .flat_map(|i| i.origin.into_iter().chain(i.right))
+        .collect();
+    let (mut pieces, at) = map.find(&hint.deletes, &points);
+    let old_of = |id: &ID| points.iter().position(|p| p == id).and_then(|k| at[k]);
+    let self_deleted: Vec<Vec<(u32, u32)>> =
+        hint.inserts.iter().map(|i| hint.self_deleted(i)).collect();
+    let found: u64 = pieces.iter().map(|&(_, n)| u64::from(n)).sum::<u64>()
+        + self_deleted
+            .iter()
+            .flatten()
+            .map(|&(a, b)| u64::from(b - a))
+            .sum::<u64>();
+    if found != hint.deleted16 {
+        return Err(Miss::Deletes);
+    }
+    pieces.sort_unstable();
+    let mut deleted: Pieces = Vec::with_capacity(pieces.len());
+    for (p, n) in pieces {
+        match deleted.last_mut() {
+            Some((q, m)) if *q + u64::from(*m) == p => *m += n,
+            _ => deleted.push((p, n)),
+        }
+    }
+    let Some(gaps) = place_inserts(hint, map.len16(), old_of) else {
+        return Err(Miss::Insert(deleted));
+    };
+    // Each gap's text and IDs, less what the update deleted of its own inserts.
+    let mut inserts = Vec::with_capacity(gaps.len());
+    for (at, parts) in gaps {
+        let (mut text, mut runs) = (String::new(), Runs::new());
+        for part in parts {
+            let ins = &hint.inserts[part.ins];
+            let mut cut = part.from16;
+            let mut kept = Vec::new();
+            for &(a, b) in &self_deleted[part.ins] {
+                let (a, b) = (
+                    a.clamp(part.from16, part.to16),
+                    b.clamp(part.from16, part.to16),
+                );
+                if a > cut {
+                    kept.push((cut, a));
+                }
+                cut = cut.max(b);
+            }
+            if part.to16 > cut {
+                kept.push((cut, part.to16));
+            }
+            for (a, b) in kept {
+                text.push_str(slice16(&ins.text, a, b).ok_or(Miss::Deletes)?);
+                let clock = ins.first.clock + a;
+                match runs.last_mut() {
+                    Some((c, k, n)) if *c == ins.first.client && *k + *n == clock => *n += b - a,
+                    _ => runs.push((ins.first.client, clock, b - a)),
+                }
+            }
+        }
+        if !text.is_empty() {
+            inserts.push((at, text, Some(runs)));
+        }
+    }
+    in_old_offsets(&deleted, inserts, hint.before16).ok_or(Miss::Deletes)
+}
+
+/// The hint's inserts placed one by one, as the pieces in each gap of the old text (keyed by
+/// the old offset they go before), in order; `None` if one's origins are not next to each
+/// other when it comes, or an origin is not known.
+fn place_inserts(
+    hint: &Hint,
+    len16: u64,
+    old_of: impl Fn(&ID) -> Option<u64>,
+) -> Option<Vec<(u64, Vec<Piece>)>> {
+    let mut gaps: Vec<(u64, Vec<Piece>)> = Vec::new();
+    let new_of = |gaps: &[(u64, Vec<Piece>)], id: &ID| -> Option<(usize, usize, u32)> {
+        for (g, (_, parts)) in gaps.iter().enumerate() {
+            for (pi, part) in parts.iter().enumerate() {
+                let ins = &hint.inserts[part.ins];
+                let start = ins.first.clock.checked_add(part.from16)?;
+                let end = ins.first.clock.checked_add(part.to16)?;
+                if ins.first.client == id.client && start <= id.clock && id.clock < end {
+                    return Some((g, pi, id.clock - ins.first.clock));
+                }
+            }
+        }
+        None
+    };
+    let gap_at = |gaps: &[(u64, Vec<Piece>)], at: u64| gaps.iter().position(|(q, _)| *q == at);
+    for (k, ins) in hint.inserts.iter().enumerate() {
+        // Where it goes (a gap and an index among its pieces) and what must follow it.
+        let (g, index, next) = match ins.origin.as_ref().map(|o| (o, new_of(&gaps, o))) {
+            Some((_, Some((g, pi, unit)))) => {
+                let part = gaps[g].1[pi];
+                if unit + 1 < part.to16 {
+                    // Inside an insert placed before: split it there.
+                    let head = Piece {
+                        to16: unit + 1,
+                        ..part
+                    };
+                    let tail = Piece {
+                        from16: unit + 1,
+                        ..part
+                    };
+                    gaps[g].1[pi] = head;
+                    gaps[g].1.insert(pi + 1, tail);
+                    let next = Point::New {
+                        ins: part.ins,
+                        unit: unit + 1,
+                    };
+                    (g, pi + 1, next)
+                } else {
+                    let next = match gaps[g].1.get(pi + 1) {
+                        Some(p) => Point::New {
+                            ins: p.ins,
+                            unit: p.from16,
+                        },
+                        None => Point::Old(gaps[g].0),
+                    };
+                    (g, pi + 1, next)
+                }
+            }
+            Some((o, None)) => {
+                let at = old_of(o)?.checked_add(1)?;
+                gap_index(&mut gaps, at, gap_at)
+            }
+            None => gap_index(&mut gaps, 0, gap_at),
+        };
+        let follows = match (next, ins.right.as_ref()) {
+            (Point::Old(q), None) => q == len16,
+            (Point::Old(q), Some(r)) => {
+                q < len16 && new_of(&gaps, r).is_none() && old_of(r) == Some(q)
+            }
+            (Point::New { ins: i, unit }, Some(r)) => {
+                let first = hint.inserts[i].first;
+                *r == ID::new(first.client, first.clock.checked_add(unit)?)
+            }
+            (Point::New { .. }, None) => false,
+        };
+        if !follows {
+            return None;
+        }
+        gaps[g].1.insert(
+            index,
+            Piece {
+                ins: k,
+                from16: 0,
+                to16: ins.len16,
+            },
+        );
+    }
+    gaps.sort_unstable_by_key(|(at, _)| *at);
+    Some(gaps)
+}
+
+/// The gap before old offset `at` (made if new), index 0 in it, and what follows that place.
+fn gap_index(
+    gaps: &mut Vec<(u64, Vec<Piece>)>,
+    at: u64,
+    gap_at: impl Fn(&[(u64, Vec<Piece>)], u64) -> Option<usize>,
+) -> (usize, usize, Point) {
+    let g = gap_at(gaps, at).unwrap_or_else(|| {
+        gaps.push((at, Vec::new()));
+        gaps.len() - 1
+    });
+    let next = match gaps[g].1.first() {
+        Some(p) => Point::New {
+            ins: p.ins,
+            unit: p.from16,
+        },
+        None => Point::Old(at),
+    };
+    (g, 0, next)
+}
+
+/// UTF-16 units `from..to` of `s`, if both ends fall between characters.
+fn slice16(s: &str, from: u32, to: u32) -> Option<&str> {
+    let (mut u, mut a, mut b) = (0u32, None, None);
+    for (i, c) in s.char_indices() {
+        if u == from {
+            a = Some(i);
+        }
+        if u == to {
+            b = Some(i);
+        }
+        u += c.len_utf16() as u32;
+    }
+    if u == from {
+        a = Some(s.len());
+    }
+    if u == to {
+        b = Some(s.len());
+    }
+    s.get(a?..b?)
+}
+
+/// The change as ops, from the deleted pieces and the inserts `(offset, text, IDs)`, sorted by
+/// offset, all in the text before.
 fn in_old_offsets(
     deleted: &[(u64, u32)],
-    insert: Option<(u64, &str)>,
+    inserts: Vec<(u64, String, Option<Runs>)>,
     before16: u32,
 ) -> Option<Vec<Op>> {
     fn retain(ops: &mut Vec<Op>, cursor: &mut u64, to: u64) -> Option<()> {
@@ -203,36 +450,40 @@ fn in_old_offsets(
         *cursor = to;
         Some(())
     }
-    // Pieces split at the insert's offset, so that it falls between two.
-    let mut pieces = Vec::with_capacity(deleted.len() + 1);
+    // Pieces split at the inserts' offsets, so that each falls between two.
+    let mut pieces = Vec::with_capacity(deleted.len() + inserts.len());
     for &(p, n) in deleted {
         let end = p + u64::from(n);
-        match insert {
-            Some((at, _)) if p < at && at < end => pieces.extend([(p, at), (at, end)]),
-            _ => pieces.push((p, end)),
+        let mut from = p;
+        for (at, _, _) in &inserts {
+            if from < *at && *at < end {
+                pieces.push((from, *at));
+                from = *at;
+            }
         }
+        pieces.push((from, end));
     }
     let mut ops = Vec::new();
     let mut cursor = 0u64;
-    let mut pending = insert;
+    let mut pending = inserts.into_iter().peekable();
     for (p, end) in pieces {
         if end > u64::from(before16) {
             return None;
         }
-        if let Some((at, s)) = pending.take_if(|(at, _)| *at <= p) {
+        while let Some((at, s, ids)) = pending.next_if(|(at, _, _)| *at <= p) {
             retain(&mut ops, &mut cursor, at)?;
-            ops.push(Op::Insert(s.to_string()));
+            ops.push(Op::Insert(s, ids));
         }
         retain(&mut ops, &mut cursor, p)?;
         ops.push(Op::Delete(u32::try_from(end - p).ok()?));
         cursor = end;
     }
-    if let Some((at, s)) = pending {
+    for (at, s, ids) in pending {
         if at > u64::from(before16) {
             return None;
         }
         retain(&mut ops, &mut cursor, at)?;
-        ops.push(Op::Insert(s.to_string()));
+        ops.push(Op::Insert(s, ids));
     }
     Some(ops)
 }
@@ -241,11 +492,13 @@ fn in_old_offsets(
 /// `(offset, len16, text)`, in a text that was `before16` long (see the module's notes).
 fn arrange(
     mut deleted: Vec<u32>,
-    insert: Option<(u32, u32, &str)>,
+    insert: Option<(u32, u32, &str, Option<Runs>)>,
     before16: u32,
 ) -> Option<Vec<Op>> {
     deleted.sort_unstable();
-    let (at, len16) = insert.map_or((u64::MAX, 0), |(at, n, _)| (u64::from(at), u64::from(n)));
+    let (at, len16) = insert.as_ref().map_or((u64::MAX, 0), |(at, n, _, _)| {
+        (u64::from(*at), u64::from(*n))
+    });
     // Old positions, ascending: those left of the insert, then those right of it.
     let mut old = Vec::with_capacity(deleted.len());
     for (j, &q) in deleted.iter().enumerate() {
@@ -286,7 +539,7 @@ fn arrange(
         Some(())
     };
     runs(&mut ops, &mut cursor, &old[..left])?;
-    if let Some((_, _, s)) = insert {
+    if let Some((_, _, s, ids)) = insert {
         // In the old text the run goes after what survived left of it and what was deleted there.
         let old_at = at + left as u64;
         if old_at > u64::from(before16) || old_at < cursor {
@@ -295,7 +548,7 @@ fn arrange(
         if old_at > cursor {
             ops.push(Op::Retain(u32::try_from(old_at - cursor).ok()?));
         }
-        ops.push(Op::Insert(s.to_string()));
+        ops.push(Op::Insert(s.to_string(), ids));
         cursor = old_at;
     }
     runs(&mut ops, &mut cursor, &old[left..])?;
@@ -316,7 +569,7 @@ mod tests {
                     at += *n as usize;
                 }
                 Op::Delete(n) => at += *n as usize,
-                Op::Insert(s) => out.extend(s.chars()),
+                Op::Insert(s, _) => out.extend(s.chars()),
             }
         }
         out.extend_from_slice(&old[at..]);
@@ -358,7 +611,7 @@ mod tests {
                 .map(visible_before)
                 .collect();
             let ins = match (&insert, insert_at) {
-                (Some(run), Some(at)) => Some((visible_before(at), run.chars().count() as u32, run.as_str())),
+                (Some(run), Some(at)) => Some((visible_before(at), run.chars().count() as u32, run.as_str(), None)),
                 _ => None,
             };
             let ops = arrange(qs, ins, len as u32).expect("a real change is always placed");
@@ -396,7 +649,7 @@ mod tests {
             if at == len && let Some(run) = &insert {
                 new.extend(run.chars());
             }
-            let ins = insert.as_deref().map(|s| (at as u64, s));
+            let ins = insert.iter().map(|s| (at as u64, s.clone(), None)).collect();
             let ops = in_old_offsets(&pieces, ins, len as u32).expect("placed");
             prop_assert_eq!(apply(&old, &ops), new);
         }
@@ -405,11 +658,11 @@ mod tests {
     #[test]
     fn impossible_offsets_are_refused() {
         // A deleted unit inside the inserted run, or past the old text.
-        assert_eq!(arrange(vec![3], Some((2, 4, "wxyz")), 10), None);
+        assert_eq!(arrange(vec![3], Some((2, 4, "wxyz", None)), 10), None);
         assert_eq!(arrange(vec![10], None, 10), None);
-        assert_eq!(arrange(vec![], Some((11, 1, "x")), 10), None);
-        assert_eq!(in_old_offsets(&[(8, 3)], None, 10), None);
-        assert_eq!(in_old_offsets(&[], Some((11, "x")), 10), None);
-        assert_eq!(in_old_offsets(&[(2, 2), (3, 1)], None, 10), None);
+        assert_eq!(arrange(vec![], Some((11, 1, "x", None)), 10), None);
+        assert_eq!(in_old_offsets(&[(8, 3)], vec![], 10), None);
+        assert_eq!(in_old_offsets(&[], vec![(11, "x".into(), None)], 10), None);
+        assert_eq!(in_old_offsets(&[(2, 2), (3, 1)], vec![], 10), None);
     }
 }

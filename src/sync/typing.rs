@@ -156,7 +156,31 @@ pub fn encode_edit(
     deletes: &[(u32, u32)],
     insert: Option<(&ID, Option<&ID>, &str)>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(insert.map_or(0, |(_, _, t)| t.len()) + 32);
+    let deletes: Vec<_> = deletes.iter().map(|&(k, n)| (client, k, n)).collect();
+    encode_update(
+        client,
+        clock,
+        insert.map(|(o, r, t)| (Some(o), r, t)),
+        &deletes,
+    )
+}
+
+/// The v1 update that only deletes `ranges` (`(client, clock, len)`, as [`normalized`] leaves
+/// them: grouped by client).
+pub fn encode_deletes(ranges: &[(ClientID, u32, u32)]) -> Vec<u8> {
+    encode_update(ClientID::new(0), 0, None, ranges)
+}
+
+/// The v1 update that inserts `insert`'s text as item `(client, clock)` between its origins
+/// (at least one given: an item with neither would have to name its parent) and deletes
+/// `ranges` (`(client, clock, len)`, grouped by client as [`normalized`] leaves them).
+pub fn encode_update(
+    client: ClientID,
+    clock: u32,
+    insert: Option<(Option<&ID>, Option<&ID>, &str)>,
+    ranges: &[(ClientID, u32, u32)],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(insert.map_or(0, |(_, _, t)| t.len()) + 16 + ranges.len() * 8);
     match insert {
         None => put_varuint(&mut out, 0), // no structs
         Some((origin, right, text)) => {
@@ -164,10 +188,13 @@ pub fn encode_edit(
             put_varuint(&mut out, 1); // structs of this client
             put_varuint(&mut out, client.get());
             put_varuint(&mut out, u64::from(clock));
-            let info =
-                CONTENT_STRING | HAS_ORIGIN | if right.is_some() { HAS_RIGHT_ORIGIN } else { 0 };
+            let info = CONTENT_STRING
+                | if origin.is_some() { HAS_ORIGIN } else { 0 }
+                | if right.is_some() { HAS_RIGHT_ORIGIN } else { 0 };
             out.push(info);
-            put_id(&mut out, origin);
+            if let Some(origin) = origin {
+                put_id(&mut out, origin);
+            }
             if let Some(right) = right {
                 put_id(&mut out, right);
             }
@@ -175,25 +202,6 @@ pub fn encode_edit(
             out.extend_from_slice(text.as_bytes());
         }
     }
-    if deletes.is_empty() {
-        put_varuint(&mut out, 0);
-    } else {
-        put_varuint(&mut out, 1);
-        put_varuint(&mut out, client.get());
-        put_varuint(&mut out, deletes.len() as u64);
-        for &(clock, len) in deletes {
-            put_varuint(&mut out, u64::from(clock));
-            put_varuint(&mut out, u64::from(len));
-        }
-    }
-    out
-}
-
-/// The v1 update that only deletes `ranges` (`(client, clock, len)`, as [`normalized`] leaves
-/// them: grouped by client).
-pub fn encode_deletes(ranges: &[(ClientID, u32, u32)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + ranges.len() * 8);
-    put_varuint(&mut out, 0); // no structs
     let clients: Vec<&[(ClientID, u32, u32)]> = ranges.chunk_by(|a, b| a.0 == b.0).collect();
     put_varuint(&mut out, clients.len() as u64);
     for ranges in clients {
@@ -293,21 +301,69 @@ pub struct ReadEdit<'a> {
 /// Reads `update` if it has that shape; `None` for anything else (more structs, other
 /// content, a map entry, trailing bytes).
 pub fn read_edit(update: &[u8]) -> Option<ReadEdit<'_>> {
+    let read = read_update(update)?;
+    let insert = match read.inserts.as_slice() {
+        [] => None,
+        [one] => Some(ReadInsert {
+            first: one.first,
+            len16: one.len16,
+            origin: one.origin?,
+            right: one.right,
+            text: one.text,
+        }),
+        _ => return None,
+    };
+    Some(ReadEdit {
+        insert,
+        deletes: read.deletes,
+    })
+}
+
+/// One string insert of an update, as [`read_update`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadStruct<'a> {
+    pub first: ID,
+    pub len16: u32,
+    /// At least one of the origins is set (an item with neither names its parent instead).
+    pub origin: Option<ID>,
+    pub right: Option<ID>,
+    pub text: &'a str,
+}
+
+/// An update made of string inserts into the text (items with an origin) and a delete set.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReadUpdate<'a> {
+    /// In the order the update lists them: by client as written, each client's by clock.
+    pub inserts: Vec<ReadStruct<'a>>,
+    /// `(client, clock, len)`, sorted, adjacent ranges merged.
+    pub deletes: Vec<(ClientID, u32, u32)>,
+}
+
+/// Structs an update may have for [`read_update`] to read it.
+const MAX_STRUCTS: usize = 4096;
+
+/// Reads `update` if it has that shape; `None` for anything else (other content, an item
+/// without origins, a map entry, trailing bytes, more than [`MAX_STRUCTS`]).
+pub fn read_update(update: &[u8]) -> Option<ReadUpdate<'_>> {
     let mut r = Reader { bytes: update };
-    let insert = match r.varuint()? {
-        0 => None,
-        1 => {
-            if r.varuint()? != 1 {
-                return None;
-            }
-            let client = r.client()?;
-            let clock = u32::try_from(r.varuint()?).ok()?;
+    let mut inserts = Vec::new();
+    for _ in 0..r.varuint()? {
+        let structs = r.varuint()?;
+        let client = r.client()?;
+        let mut clock = u32::try_from(r.varuint()?).ok()?;
+        for _ in 0..structs {
             let info = r.byte()?;
-            if info & 0x1f != CONTENT_STRING || info & HAS_ORIGIN == 0 || info & HAS_PARENT_SUB != 0
+            if info & 0x1f != CONTENT_STRING
+                || info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0
+                || info & HAS_PARENT_SUB != 0
             {
                 return None;
             }
-            let origin = r.id()?;
+            let origin = if info & HAS_ORIGIN != 0 {
+                Some(r.id()?)
+            } else {
+                None
+            };
             let right = if info & HAS_RIGHT_ORIGIN != 0 {
                 Some(r.id()?)
             } else {
@@ -315,22 +371,22 @@ pub fn read_edit(update: &[u8]) -> Option<ReadEdit<'_>> {
             };
             let text = r.string()?;
             let len16 = u32::try_from(text.encode_utf16().count()).ok()?;
-            if len16 == 0 {
+            if len16 == 0 || inserts.len() >= MAX_STRUCTS {
                 return None;
             }
-            Some(ReadInsert {
+            inserts.push(ReadStruct {
                 first: ID::new(client, clock),
                 len16,
                 origin,
                 right,
                 text,
-            })
+            });
+            clock = clock.checked_add(len16)?;
         }
-        _ => return None,
-    };
+    }
     let deletes = r.delete_set()?;
-    Some(ReadEdit {
-        insert,
+    Some(ReadUpdate {
+        inserts,
         deletes: normalized(deletes),
     })
 }
