@@ -469,34 +469,108 @@ fn a_delete_of_what_is_already_deleted_is_not_placed() {
     assert_eq!(reader.ytext(), "abdef");
 }
 
+/// A writer and a reader of "hello world" with a few jumps typed: the reader's ID map is built.
+fn writer_and_reader_with_map() -> (SharedDoc, SharedDoc) {
+    let mut writer = SharedDoc::new();
+    writer.apply_local(&Edit::insert(0, "hello world")).unwrap();
+    let mut reader = SharedDoc::from_update(&writer.encode_state()).unwrap();
+    writer.take_outgoing();
+    // Updates the map could place: once enough wanted it, it is built from yrs (8 here: the
+    // map `from_update` started with went at once, with the first update's parent-only insert).
+    for at in [5, 1, 3, 8, 10, 12, 14, 16] {
+        writer.apply_local(&Edit::insert(at, "#")).unwrap();
+        for u in writer.take_outgoing() {
+            reader.apply_remote(&u).unwrap();
+        }
+    }
+    (writer, reader)
+}
+
+/// Char offset of `pat` in `w`'s text.
+fn at(w: &SharedDoc, pat: &str) -> usize {
+    let t = w.text();
+    t[..t.find(pat).expect("in the text")].chars().count()
+}
+
+/// An edit made from the text it applies to.
+type EditOf<'a> = &'a dyn Fn(&SharedDoc) -> Edit;
+
+/// `edits` made one transaction each, merged into one update as a flush window is.
+fn merged_window(w: &mut SharedDoc, edits: &[EditOf]) -> Vec<u8> {
+    let mut batcher = Batcher::new();
+    for edit in edits {
+        let e = edit(w);
+        w.apply_local(&e).unwrap();
+        w.commit_local();
+        for u in w.take_outgoing() {
+            batcher.push(u);
+        }
+    }
+    batcher.flush().unwrap().expect("an update")
+}
+
+/// Inserts the map cannot place (the first one's left origin was deleted before) are placed by
+/// a walk each while each stays whole; one typed inside another, or partly deleted again, goes
+/// to yrs' delta, and the rope still follows exactly.
+#[test]
+fn inserts_placed_by_walks_stay_whole() {
+    let windows: [&[EditOf]; 3] = [
+        // Typed where "r" was, and more a little later: placed.
+        &[&|w| Edit::insert(at(w, "o##l") + 2, "XYZ"), &|w| {
+            Edit::insert(at(w, "h#") + 1, "Q")
+        }],
+        // One inside the other: not by walks.
+        &[&|w| Edit::insert(at(w, "o##l") + 2, "XYZ"), &|w| {
+            Edit::insert(at(w, "YZ"), "Q")
+        }],
+        // Partly deleted again: not by walks.
+        &[
+            &|w| Edit::insert(at(w, "o##l") + 2, "XYZ"),
+            &|w| Edit::delete(at(w, "Y"), 1),
+            &|_| Edit::insert(0, "<"),
+        ],
+    ];
+    for (i, window) in windows.iter().enumerate() {
+        let (mut writer, mut reader) = writer_and_reader_with_map();
+        // A character deleted before the window: yrs' own insert there names it as origin.
+        writer
+            .apply_local(&Edit::delete(at(&writer, "r"), 1))
+            .unwrap();
+        for u in writer.take_outgoing() {
+            reader.apply_remote(&u).unwrap();
+        }
+        let old = reader.text();
+        let placed = reader.remote_placed();
+        let update = merged_window(&mut writer, window);
+        let edits = reader.apply_remote(&update).unwrap();
+        assert_eq!(reader.text(), writer.text(), "window {i}");
+        assert_eq!(reader.ytext(), reader.text(), "window {i}");
+        let mut replay = ropey::Rope::from_str(&old);
+        for e in &edits {
+            e.apply_to(&mut replay);
+        }
+        assert_eq!(replay.to_string(), reader.text(), "window {i}");
+        assert!(
+            edits.iter().all(|e| e.delete < old.chars().count()),
+            "window {i}: placed, not rebuilt from the whole text"
+        );
+        assert_eq!(
+            reader.remote_placed(),
+            placed + u64::from(i == 0),
+            "window {i}"
+        );
+    }
+}
+
 /// A flush window merged into one update with inserts at several places: one at the start (no
 /// left origin), one inside an insert of the same window, one partly deleted again, and a delete
 /// of old text. The reader places it from its ID map, without yrs' delta, and the edits it
 /// reports turn its old text into the new one.
 #[test]
 fn a_merged_update_with_several_inserts_is_placed_from_the_map() {
-    let mut writer = SharedDoc::new();
-    writer.apply_local(&Edit::insert(0, "hello world")).unwrap();
-    let mut reader = SharedDoc::from_update(&writer.encode_state()).unwrap();
-    let send = |w: &mut SharedDoc, r: &mut SharedDoc| {
-        for u in w.take_outgoing() {
-            r.apply_remote(&u).unwrap();
-        }
-    };
-    send(&mut writer, &mut reader);
-    // Updates the map could place: once enough wanted it, it is built from yrs (8 here: the
-    // map `from_update` started with went at once, with the first update's parent-only insert).
-    for at in [5, 1, 3, 8, 10, 12, 14, 16] {
-        writer.apply_local(&Edit::insert(at, "#")).unwrap();
-        send(&mut writer, &mut reader);
-    }
+    let (mut writer, mut reader) = writer_and_reader_with_map();
     let old = reader.text();
     assert_eq!(old, "h#e#llo## #w#o#r#ld");
-    // Char offset of `pat` in the writer's text.
-    let at = |w: &SharedDoc, pat: &str| {
-        let t = w.text();
-        t[..t.find(pat).expect("in the text")].chars().count()
-    };
     let mut batcher = Batcher::new();
     let edits: [&dyn Fn(&SharedDoc) -> Edit; 6] = [
         &|w| Edit::insert(at(w, "#w"), "😀 big "),

@@ -166,22 +166,32 @@ pub(super) fn ops<T: ReadTxn>(
     match placed {
         Some(Ok(ops)) => return Some(ops),
         Some(Err(Miss::Insert(deleted))) => {
-            // The deletes are known; the one insert's place takes one walk left: its new offset
-            // counts what survived left of it; add back what was deleted there.
-            let ins = single?;
-            let mut at = u64::from(offset(ins.first)?);
-            for &(p, n) in &deleted {
-                if p < at {
-                    at += u64::from(n);
-                } else {
-                    break;
-                }
+            // The deletes are known; each insert's place takes one walk left (so a few at most,
+            // each whole and in one piece): its new offset counts what survived left of it,
+            // and the inserts before it; add back what was deleted there.
+            if hint.inserts.len() as u64 > MAX_WALKS || !separate(hint) {
+                return None;
             }
-            return in_old_offsets(
-                &deleted,
-                vec![(at, ins.text.clone(), one_runs(ins))],
-                hint.before16,
-            );
+            let mut found = Vec::with_capacity(hint.inserts.len());
+            for ins in &hint.inserts {
+                found.push((u64::from(offset(ins.first)?), ins));
+            }
+            found.sort_by_key(|&(at, _)| at);
+            let mut inserts = Vec::with_capacity(found.len());
+            let mut inserted = 0u64;
+            for (new_at, ins) in found {
+                let mut at = new_at.checked_sub(inserted)?;
+                for &(p, n) in &deleted {
+                    if p < at {
+                        at += u64::from(n);
+                    } else {
+                        break;
+                    }
+                }
+                inserts.push((at, ins.text.clone(), one_runs(ins)));
+                inserted += u64::from(ins.len16);
+            }
+            return in_old_offsets(&deleted, inserts, hint.before16);
         }
         Some(Err(Miss::Deletes)) | None => {}
     }
@@ -201,6 +211,29 @@ pub(super) fn ops<T: ReadTxn>(
         }
     }
     arrange(deleted, insert, hint.before16)
+}
+
+/// Whether each of the hint's inserts stays whole and in one piece in the text: none deleted
+/// in part by the update, none placed inside another (an origin that is not the other's last
+/// unit, or a right origin that is not its first).
+fn separate(hint: &Hint) -> bool {
+    let inside = |id: &ID, ok: &dyn Fn(&Ins) -> ID| {
+        hint.inserts.iter().any(|j| {
+            id.client == j.first.client
+                && j.first.clock <= id.clock
+                && u64::from(id.clock) < u64::from(j.first.clock) + u64::from(j.len16)
+                && *id != ok(j)
+        })
+    };
+    let last = |j: &Ins| ID::new(j.first.client, j.first.clock + (j.len16 - 1));
+    hint.inserts.iter().all(|i| {
+        hint.self_deleted(i).is_empty()
+            && !i.origin.as_ref().is_some_and(|o| inside(o, &last))
+            && !i
+                .right
+                .as_ref()
+                .is_some_and(|r| inside(r, &|j: &Ins| j.first))
+    })
 }
 
 /// Deleted units as `(offset, len)` pieces in the text before the update, sorted.
