@@ -3,21 +3,26 @@
 //!
 //! yrs' `TextEvent::delta` walks every item of the text and asks the transaction, for each, whether
 //! it was added or deleted in it: two lookups per item, whatever the update changed. For the
-//! update one keystroke or one flush makes (one insert and a few deleted characters, which
-//! [`typing::read_edit`] reads), the change follows from where those characters are now. yrs
-//! answers that for one ID with a walk to the left of it that only sums lengths
-//! (`StickyIndex::get_offset`): cheaper per item, and only over the items before it.
+//! updates a flush window makes (a few string inserts and deleted characters, which
+//! [`typing::read_update`] reads), the change follows from the characters they name:
+//! - with the [`IdMap`] of the text before the update, from where those characters were: each
+//!   insert goes right after its left origin when that is followed by its right origin (yrs
+//!   integrates an item between its origins; see [`from_map`]);
+//! - else from where they are now: yrs answers that for one ID with a walk to the left of it
+//!   that only sums lengths (`StickyIndex::get_offset`), cheaper per item than the delta and
+//!   only over the items before it. A few walks at most.
 //!
-//! How the offsets give the change: after the update, a deleted character's offset counts the
-//! visible characters left of it, and so does the inserted run's. Sort the deleted ones; the
+//! How the new offsets give the change: after the update, a deleted character's offset counts
+//! the visible characters left of it, and so does the inserted run's. Sort the deleted ones; the
 //! `j`-th had, in the old text, its new offset plus the `j` deleted before it, less the inserted
 //! run if that is left of it. Deleted characters with the same offset as the insert lie left of
 //! it (were the insert left, they would count it). Which way a tie goes does not change the text.
 //!
 //! Whether each named character was visible before is not asked one by one: the text's length
-//! must have dropped by exactly as many units as the update deletes, net of its insert. With
-//! nothing held back before or after, the transaction made exactly this update's changes, so
-//! no unit can have been missing from that count.
+//! must have changed by exactly what the update inserts less what it deletes. With nothing held
+//! back before or after, and every insert its client's next clocks (new, not one yrs already
+//! has), the transaction made exactly this update's changes, so no unit can have been missing
+//! from that count.
 
 use yrs::block::{ClientID, ID};
 use yrs::branch::BranchPtr;
