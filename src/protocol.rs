@@ -166,8 +166,32 @@ pub fn awareness(update: yrs::sync::AwarenessUpdate) -> Vec<u8> {
 }
 
 /// Decodes a lib0 v1 update, mapping the error to ours.
+///
+/// An update that lists a client's structs in two places is refused: Yjs and yrs write each
+/// client once, and yrs 0.28 integrates a second, overlapping list into a text whose length no
+/// longer matches its content.
 pub fn decode_update(bytes: &[u8]) -> Result<yrs::Update, ProtocolError> {
-    guarded(|| yrs::Update::decode_v1(bytes).map_err(|e| ProtocolError::Malformed(e.to_string())))
+    let update = guarded(|| {
+        yrs::Update::decode_v1(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    })?;
+    // The first varuint is how many client lists the update has; every list of a well-formed
+    // update starts with a struct, so each names a client of its own.
+    let lists = bytes
+        .iter()
+        .take(10)
+        .enumerate()
+        .try_fold(0u64, |n, (i, &b)| {
+            let n = n | (u64::from(b & 0x7f) << (7 * i));
+            if b & 0x80 == 0 { Err(n) } else { Ok(n) }
+        })
+        .err()
+        .unwrap_or(0);
+    if lists > update.state_vector_lower().len() as u64 {
+        return Err(ProtocolError::Malformed(
+            "an update lists a client's structs more than once".into(),
+        ));
+    }
+    Ok(update)
 }
 
 fn random_b64(bytes: usize) -> String {

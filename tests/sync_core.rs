@@ -438,8 +438,47 @@ fn an_insert_inside_a_surrogate_pair_rebuilds_the_mirror() {
         text.insert(&mut txn, 2, "x");
         txn.encode_update_v1()
     };
-    doc.apply_remote(&update).unwrap();
+    let old = doc.text();
+    let edits = doc.apply_remote(&update).unwrap();
     assert_eq!(doc.text(), doc.ytext());
+    // The edits still turn the old text into the new one (the rebuild's edit is of the rope as
+    // the ops before it left it), and the "a" before the pair is not replaced.
+    let mut rope = ropey::Rope::from_str(&old);
+    for e in &edits {
+        assert!(
+            e.at >= 1 && e.at + e.delete <= rope.len_chars(),
+            "{edits:?}"
+        );
+        e.apply_to(&mut rope);
+    }
+    assert_eq!(rope.to_string(), doc.text());
+}
+
+/// A hostile insert whose left origin is the first half of an emoji, with no right origin:
+/// yrs cuts the emoji there (two U+FFFD, no event for it) and puts the item elsewhere. The
+/// length is unchanged; the mirror must follow all the same, with the ID map and without.
+#[test]
+fn an_origin_inside_a_surrogate_pair_is_followed_wherever_the_insert_lands() {
+    for with_map in [true, false] {
+        let mut writer = SharedDoc::with_doc(ydoc(7));
+        writer.apply_local(&Edit::insert(0, "a😀b")).unwrap();
+        let mut reader = if with_map {
+            SharedDoc::new()
+        } else {
+            SharedDoc::with_doc(ydoc(5))
+        };
+        send(&mut writer, &mut reader);
+        // Client 9, clock 0: "x" with left origin (7, 1), the emoji's first half.
+        let hostile = [1, 1, 9, 0, 0x80 | 4, 7, 1, 1, b'x', 0];
+        let edits = reader.apply_remote(&hostile).unwrap();
+        assert_eq!(reader.text(), reader.ytext(), "with map: {with_map}");
+        assert!(reader.text().contains('\u{FFFD}'), "{:?}", reader.text());
+        let mut rope = ropey::Rope::from_str("a😀b");
+        for e in &edits {
+            e.apply_to(&mut rope);
+        }
+        assert_eq!(rope.to_string(), reader.text());
+    }
 }
 
 /// Two peers delete the same character at once: the second delete changes nothing, and the

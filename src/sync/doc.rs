@@ -18,6 +18,7 @@ use yrs::{
 };
 
 use super::idmap::IdMap;
+use super::pairs::{self, Cuts};
 use super::place::{self, Hint, Op};
 use super::typing::{self, Tail};
 use crate::protocol::{META_NAME, TEXT_NAME};
@@ -965,7 +966,17 @@ impl SharedDoc {
                 txn.state_vector(),
             )
         };
-        let hint = typing::read_update(bytes)
+        let read_all = typing::read_update(bytes);
+        let cuts = pairs::check(
+            &self.rope,
+            read_all.as_ref(),
+            held_back,
+            &sv,
+            lock(&self.ids).as_ref(),
+            &self.doc.transact(),
+            &self.text,
+        );
+        let hint = read_all
             .filter(|_| !held_back)
             .and_then(|r| Hint::new(&r, before16, |client| sv.get(&client)));
         if hint.is_some() {
@@ -997,7 +1008,13 @@ impl SharedDoc {
         let ylen = self.text.len(&self.doc.transact()) as usize;
         if ylen != self.rope.len_utf16_cu() {
             tracing::warn!("text mirror out of step with the document; rebuilt it");
-            edits = vec![self.rebuild_mirror()];
+            edits.push(self.rebuild_mirror());
+        } else if cuts == Cuts::Inside
+            || (cuts == Cuts::Unknown && self.rope != self.ytext().as_str())
+        {
+            // Halves of a surrogate pair became U+FFFD in the Y.Text, with no event ([`pairs`]).
+            tracing::warn!("a peer's update cut a character in two; rebuilt the mirror");
+            edits.push(self.rebuild_mirror());
         }
         applied.map_err(|e| DocError::Apply(e.to_string()))?;
         // An update that left the text alone (held back, or only `meta`) keeps the tail.
@@ -1009,15 +1026,36 @@ impl SharedDoc {
         Ok(edits)
     }
 
-    /// Sets the rope to the Y.Text; the change as one whole-text replacement.
+    /// Sets the rope to the Y.Text; the change as one edit of the rope as it was (the span
+    /// between what they have in common at both ends, so that cursors elsewhere stay put).
     fn rebuild_mirror(&mut self) -> Edit {
         self.drop_ids(&mut lock(&self.ids));
+        let text = self.ytext();
+        let old = &self.rope;
+        let prefix = old
+            .chars()
+            .zip(text.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let (old_len, new_len) = (old.len_chars(), text.chars().count());
+        let suffix = old
+            .chars_at(old_len)
+            .reversed()
+            .zip(text.chars().rev())
+            .take(old_len.min(new_len) - prefix)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let insert: String = text
+            .chars()
+            .skip(prefix)
+            .take(new_len - prefix - suffix)
+            .collect();
         let edit = Edit {
-            at: 0,
-            delete: self.rope.len_chars(),
-            insert: self.ytext(),
+            at: prefix,
+            delete: old_len - prefix - suffix,
+            insert,
         };
-        self.rope = Rope::from_str(&edit.insert);
+        self.rope = Rope::from_str(&text);
         edit
     }
 
@@ -1122,7 +1160,7 @@ impl SharedDoc {
         edit.apply_to(&mut self.rope);
         if self.rope.len_utf16_cu() != after as usize {
             tracing::warn!("a remote edit did not land where expected; rebuilt the mirror");
-            return vec![self.rebuild_mirror()];
+            return vec![edit, self.rebuild_mirror()];
         }
         let first = read
             .insert
@@ -1212,7 +1250,7 @@ impl SharedDoc {
         }
         if misaligned {
             tracing::warn!("a change fell inside a surrogate pair; rebuilt the mirror");
-            return vec![self.rebuild_mirror()];
+            edits.push(self.rebuild_mirror());
         }
         edits
     }

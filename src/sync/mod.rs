@@ -6,6 +6,7 @@
 mod batch;
 mod doc;
 mod idmap;
+mod pairs;
 mod place;
 pub mod presence;
 mod typing;
