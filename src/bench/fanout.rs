@@ -256,11 +256,10 @@ async fn run_viewer(
     delivered: Arc<AtomicUsize>,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Viewer> {
-    let mut ws = connect(&url).await?;
-    ws.send(WsMessage::binary(crate::protocol::sync_step1(
-        &yrs::StateVector::default(),
-    )))
-    .await?;
+    let stream = crate::net::connect(&url, None).await?;
+    let mut ws = super::rawws::RawWs::handshake(&url, stream).await?;
+    ws.send_binary(&crate::protocol::sync_step1(&yrs::StateVector::default()))
+        .await?;
     let mut me = Viewer {
         latencies_us: Vec::new(),
         received: 0,
@@ -274,13 +273,10 @@ async fn run_viewer(
     loop {
         let msg = tokio::select! {
             biased;
-            msg = ws.next() => msg,
+            msg = ws.next_binary() => msg,
             _ = &mut cancelled => break,
         };
-        let Some(Ok(msg)) = msg else { break };
-        let WsMessage::Binary(bytes) = msg else {
-            continue;
-        };
+        let Ok(Some(bytes)) = msg else { break };
         if bytes.first() != Some(&0) {
             continue; // awareness and the like
         }

@@ -2,6 +2,7 @@
 //! peer measured in the same run.
 
 pub mod fanout;
+mod rawws;
 pub mod replay;
 pub mod svg;
 

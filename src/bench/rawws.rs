@@ -1,0 +1,189 @@
+//! The fan-out generator's viewer side of a WebSocket: the opening handshake, then frames read
+//! straight out of one reused buffer.
+//!
+//! The generator shares the machine's two cores with the server it measures, so every cycle it
+//! spends receiving is a cycle a multi-threaded server cannot use for sending. Through
+//! tokio-tungstenite a viewer's frame cost zeroing a 4 KiB read buffer, a split-off allocation
+//! and two waker registrations (about a third of the generator's samples at 1,000 viewers);
+//! here it costs the read and a header parse. Only what a viewer needs: binary messages
+//! (fragmented or not), pings answered, a close ends the stream. Frames it sends are masked
+//! (RFC 6455 requires it of a client) with a zero key, which servers accept like any other.
+
+use anyhow::Context as _;
+use bytes::{Buf as _, BytesMut};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::net::NetStream;
+
+/// Read at most this much per call (a fan-out frame is tens of bytes; a join's state more).
+const READ_CHUNK: usize = 4096;
+
+/// An HTTP response head longer than this is not a WebSocket upgrade.
+const MAX_HEAD: usize = 16 * 1024;
+
+pub struct RawWs {
+    stream: NetStream,
+    buf: BytesMut,
+    /// A fragmented message's pieces so far.
+    partial: Vec<u8>,
+}
+
+/// One frame's header, parsed: its opcode, FIN bit, and where its payload lies in the buffer.
+struct Header {
+    fin: bool,
+    opcode: u8,
+    start: usize,
+    len: usize,
+}
+
+/// The header at the start of `b`, if it is all there (an unmasked, server-to-client frame; a
+/// masked one is refused).
+fn header(b: &[u8]) -> anyhow::Result<Option<Header>> {
+    if b.len() < 2 {
+        return Ok(None);
+    }
+    anyhow::ensure!(b[1] & 0x80 == 0, "a server sent a masked frame");
+    let (len, start) = match b[1] & 0x7f {
+        126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+        127 if b.len() >= 10 => {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&b[2..10]);
+            (usize::try_from(u64::from_be_bytes(n))?, 10)
+        }
+        126 | 127 => return Ok(None),
+        n => (usize::from(n), 2),
+    };
+    Ok(Some(Header {
+        fin: b[0] & 0x80 != 0,
+        opcode: b[0] & 0x0f,
+        start,
+        len,
+    }))
+}
+
+impl RawWs {
+    /// Opens a WebSocket to `url` (ws:// or wss://) over `stream`, connected to its host.
+    pub async fn handshake(url: &str, mut stream: NetStream) -> anyhow::Result<RawWs> {
+        let parsed = url::Url::parse(url).context("bad URL")?;
+        let host = parsed.host_str().context("URL without a host")?;
+        let host = match parsed.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let path = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_string(),
+        };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: cGFpcmVkaXQtYmVuY2gtMQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            anyhow::ensure!(
+                buf.len() < MAX_HEAD,
+                "the server's response head is too long"
+            );
+            buf.reserve(READ_CHUNK);
+            anyhow::ensure!(
+                stream.read_buf(&mut buf).await? > 0,
+                "the server closed during the handshake"
+            );
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let status = head.lines().next().unwrap_or_default();
+        anyhow::ensure!(
+            status.split_whitespace().nth(1) == Some("101"),
+            "the server refused the upgrade: {status}"
+        );
+        buf.advance(end);
+        Ok(RawWs {
+            stream,
+            buf,
+            partial: Vec::new(),
+        })
+    }
+
+    /// Sends `payload` as one binary message.
+    pub async fn send_binary(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        self.send(0x2, payload).await
+    }
+
+    async fn send(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+        let mut frame = Vec::with_capacity(payload.len() + 14);
+        frame.push(0x80 | opcode);
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        // The masking key: zero, so the payload goes as it is.
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// The next binary message; `None` once the server closed. Pings are answered on the way.
+    /// Cancel-safe: what was read stays in the buffer.
+    pub async fn next_binary(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        loop {
+            while let Some(h) = header(&self.buf)? {
+                if self.buf.len() < h.start + h.len {
+                    break;
+                }
+                let payload = self.buf[h.start..h.start + h.len].to_vec();
+                self.buf.advance(h.start + h.len);
+                match h.opcode {
+                    0x8 => return Ok(None),
+                    0x9 => self.send(0xA, &payload).await?,
+                    0x2 | 0x0 => {
+                        if h.fin && self.partial.is_empty() {
+                            return Ok(Some(payload));
+                        }
+                        self.partial.extend_from_slice(&payload);
+                        if h.fin {
+                            return Ok(Some(std::mem::take(&mut self.partial)));
+                        }
+                    }
+                    // Text frames and pongs are not part of what a viewer reads.
+                    _ => {}
+                }
+            }
+            self.buf.reserve(READ_CHUNK);
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_of_every_length_form() {
+        assert!(header(&[0x82]).unwrap().is_none());
+        let h = header(&[0x82, 5]).unwrap().unwrap();
+        assert_eq!((h.fin, h.opcode, h.start, h.len), (true, 2, 2, 5));
+        let h = header(&[0x02, 126, 1, 0]).unwrap().unwrap();
+        assert_eq!((h.fin, h.opcode, h.start, h.len), (false, 2, 4, 256));
+        assert!(header(&[0x82, 127, 0, 0]).unwrap().is_none());
+        let h = header(&[0x80, 127, 0, 0, 0, 0, 0, 1, 0, 0])
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.opcode, h.start, h.len), (0, 10, 65536));
+        assert!(header(&[0x82, 0x85]).is_err(), "masked");
+    }
+}
