@@ -299,3 +299,55 @@ fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
         "a clean exit after saving removes the recovery copy"
     );
 }
+
+/// crossterm reads `ESC ESC [ ...` (Option-arrow in macOS Terminal; Escape and a key read at
+/// once over a slow link) as Escape and then typed characters. Here the bytes go into the
+/// terminal in one write: the keys must act as keys, and nothing like `[1;5F` may reach the
+/// document.
+#[test]
+fn escape_sequences_read_with_an_escape_are_keys_not_text() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("words.txt");
+    std::fs::write(&file, "hello world\n").unwrap();
+    let log = dir.path().join("pairedit.log");
+
+    let host = format!("{BIN} host {} --name ana", file.display());
+    tmux.session(100, 20, &editor(&host, &log));
+    tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
+    tmux.keys("pe:0", &["Escape"]);
+    tmux.wait("pe:0", "the editor", |s| {
+        s.contains("F1 help") && !s.contains("/w_")
+    });
+    // ESC ESC [1;5F: Alt-Ctrl-End, to the end of the file.
+    tmux.run(&[
+        "send-keys",
+        "-t",
+        "pe:0",
+        "-H",
+        "1b",
+        "1b",
+        "5b",
+        "31",
+        "3b",
+        "35",
+        "46",
+    ]);
+    tmux.type_text("pe:0", "tail");
+    // ESC ESC [D: Alt-Left (Option-Left), a word back, to the start of "tail".
+    tmux.run(&["send-keys", "-t", "pe:0", "-H", "1b", "1b", "5b", "44"]);
+    tmux.type_text("pe:0", ">");
+    // ESC b (Option-Left as Meta): another word back, over the ">" to the line's start.
+    tmux.run(&["send-keys", "-t", "pe:0", "-H", "1b", "62"]);
+    tmux.type_text("pe:0", "_");
+    tmux.wait("pe:0", "the typing", |s| s.contains("2 _>tail"));
+    tmux.keys("pe:0", &["C-s"]);
+    let saved = format!("saved {}", file.display());
+    tmux.wait("pe:0", "the save", |s| s.contains(&saved));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "hello world\n_>tail"
+    );
+    tmux.keys("pe:0", &["C-q"]);
+    tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
+}

@@ -9,10 +9,12 @@ pub mod text;
 pub mod update;
 pub mod view;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crossterm::event::{
-    DisableBracketedPaste, EnableBracketedPaste, Event, EventStream, KeyEventKind,
+    DisableBracketedPaste, EnableBracketedPaste, Event, EventStream, KeyCode, KeyEvent,
+    KeyEventKind, KeyModifiers,
 };
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -22,6 +24,55 @@ use update::{Effect, Msg, update};
 
 /// Frames or updates slower than this are logged (half a 60 Hz frame).
 const SLOW: Duration = Duration::from_millis(8);
+
+/// How long after an Escape the next key may come and still be read as part of the same
+/// escape sequence ([`keys::escape_tail`]): a terminal writes a sequence at once, a person
+/// is far slower.
+const ESC_WAIT: Duration = Duration::from_millis(5);
+
+/// The message for a terminal event (`None`: nothing the editor reacts to).
+fn msg_of(event: Event) -> Option<Msg> {
+    match event {
+        Event::Key(key) if key.kind != KeyEventKind::Release => Some(Msg::Key(key)),
+        Event::Paste(text) => Some(Msg::Paste(text)),
+        Event::Resize(w, h) => Some(Msg::Resize(w, h)),
+        _ => None,
+    }
+}
+
+/// A plain Escape key press: crossterm may have split an escape sequence after it.
+fn plain_escape(event: &Event) -> bool {
+    matches!(event, Event::Key(k) if k.code == KeyCode::Esc
+        && k.modifiers.is_empty()
+        && k.kind == KeyEventKind::Press)
+}
+
+/// The events that follow an Escape within [`ESC_WAIT`] of each other, read back into the key
+/// of an escape sequence if that is what they were; else the Escape and them, as they came.
+async fn after_escape(events: &mut EventStream, esc: Event) -> Vec<Event> {
+    let mut chars = Vec::new();
+    let mut taken = vec![esc];
+    while let Ok(Some(Ok(next))) = tokio::time::timeout(ESC_WAIT, events.next()).await {
+        let c = match &next {
+            Event::Key(KeyEvent {
+                code: KeyCode::Char(c),
+                modifiers,
+                kind: KeyEventKind::Press,
+                ..
+            }) if (*modifiers - KeyModifiers::SHIFT).is_empty() => Some(*c),
+            _ => None,
+        };
+        taken.push(next);
+        let Some(c) = c else { break };
+        chars.push(c);
+        match keys::escape_tail(&chars) {
+            keys::EscTail::Key(key) => return vec![Event::Key(key)],
+            keys::EscTail::More => {}
+            keys::EscTail::NotOne => break,
+        }
+    }
+    taken
+}
 
 /// Runs the editor until the user quits. The terminal is restored on return, on error, and on
 /// panic (ratatui's panic hook).
@@ -49,6 +100,8 @@ async fn event_loop(
     let (saved_tx, mut saved_rx) = mpsc::unbounded_channel::<Msg>();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut changes = Some(changes);
+    // Events read ahead (after an Escape), handled before any new one.
+    let mut ahead: VecDeque<Event> = VecDeque::new();
     loop {
         let drawn = std::time::Instant::now();
         terminal.draw(|frame| view::render(frame, app))?;
@@ -58,12 +111,22 @@ async fn event_loop(
         if let Some(tx) = first_frame.take() {
             let _ = tx.send(());
         }
-        let msg = tokio::select! {
+        let msg = if let Some(event) = ahead.pop_front() {
+            match msg_of(event) {
+                Some(msg) => msg,
+                None => continue,
+            }
+        } else {
+            tokio::select! {
             event = events.next() => match event {
-                Some(Ok(Event::Key(key))) if key.kind != KeyEventKind::Release => Msg::Key(key),
-                Some(Ok(Event::Paste(text))) => Msg::Paste(text),
-                Some(Ok(Event::Resize(w, h))) => Msg::Resize(w, h),
-                Some(Ok(_)) => continue,
+                Some(Ok(event)) if plain_escape(&event) => {
+                    ahead.extend(after_escape(&mut events, event).await);
+                    continue;
+                }
+                Some(Ok(event)) => match msg_of(event) {
+                    Some(msg) => msg,
+                    None => continue,
+                },
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),
             },
@@ -81,6 +144,7 @@ async fn event_loop(
             }
             Some(msg) = saved_rx.recv() => msg,
             _ = tick.tick() => Msg::Tick,
+            }
         };
         let started = std::time::Instant::now();
         let effects = update(app, msg);
