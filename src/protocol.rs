@@ -175,17 +175,12 @@ pub fn decode_update(bytes: &[u8]) -> Result<yrs::Update, ProtocolError> {
         yrs::Update::decode_v1(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
     })?;
     // The first varuint is how many client lists the update has; every list of a well-formed
-    // update starts with a struct, so each names a client of its own.
-    let lists = bytes
-        .iter()
-        .take(10)
-        .enumerate()
-        .try_fold(0u64, |n, (i, &b)| {
-            let n = n | (u64::from(b & 0x7f) << (7 * i));
-            if b & 0x80 == 0 { Err(n) } else { Ok(n) }
-        })
-        .err()
-        .unwrap_or(0);
+    // update starts with a struct, so each names a client of its own. Read as yrs reads it (a
+    // padded varuint included), so the two can never disagree.
+    let lists = {
+        use yrs::encoding::read::{Cursor, Read as _};
+        u64::from(Cursor::new(bytes).read_var::<u32>().unwrap_or(0))
+    };
     if lists > update.state_vector_lower().len() as u64 {
         return Err(ProtocolError::Malformed(
             "an update lists a client's structs more than once".into(),

@@ -21,11 +21,16 @@ const READ_CHUNK: usize = 4096;
 /// An HTTP response head longer than this is not a WebSocket upgrade.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Largest frame or message taken (a join's whole document is one message).
+const MAX_MESSAGE: usize = 256 << 20;
+
 pub struct RawWs {
     stream: NetStream,
     buf: BytesMut,
     /// A fragmented message's pieces so far.
     partial: Vec<u8>,
+    /// Whether the fragmented message being read is text (its pieces are dropped).
+    partial_text: bool,
 }
 
 /// One frame's header, parsed: its opcode, FIN bit, and where its payload lies in the buffer.
@@ -53,6 +58,7 @@ fn header(b: &[u8]) -> anyhow::Result<Option<Header>> {
         126 | 127 => return Ok(None),
         n => (usize::from(n), 2),
     };
+    anyhow::ensure!(len <= MAX_MESSAGE, "a frame of {len} bytes");
     Ok(Some(Header {
         fin: b[0] & 0x80 != 0,
         opcode: b[0] & 0x0f,
@@ -105,6 +111,7 @@ impl RawWs {
             stream,
             buf,
             partial: Vec::new(),
+            partial_text: false,
         })
     }
 
@@ -147,16 +154,30 @@ impl RawWs {
                 match h.opcode {
                     0x8 => return Ok(None),
                     0x9 => self.send(0xA, &payload).await?,
-                    0x2 | 0x0 => {
-                        if h.fin && self.partial.is_empty() {
-                            return Ok(Some(payload));
+                    // A message's first frame: binary is kept, text (not part of the protocol)
+                    // dropped, with the continuations of either.
+                    0x1 | 0x2 => {
+                        self.partial_text = h.opcode == 0x1;
+                        self.partial.clear();
+                        if h.fin {
+                            if !self.partial_text {
+                                return Ok(Some(payload));
+                            }
+                        } else if !self.partial_text {
+                            self.partial = payload;
                         }
+                    }
+                    0x0 if !self.partial_text => {
+                        anyhow::ensure!(
+                            self.partial.len() + payload.len() <= MAX_MESSAGE,
+                            "a message over {MAX_MESSAGE} bytes"
+                        );
                         self.partial.extend_from_slice(&payload);
                         if h.fin {
                             return Ok(Some(std::mem::take(&mut self.partial)));
                         }
                     }
-                    // Text frames and pongs are not part of what a viewer reads.
+                    // Pongs, and a text message's continuations.
                     _ => {}
                 }
             }
@@ -185,5 +206,61 @@ mod tests {
             .unwrap();
         assert_eq!((h.opcode, h.start, h.len), (0, 10, 65536));
         assert!(header(&[0x82, 0x85]).is_err(), "masked");
+        // A length no buffer could hold (from a review: it overflowed the slice's end).
+        assert!(header(&[0x82, 127, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    /// A server on loopback that answers the upgrade and then sends `frames`.
+    async fn serve(frames: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/r", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if s.read(&mut b).await.unwrap() == 0 {
+                    return;
+                }
+                head.push(b[0]);
+            }
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .await
+                .unwrap();
+            s.write_all(&frames).await.unwrap();
+            // Hold the connection until the client is done.
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn messages_whole_or_in_pieces_and_text_dropped() {
+        let frames = [
+            &[0x01, 0x02, b'a', b'b'][..], // text, in two pieces: dropped
+            &[0x80, 0x02, b'c', b'd'],
+            &[0x02, 0x01, b'x'], // binary, in two pieces
+            &[0x89, 0x00],       // a ping between them
+            &[0x80, 0x01, b'y'],
+            &[0x82, 0x01, b'z'], // binary, whole
+            &[0x88, 0x00],       // close
+        ]
+        .concat();
+        let (url, server) = serve(frames).await;
+        let stream = crate::net::connect(&url, None).await.unwrap();
+        let mut ws = RawWs::handshake(&url, stream).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(m) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), ws.next_binary())
+                .await
+                .expect("frames arrive")
+                .unwrap()
+        {
+            got.push(m);
+        }
+        assert_eq!(got, vec![b"xy".to_vec(), b"z".to_vec()]);
+        drop(ws);
+        server.await.unwrap();
     }
 }

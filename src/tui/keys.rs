@@ -199,8 +199,8 @@ fn csi_key(params: &[char], last: char) -> Option<KeyEvent> {
             p.parse::<u8>().ok()
         }
     });
-    let first = nums.next().flatten().unwrap_or(1);
-    let modifier = nums.next().map_or(Some(1), |m| m)?;
+    let first = nums.next().unwrap_or(Some(1))?;
+    let modifier = nums.next().unwrap_or(Some(1))?;
     if nums.next().is_some() {
         return None;
     }
@@ -276,6 +276,8 @@ mod tests {
             "[1x",
             "Ox",
             "[99~",
+            "[256~",
+            "[300A",
             "[1;2;3A",
             "[;;;;;;;;;;;;A",
             "a[",

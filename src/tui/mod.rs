@@ -49,10 +49,11 @@ fn plain_escape(event: &Event) -> bool {
 
 /// The events that follow an Escape within [`ESC_WAIT`] of each other, read back into the key
 /// of an escape sequence if that is what they were; else the Escape and them, as they came.
-async fn after_escape(events: &mut EventStream, esc: Event) -> Vec<Event> {
+async fn after_escape(events: &mut EventStream, esc: Event) -> std::io::Result<Vec<Event>> {
     let mut chars = Vec::new();
     let mut taken = vec![esc];
-    while let Ok(Some(Ok(next))) = tokio::time::timeout(ESC_WAIT, events.next()).await {
+    while let Ok(Some(next)) = tokio::time::timeout(ESC_WAIT, events.next()).await {
+        let next = next?;
         let c = match &next {
             Event::Key(KeyEvent {
                 code: KeyCode::Char(c),
@@ -66,12 +67,12 @@ async fn after_escape(events: &mut EventStream, esc: Event) -> Vec<Event> {
         let Some(c) = c else { break };
         chars.push(c);
         match keys::escape_tail(&chars) {
-            keys::EscTail::Key(key) => return vec![Event::Key(key)],
+            keys::EscTail::Key(key) => return Ok(vec![Event::Key(key)]),
             keys::EscTail::More => {}
             keys::EscTail::NotOne => break,
         }
     }
-    taken
+    Ok(taken)
 }
 
 /// Runs the editor until the user quits. The terminal is restored on return, on error, and on
@@ -120,7 +121,7 @@ async fn event_loop(
             tokio::select! {
             event = events.next() => match event {
                 Some(Ok(event)) if plain_escape(&event) => {
-                    ahead.extend(after_escape(&mut events, event).await);
+                    ahead.extend(after_escape(&mut events, event).await?);
                     continue;
                 }
                 Some(Ok(event)) => match msg_of(event) {
