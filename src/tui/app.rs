@@ -190,11 +190,27 @@ impl App {
         }
         let inserted = edit.insert.chars().count();
         let at = edit.at;
+        // Within one line, and no line break typed: only that line's colours can change (and
+        // what follows it, which the highlighter checks).
+        let (lines_before, in_one_line) = {
+            let rope = st.doc.rope();
+            let len = rope.len_chars();
+            let line = |c: usize| rope.char_to_line(c.min(len));
+            (
+                rope.len_lines(),
+                line(at) == line(at + edit.delete) && !edit.insert.contains(['\n', '\r']),
+            )
+        };
         match st.doc.apply_local(&edit) {
             Ok(()) => {
                 st.touch();
-                let line = st.doc.rope().char_to_line(at.min(st.doc.len_chars()));
-                self.highlighter.invalidate_from(line);
+                let rope = st.doc.rope();
+                let line = rope.char_to_line(at.min(rope.len_chars()));
+                if in_one_line && rope.len_lines() == lines_before {
+                    self.highlighter.line_changed(rope, line);
+                } else {
+                    self.highlighter.invalidate_from(line);
+                }
                 self.cursor = at + inserted;
                 self.anchor = None;
                 self.want_col = None;

@@ -5,6 +5,10 @@
 //! the nearest checkpoint before what it shows — never the whole file per keystroke. Far from any
 //! checkpoint (a jump into a huge file) it starts fresh a little above the screen, which can
 //! mis-colour a multi-line construct there but never pauses.
+//!
+//! Typing within one line re-parses that line only: the state before each line on screen is
+//! kept, and if the edited line leaves the parser in the state the next line started from,
+//! nothing after it can have changed ([`Highlighter::line_changed`]).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -80,7 +84,7 @@ fn to_color(c: syntect::highlighting::Color) -> Color {
 /// A highlighted line: styled pieces of its text (without the line break).
 pub type Spans = Vec<(Style, String)>;
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct Checkpoint {
     parse: ParseState,
     highlight: HighlightState,
@@ -92,6 +96,8 @@ pub struct Highlighter {
     /// `checkpoints[k]` is the state before line `k * CHECKPOINT`; always a valid prefix.
     checkpoints: Vec<Checkpoint>,
     cache: BTreeMap<usize, Spans>,
+    /// The exact state before each line of the last frame (and after its last line).
+    starts: BTreeMap<usize, Checkpoint>,
     /// The state after the last line parsed (scrolling down resumes here, not at a checkpoint).
     resume: Option<(usize, Checkpoint, bool)>,
     pub background: Color,
@@ -121,6 +127,7 @@ impl Highlighter {
             theme,
             checkpoints: Vec::new(),
             cache: BTreeMap::new(),
+            starts: BTreeMap::new(),
             resume: None,
             background,
             foreground,
@@ -163,9 +170,67 @@ impl Highlighter {
             self.checkpoints.push(fresh);
         }
         let _ = self.cache.split_off(&line);
+        // The state before `line` does not depend on it.
+        let _ = self.starts.split_off(&(line + 1));
         if self.resume.as_ref().is_some_and(|(at, _, _)| *at > line) {
             self.resume = None;
         }
+    }
+
+    /// After an edit within `line` that left the number of lines alone (typing, not Enter): the
+    /// line is parsed again now, and if the parser ends it in the state the next line started
+    /// from, every other line keeps its colours. Otherwise as [`Highlighter::invalidate_from`].
+    pub fn line_changed(&mut self, rope: &Rope, line: usize) {
+        if line + 1 < rope.len_lines()
+            && let (Some(start), Some(next)) =
+                (self.starts.get(&line), self.starts.get(&(line + 1)))
+        {
+            let mut state = start.clone();
+            let next = next.clone();
+            let highlighter = SynHighlighter::new(&self.theme);
+            let (spans, parsed) =
+                self.parse_line(rope, line, &mut state, &highlighter, &mut String::new());
+            self.parsed_lines += u64::from(parsed);
+            if state == next {
+                self.cache.insert(line, spans);
+                return;
+            }
+        }
+        self.invalidate_from(line);
+    }
+
+    /// Line `line`'s spans, parsed from `state` (left as the state after it).
+    fn parse_line(
+        &self,
+        rope: &Rope,
+        line: usize,
+        state: &mut Checkpoint,
+        highlighter: &SynHighlighter,
+        buf: &mut String,
+    ) -> (Spans, bool) {
+        let text = rope.line(line);
+        let eol = super::text::eol_len(text);
+        let body = text.slice(..text.len_chars() - eol);
+        if body.len_chars() > MAX_LINE {
+            return (
+                vec![(Style::default().fg(self.foreground), body.to_string())],
+                false,
+            );
+        }
+        buf.clear();
+        buf.extend(body.chunks());
+        buf.push('\n');
+        let spans = match state.parse.parse_line(buf, syntax_set()) {
+            Ok(ops) => HighlightIterator::new(&mut state.highlight, &ops, buf, highlighter)
+                .map(|(style, piece)| (convert(style), piece.trim_end_matches('\n').to_string()))
+                .filter(|(_, piece)| !piece.is_empty())
+                .collect(),
+            Err(_) => {
+                *state = self.fresh();
+                vec![(Style::default().fg(self.foreground), body.to_string())]
+            }
+        };
+        (spans, true)
     }
 
     /// Highlighted spans for lines `first..first + count` (fewer at the end of the text).
@@ -195,41 +260,24 @@ impl Highlighter {
                 .as_ref()
                 .is_some_and(|(at, _, e)| *e && *at == line);
         let highlighter = SynHighlighter::new(&self.theme);
-        let set = syntax_set();
         let mut buf = String::new();
+        self.starts.clear();
         while line < end {
             if exact && line % CHECKPOINT == 0 && line / CHECKPOINT == self.checkpoints.len() {
                 self.checkpoints.push(state.clone());
             }
-            let text = rope.line(line);
-            let eol = super::text::eol_len(text);
-            let body = text.slice(..text.len_chars() - eol);
-            let spans = if body.len_chars() > MAX_LINE {
-                vec![(Style::default().fg(self.foreground), body.to_string())]
-            } else {
-                buf.clear();
-                buf.extend(body.chunks());
-                buf.push('\n');
-                self.parsed_lines += 1;
-                match state.parse.parse_line(&buf, set) {
-                    Ok(ops) => {
-                        HighlightIterator::new(&mut state.highlight, &ops, &buf, &highlighter)
-                            .map(|(style, piece)| {
-                                (convert(style), piece.trim_end_matches('\n').to_string())
-                            })
-                            .filter(|(_, piece)| !piece.is_empty())
-                            .collect()
-                    }
-                    Err(_) => {
-                        state = self.fresh();
-                        vec![(Style::default().fg(self.foreground), body.to_string())]
-                    }
-                }
-            };
+            if exact && line >= first {
+                self.starts.insert(line, state.clone());
+            }
+            let (spans, parsed) = self.parse_line(rope, line, &mut state, &highlighter, &mut buf);
+            self.parsed_lines += u64::from(parsed);
             if line >= first || exact {
                 self.cache.insert(line, spans);
             }
             line += 1;
+        }
+        if exact {
+            self.starts.insert(line, state.clone());
         }
         self.resume = Some((line, state, exact));
         if self.cache.len() > 4096 {
@@ -314,6 +362,31 @@ mod tests {
         let before = h.parsed_lines;
         h.lines(&rope, 1900, 10);
         assert_eq!(h.parsed_lines, before);
+    }
+
+    #[test]
+    fn typing_within_a_line_reparses_that_line_only_unless_it_changes_what_follows() {
+        let text: String = (0..300).map(|i| format!("let x{i} = {i};\n")).collect();
+        let mut rope = Rope::from_str(&text);
+        let mut h = rust();
+        h.lines(&rope, 0, 50);
+        let shown: Vec<Spans> = h.lines(&rope, 0, 50);
+        // Typing on line 3: one line parsed, the rest kept.
+        let before = h.parsed_lines;
+        rope.insert(rope.line_to_char(3) + 4, "yz");
+        h.line_changed(&rope, 3);
+        let after = h.lines(&rope, 0, 50);
+        assert_eq!(h.parsed_lines - before, 1);
+        assert_eq!(after[4..], shown[4..]);
+        let line3: String = after[3].iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(line3, "let yzx3 = 3;");
+        // Opening a comment changes every line after it: they are parsed again, and coloured
+        // as a fresh highlighter colours them.
+        rope.insert(rope.line_to_char(5), "/* ");
+        h.line_changed(&rope, 5);
+        let after = h.lines(&rope, 0, 50);
+        assert!(h.parsed_lines - before > 40);
+        assert_eq!(after, rust().lines(&rope, 0, 50));
     }
 
     #[test]

@@ -168,19 +168,39 @@ fn draw_text(
                 if x >= app.left && x + width <= app.left + app.view_width {
                     let sx = text_x + (x - app.left) as u16;
                     if sx < right {
-                        buf.set_stringn(sx, y, symbol, width, style);
+                        if symbol.len() == 1 {
+                            // One ASCII cell: what `set_stringn` would do, without segmenting.
+                            if let Some(cell) = buf.cell_mut((sx, y)) {
+                                cell.set_symbol(symbol).set_style(style);
+                            }
+                        } else {
+                            buf.set_stringn(sx, y, symbol, width, style);
+                        }
                     }
                 }
             };
         for (style, piece) in line_spans {
+            // Printable ASCII, most of any code: a cell per byte, no grapheme segmentation
+            // (which was a quarter of a frame's time).
+            if piece.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                for i in 0..piece.len() {
+                    place(ci, x, 1, &piece[i..i + 1], *style, buf);
+                    if ci == app.cursor {
+                        own_cursor = Some((x, y));
+                    }
+                    x += 1;
+                    ci += 1;
+                }
+                continue;
+            }
             for g in piece.graphemes(true) {
                 let w = text::grapheme_width(g, x);
-                let symbol = if g == "\t" {
-                    " ".repeat(w)
+                let symbol: std::borrow::Cow<'_, str> = if g == "\t" {
+                    " ".repeat(w).into()
                 } else if g.chars().next().is_some_and(char::is_control) {
-                    "\u{FFFD}".to_string()
+                    "\u{FFFD}".into()
                 } else {
-                    g.to_string()
+                    g.into()
                 };
                 place(ci, x, w.max(1), &symbol, *style, buf);
                 if ci == app.cursor {
