@@ -121,6 +121,29 @@ fn cat(code: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// `pairedit host` on `dir/name` (holding `content`) as ana in session `pe`, 100×20, with its
+/// join codes closed. The file's and the log's paths.
+fn host_past_codes(
+    tmux: &Tmux,
+    dir: &Path,
+    name: &str,
+    content: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let file = dir.join(name);
+    std::fs::write(&file, content).unwrap();
+    let log = dir.join("pairedit.log");
+    let host = format!("{BIN} host {} --name ana", file.display());
+    tmux.session(100, 20, &editor(&host, &log));
+    tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
+    tmux.keys("pe:0", &["Escape"]);
+    // The status line shows under the codes too: wait for the codes to go (a key sent sooner
+    // could reach the editor in one read with this Escape).
+    tmux.wait("pe:0", "the editor", |s| {
+        s.contains("F1 help") && !s.contains("/w_")
+    });
+    (file, log)
+}
+
 fn editor(cmd: &str, log: &Path) -> String {
     // `sleep` keeps the window open after the editor exits, so a failure can still be read.
     format!("{cmd} --flush-ms 50 --log-file {}; sleep 60", log.display())
@@ -227,20 +250,8 @@ fn host_join_and_view_in_three_terminals() {
 fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
     let Some(tmux) = Tmux::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("notes.txt");
-    std::fs::write(&file, "saved line\n").unwrap();
-    let log = dir.path().join("pairedit.log");
+    let (file, log) = host_past_codes(&tmux, dir.path(), "notes.txt", "saved line\n");
     let recovery = pairedit::fsutil::recovery_path(&file);
-
-    let host = format!("{BIN} host {} --name ana", file.display());
-    tmux.session(100, 20, &editor(&host, &log));
-    tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
-    tmux.keys("pe:0", &["Escape"]);
-    // The status line shows under the codes too: wait for the codes to go, or the next key's
-    // escape sequence can reach the editor in one read with this Escape, and be misread.
-    tmux.wait("pe:0", "the editor", |s| {
-        s.contains("F1 help") && !s.contains("/w_")
-    });
     tmux.keys("pe:0", &["C-End"]);
     tmux.type_text("pe:0", "typed but never saved");
     tmux.wait("pe:0", "the typing", |s| {
@@ -308,17 +319,7 @@ fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
 fn escape_sequences_read_with_an_escape_are_keys_not_text() {
     let Some(tmux) = Tmux::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("words.txt");
-    std::fs::write(&file, "hello world\n").unwrap();
-    let log = dir.path().join("pairedit.log");
-
-    let host = format!("{BIN} host {} --name ana", file.display());
-    tmux.session(100, 20, &editor(&host, &log));
-    tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
-    tmux.keys("pe:0", &["Escape"]);
-    tmux.wait("pe:0", "the editor", |s| {
-        s.contains("F1 help") && !s.contains("/w_")
-    });
+    let (file, _log) = host_past_codes(&tmux, dir.path(), "words.txt", "hello world\n");
     // ESC ESC [1;5F: Alt-Ctrl-End, to the end of the file.
     tmux.run(&[
         "send-keys",
