@@ -958,24 +958,22 @@ impl SharedDoc {
         // Held-back updates this one completes integrate with it: then the delta shows more
         // than this insert, or hides it (inserted and deleted at once), and no tail may be
         // learned from it.
-        let (held_back, before16, sv) = {
-            let txn = self.doc.transact();
-            (
-                txn.has_missing_updates(),
-                self.text.len(&txn),
-                txn.state_vector(),
-            )
-        };
         let read_all = typing::read_update(bytes);
-        let cuts = pairs::check(
-            &self.rope,
-            read_all.as_ref(),
-            held_back,
-            &sv,
-            lock(&self.ids).as_ref(),
-            &self.doc.transact(),
-            &self.text,
-        );
+        let (held_back, before16, sv, cuts) = {
+            let txn = self.doc.transact();
+            let held_back = txn.has_missing_updates();
+            let sv = txn.state_vector();
+            let cuts = pairs::check(
+                &self.rope,
+                read_all.as_ref(),
+                held_back,
+                &sv,
+                lock(&self.ids).as_ref(),
+                &txn,
+                &self.text,
+            );
+            (held_back, self.text.len(&txn), sv, cuts)
+        };
         let hint = read_all
             .filter(|_| !held_back)
             .and_then(|r| Hint::new(&r, before16, |client| sv.get(&client)));

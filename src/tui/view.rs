@@ -182,20 +182,20 @@ fn draw_text(
         for (style, piece) in line_spans {
             // Printable ASCII, most of any code: a cell per byte, no grapheme segmentation
             // (which was a quarter of a frame's time).
-            if piece.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-                for i in 0..piece.len() {
-                    place(ci, x, 1, &piece[i..i + 1], *style, buf);
-                    if ci == app.cursor {
-                        own_cursor = Some((x, y));
-                    }
-                    x += 1;
-                    ci += 1;
-                }
-                continue;
-            }
-            for g in piece.graphemes(true) {
-                let w = text::grapheme_width(g, x);
-                let symbol: std::borrow::Cow<'_, str> = if g == "\t" {
+            let ascii = piece.bytes().all(|b| (0x20..0x7f).contains(&b));
+            let (mut bytes, mut graphemes);
+            let cells: &mut dyn Iterator<Item = &str> = if ascii {
+                bytes = (0..piece.len()).map(|i| &piece[i..i + 1]);
+                &mut bytes
+            } else {
+                graphemes = piece.graphemes(true);
+                &mut graphemes
+            };
+            for g in cells {
+                let w = if ascii { 1 } else { text::grapheme_width(g, x) };
+                let symbol: std::borrow::Cow<'_, str> = if ascii {
+                    g.into()
+                } else if g == "\t" {
                     " ".repeat(w).into()
                 } else if g.chars().next().is_some_and(char::is_control) {
                     "\u{FFFD}".into()
@@ -207,7 +207,7 @@ fn draw_text(
                     own_cursor = Some((x, y));
                 }
                 x += w;
-                ci += g.chars().count();
+                ci += if ascii { 1 } else { g.chars().count() };
             }
         }
         // A cursor at the end of the line.
