@@ -106,7 +106,7 @@ fn sync_pair(a: &SessionHandle, b: &SessionHandle) {
 
 fn screen(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| view::render(f, app)).unwrap();
+    t.draw(|f| view::draw(f, app)).unwrap();
     t
 }
 

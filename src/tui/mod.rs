@@ -5,6 +5,7 @@
 pub mod app;
 pub mod highlight;
 pub mod keys;
+pub mod term;
 pub mod text;
 pub mod update;
 pub mod view;
@@ -83,16 +84,16 @@ pub async fn run(
     changes: watch::Receiver<u64>,
     first_frame: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
-    let mut terminal = ratatui::try_init()?;
+    let mut screen = term::Screen::init()?;
     let _ = crossterm::execute!(std::io::stdout(), EnableBracketedPaste);
-    let result = event_loop(&mut terminal, app, changes, first_frame).await;
+    let result = event_loop(&mut screen, app, changes, first_frame).await;
     let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
     ratatui::restore();
     result
 }
 
 async fn event_loop(
-    terminal: &mut ratatui::DefaultTerminal,
+    screen: &mut term::Screen,
     app: &mut App,
     changes: watch::Receiver<u64>,
     mut first_frame: Option<oneshot::Sender<()>>,
@@ -105,7 +106,7 @@ async fn event_loop(
     let mut ahead: VecDeque<Event> = VecDeque::new();
     loop {
         let drawn = std::time::Instant::now();
-        terminal.draw(|frame| view::render(frame, app))?;
+        screen.draw(|frame| view::render(frame, app))?;
         if drawn.elapsed() > SLOW {
             tracing::warn!("slow frame: {:?}", drawn.elapsed());
         }
@@ -147,6 +148,12 @@ async fn event_loop(
             _ = tick.tick() => Msg::Tick,
             }
         };
+        match msg {
+            Msg::Resize(w, h) => screen.resize(w, h),
+            // A resize crossterm did not report (it reports SIGWINCH) is caught within a second.
+            Msg::Tick => screen.check_size()?,
+            _ => {}
+        }
         let started = std::time::Instant::now();
         let effects = update(app, msg);
         if started.elapsed() > SLOW {

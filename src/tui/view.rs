@@ -1,7 +1,7 @@
 //! `view`: draws the state. Only the visible lines are laid out and highlighted.
 
 use ratatui::Frame;
-use ratatui::buffer::Buffer;
+use ratatui::buffer::{Buffer, Cell};
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -49,10 +49,19 @@ fn tint(c: Color, bg: Color, alpha: f32) -> Color {
     }
 }
 
-pub fn render(frame: &mut Frame, app: &mut App) {
+/// Draws the editor into `frame` (what the tests' `TestBackend` terminals draw with).
+pub fn draw(frame: &mut Frame, app: &mut App) {
+    if let Some(at) = render(frame.buffer_mut(), app) {
+        frame.set_cursor_position(at);
+    }
+}
+
+/// Draws the editor into `buf`, which covers the whole screen, and says where the terminal's
+/// cursor goes (`None`: hidden).
+pub fn render(buf: &mut Buffer, app: &mut App) -> Option<Position> {
     let session = app.session.clone();
     let st = session.lock();
-    let area = frame.area();
+    let area = buf.area;
     let chat_rows = if st.chat().is_empty() && !matches!(app.mode, Mode::Chat { .. }) {
         0
     } else {
@@ -75,20 +84,21 @@ pub fn render(frame: &mut Frame, app: &mut App) {
     // Parsed once per frame: a room can hold many members.
     let members = st.members();
     let remotes = remote_cursors(&st, &members);
-    draw_text(frame, app, &st, text_area, &remotes);
+    let text_cursor = draw_text(buf, app, &st, text_area, &remotes);
     if let Some(m) = members_area {
-        draw_members(frame.buffer_mut(), app, &st, &members, m);
+        draw_members(buf, app, &st, &members, m);
     }
     if chat_rows > 0 {
-        draw_chat(frame.buffer_mut(), &st, chat);
+        draw_chat(buf, &st, chat);
     }
-    draw_status(frame.buffer_mut(), app, &st, members.len(), status);
-    draw_prompt(frame, app, prompt);
+    draw_status(buf, app, &st, members.len(), status);
+    let prompt_cursor = draw_prompt(buf, app, prompt);
     match app.mode {
-        Mode::Help => draw_help(frame.buffer_mut(), area),
-        Mode::Codes => draw_codes(frame.buffer_mut(), app, area),
+        Mode::Help => draw_help(buf, area),
+        Mode::Codes => draw_codes(buf, app, area),
         _ => {}
     }
+    prompt_cursor.or(text_cursor)
 }
 
 fn remote_cursors(st: &ClientState, members: &[Member]) -> Vec<RemoteCursor> {
@@ -108,15 +118,16 @@ fn remote_cursors(st: &ClientState, members: &[Member]) -> Vec<RemoteCursor> {
         .collect()
 }
 
+/// Draws the text; returns where our own cursor is on screen, if it is.
 fn draw_text(
-    frame: &mut Frame,
+    buf: &mut Buffer,
     app: &mut App,
     st: &ClientState,
     area: Rect,
     remotes: &[RemoteCursor],
-) {
+) -> Option<Position> {
     if area.area() == 0 {
-        return;
+        return None;
     }
     let rope = st.doc.rope();
     let bg = app.highlighter.background;
@@ -126,8 +137,12 @@ fn draw_text(
     app.view_height = area.height as usize;
     app.view_width = area.width.saturating_sub(gutter_w) as usize;
     app.clamp(rope);
-    let buf = frame.buffer_mut();
-    buf.set_style(area, Style::default().bg(bg).fg(fg));
+    for y in area.top()..area.bottom() {
+        for cell in row_mut(buf, area.x, y, area.width) {
+            cell.fg = fg;
+            cell.bg = bg;
+        }
+    }
     let spans = app.highlighter.lines(rope, app.top, area.height as usize);
     let selection = app.selection();
     let sel_bg = app.highlighter.selection;
@@ -135,17 +150,18 @@ fn draw_text(
     let text_x = area.x + gutter_w;
     let right = area.x + area.width;
     let mut own_cursor = None;
+    // Lines are walked with one iterator: asking the rope for each line's start (a descent
+    // from the root, and a scan of the whole leaf when the text is small) cost more.
+    let mut line_start = rope.line_to_char(app.top.min(lines.saturating_sub(1)));
+    let mut line_iter = rope.lines_at(app.top.min(lines));
     for (row, line_spans) in spans.iter().enumerate() {
         let l = app.top + row;
         let y = area.y + row as u16;
-        buf.set_stringn(
-            area.x,
-            y,
-            format!("{:>w$} ", l + 1, w = gutter_w as usize - 1),
-            gutter_w as usize,
+        put_number(
+            row_mut(buf, area.x, y, gutter_w.min(area.width)),
+            l + 1,
             gutter_style,
         );
-        let line_start = rope.line_to_char(l);
         let mut x = 0usize; // display column in the line
         let mut ci = line_start; // char index of the current grapheme
         let place =
@@ -230,13 +246,35 @@ fn draw_text(
             }
             tx += r.name.chars().count() + 3;
         }
+        line_start += line_iter.next().map_or(0, |line| line.len_chars());
     }
-    if app.mode == Mode::Normal
-        && let Some((x, y)) = own_cursor
-        && x >= app.left
-        && x < app.left + app.view_width
-    {
-        frame.set_cursor_position(Position::new(text_x + (x - app.left) as u16, y));
+    let (x, y) = own_cursor?;
+    (app.mode == Mode::Normal && x >= app.left && x < app.left + app.view_width)
+        .then(|| Position::new(text_x + (x - app.left) as u16, y))
+}
+
+/// The cells of row `y` from column `x`, `w` wide (inside `buf`): indexing the row once beats
+/// asking the buffer for each cell (which checks the position every time).
+fn row_mut(buf: &mut Buffer, x: u16, y: u16, w: u16) -> &mut [Cell] {
+    let start = buf.index_of(x, y);
+    let end = (start + w as usize).min(buf.content.len());
+    &mut buf.content[start..end]
+}
+
+/// `n` right-aligned in `cells` with one blank after it, in `style`: a line number in the
+/// gutter. Digits that do not fit are cut from the left.
+fn put_number(cells: &mut [Cell], mut n: usize, style: Style) {
+    for cell in cells.iter_mut() {
+        cell.set_symbol(" ").set_style(style);
+    }
+    let mut i = cells.len().saturating_sub(1);
+    while i > 0 {
+        i -= 1;
+        cells[i].set_char(char::from(b'0' + (n % 10) as u8));
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
 }
 
@@ -249,40 +287,51 @@ fn ago(ms: u64) -> String {
     }
 }
 
+/// The members panel: a rule down its left edge, how many are here, then two lines for each
+/// member. Drawn straight into the buffer: as a bordered `Paragraph` it was a tenth of a
+/// frame's time, drawn on every key.
 fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, members: &[Member], area: Rect) {
     if area.area() == 0 {
         return;
     }
-    let mut lines = vec![
-        Line::from(vec![
-            Span::styled("● ", Style::default().fg(parse_color(st.color()))),
-            Span::styled(
-                format!("{} (you)", st.name()),
-                Style::default().add_modifier(Modifier::BOLD),
-            ),
-        ]),
-        Line::from(format!("  {}", st.role())),
-    ];
+    for y in area.top()..area.bottom() {
+        if let Some(cell) = buf.cell_mut((area.x, y)) {
+            cell.set_symbol(ratatui::symbols::line::VERTICAL);
+        }
+    }
+    let (x, width) = (area.x + 1, area.width.saturating_sub(1));
+    let mut y = area.y;
+    let mut put = |line: Line<'_>| {
+        if y < area.bottom() {
+            buf.set_line(x, y, &line, width);
+            y += 1;
+        }
+    };
+    put(Line::from(format!(" {} here ", members.len() + 1)));
+    put(Line::from(vec![
+        Span::styled("● ", Style::default().fg(parse_color(st.color()))),
+        Span::styled(
+            format!("{} (you)", st.name()),
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+    ]));
+    put(Line::from(format!("  {}", st.role())));
     for m in members {
         let mark = if app.follow == Some(m.client_id) {
             "→ "
         } else {
             "● "
         };
-        lines.push(Line::from(vec![
+        put(Line::from(vec![
             Span::styled(mark, Style::default().fg(parse_color(&m.color))),
-            Span::raw(m.name.clone()),
+            Span::raw(m.name.as_str()),
         ]));
         let role = m.role.map_or("yjs peer", |r| r.as_str());
-        lines.push(Line::from(format!(
+        put(Line::from(format!(
             "  {role} · {}",
             m.active.map_or_else(String::new, ago)
         )));
     }
-    let title = format!(" {} here ", members.len() + 1);
-    Paragraph::new(lines)
-        .block(Block::default().borders(Borders::LEFT).title(title))
-        .render_ref(area, buf);
 }
 
 fn draw_chat(buf: &mut Buffer, st: &ClientState, area: Rect) {
@@ -365,9 +414,10 @@ fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, others: usize, are
     }
 }
 
-fn draw_prompt(frame: &mut Frame, app: &App, area: Rect) {
+/// Draws the prompt line; returns where the cursor goes when it takes input.
+fn draw_prompt(buf: &mut Buffer, app: &App, area: Rect) -> Option<Position> {
     if area.area() == 0 {
-        return;
+        return None;
     }
     let (text, cursor) = match &app.mode {
         Mode::Find { query, .. } => (format!("find: {query}"), true),
@@ -391,14 +441,13 @@ fn draw_prompt(frame: &mut Frame, app: &App, area: Rect) {
             false,
         ),
     };
-    let buf = frame.buffer_mut();
     buf.set_stringn(area.x, area.y, &text, area.width as usize, Style::default());
-    if cursor {
+    cursor.then(|| {
         let x = area.x
             + (unicode_width::UnicodeWidthStr::width(text.as_str()) as u16)
                 .min(area.width.saturating_sub(1));
-        frame.set_cursor_position(Position::new(x, area.y));
-    }
+        Position::new(x, area.y)
+    })
 }
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
