@@ -647,3 +647,138 @@ fn typing_in_the_editor_composes_into_one_update_per_flush() {
     assert_eq!(bo.lock().doc.text(), "fn main() {}\nlet answer = 42;");
     assert_eq!(bo.lock().doc.text(), ana.lock().doc.text());
 }
+
+/// A frame on a [`Screen`] redraws only the rows whose content changed: after any step, what
+/// the screen shows must be exactly what a frame drawn whole shows, cursor included. The steps
+/// are typing (wide characters, tabs, CRLF), moving, selecting, scrolling both ways, a
+/// teammate's cursor, selection and edits, the help overlay, chat, and resizes.
+#[test]
+fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
+    use pairedit::tui::term::Screen;
+    let mut text = String::new();
+    for i in 0..120 {
+        text.push_str(&format!("fn f{i}() {{ let s = \"界{i}\";\tx }}\r\n"));
+    }
+    let ana = session(&text, Role::Writer, "ana");
+    let bo = joiner(Role::Writer, "bo");
+    sync_pair(&ana, &bo);
+    let mut a = app_on(ana.clone());
+    update(&mut a, Msg::Remote);
+    let (mut w, mut h) = (100u16, 20u16);
+    let mut screen = Screen::with_size(w, h);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let shift = KeyModifiers::SHIFT;
+    let mut bo_sel = (0, 0);
+    for step in 0..600 {
+        match next(20) {
+            0..=5 => type_str(&mut a, ["x", "界", "\t", "é", "ab"][next(5) as usize]),
+            6 => {
+                key(&mut a, KeyCode::Enter);
+            }
+            7 => {
+                key(&mut a, KeyCode::Backspace);
+            }
+            8 => {
+                key(
+                    &mut a,
+                    [KeyCode::Left, KeyCode::Right, KeyCode::Up, KeyCode::Down][next(4) as usize],
+                );
+            }
+            9 => {
+                press(
+                    &mut a,
+                    [KeyCode::Left, KeyCode::Right, KeyCode::Down][next(3) as usize],
+                    shift,
+                );
+            }
+            10 => {
+                key(
+                    &mut a,
+                    [
+                        KeyCode::PageDown,
+                        KeyCode::PageUp,
+                        KeyCode::End,
+                        KeyCode::Home,
+                    ][next(4) as usize],
+                );
+            }
+            11 => {
+                // A long line: the view scrolls sideways.
+                type_str(&mut a, &"long".repeat(30));
+            }
+            12 | 13 => {
+                let len = bo.lock().doc.text().chars().count();
+                // A new selection, or the last one turned around (its head at the other end).
+                // Near our cursor, so that it is on screen.
+                let near = |r: u64| (a.cursor + r as usize).saturating_sub(150).min(len);
+                let (anchor, head) = if next(2) == 0 {
+                    (near(next(300)), near(next(300)))
+                } else {
+                    (bo_sel.1.min(len), bo_sel.0.min(len))
+                };
+                bo_sel = (anchor, head);
+                bo.lock().set_cursor(anchor, head);
+                exchange(&ana, &bo);
+                update(&mut a, Msg::Remote);
+            }
+            14 => {
+                let len = bo.lock().doc.text().chars().count();
+                bo.lock()
+                    .doc
+                    .apply_local(&Edit::insert(next(len as u64 + 1) as usize, "bo\n"))
+                    .unwrap();
+                exchange(&ana, &bo);
+                update(&mut a, Msg::Remote);
+            }
+            15 => {
+                key(&mut a, KeyCode::F(1));
+                check_frames(&mut screen, &mut a, step);
+                key(&mut a, KeyCode::Esc);
+            }
+            16 => {
+                ctrl(&mut a, 't');
+                type_str(&mut a, "hi");
+                check_frames(&mut screen, &mut a, step);
+                key(&mut a, KeyCode::Enter);
+                exchange(&ana, &bo);
+            }
+            17 => {
+                (w, h) = (60 + next(60) as u16, 8 + next(20) as u16);
+                screen.resize(w, h);
+            }
+            _ => {
+                update(&mut a, Msg::Tick);
+            }
+        }
+        check_frames(&mut screen, &mut a, step);
+    }
+}
+
+/// Draws a frame on `screen` and one whole, and says where they differ.
+fn check_frames(screen: &mut pairedit::tui::term::Screen, app: &mut App, step: usize) {
+    let mut out = Vec::new();
+    screen.draw_to(|c| view::render(c, app), &mut out).unwrap();
+    let area = screen.shown().area;
+    let mut t = Terminal::new(TestBackend::new(area.width, area.height)).unwrap();
+    // The frame as drawn (the backend's buffer keeps cells a wide character hides as they were).
+    let whole = t.draw(|f| view::draw(f, app)).unwrap().buffer.clone();
+    for y in 0..area.height {
+        for x in 0..area.width {
+            assert_eq!(
+                screen.shown()[(x, y)],
+                whole[(x, y)],
+                "step {step}: cell ({x}, {y}) differs; whole frame:\n{}",
+                screen_text(&t)
+            );
+        }
+    }
+    let b = t.backend();
+    let expected = b.cursor_visible().then(|| b.cursor_position());
+    assert_eq!(screen.cursor(), expected, "step {step}: the cursor");
+}

@@ -24,12 +24,98 @@ use ratatui::backend::{Backend, ClearType, CrosstermBackend};
 use ratatui::buffer::{Buffer, Cell};
 use ratatui::layout::{Position, Rect};
 
+/// Where a frame is drawn: a buffer covering the screen, and, on a [`Screen`], which of its
+/// rows need drawing at all.
+pub struct Canvas<'a> {
+    buf: &'a mut Buffer,
+    /// `None`: a plain buffer, every row drawn (the tests' `TestBackend` frames).
+    rows: Option<&'a mut Rows>,
+    begun: bool,
+}
+
+/// What a [`Screen`] knows of its rows between frames.
+#[derive(Default)]
+struct Rows {
+    /// The key each row was drawn with ([`Canvas::begin`]); `None`: none given.
+    keys: Vec<Option<u64>>,
+    /// Which rows the frame being drawn draws.
+    dirty: Vec<bool>,
+    /// Draw every row (at start, after a resize, after a frame that did not go out).
+    all: bool,
+}
+
+impl<'a> Canvas<'a> {
+    /// A canvas over `buf`, which starts blank, on which every row is drawn.
+    pub fn whole(buf: &'a mut Buffer) -> Canvas<'a> {
+        Canvas {
+            buf,
+            rows: None,
+            begun: true,
+        }
+    }
+
+    /// The whole screen.
+    pub fn area(&self) -> Rect {
+        self.buf.area
+    }
+
+    /// Says what each row will show: `keys[i]` (row `i` from the top) is a digest of
+    /// everything to be drawn in that row, or `None` for a row that is always drawn. A row
+    /// whose key is the one it was last drawn with still shows exactly that: it is not
+    /// cleared, [`Canvas::dirty`] is false for it, and whatever is drawn into it anyway is
+    /// ignored. Called once, before anything is drawn; a frame that draws without calling it
+    /// draws every row.
+    pub fn begin(&mut self, keys: &[Option<u64>]) {
+        if self.begun {
+            return;
+        }
+        self.begun = true;
+        let Some(rows) = self.rows.as_deref_mut() else {
+            return;
+        };
+        let width = self.buf.area.width as usize;
+        let height = self.buf.area.height as usize;
+        rows.keys.resize(height, None);
+        rows.dirty.clear();
+        rows.dirty.resize(height, true);
+        for y in 0..height {
+            let key = keys.get(y).copied().flatten();
+            let same = !rows.all && key.is_some() && rows.keys[y] == key;
+            rows.dirty[y] = !same;
+            rows.keys[y] = key;
+            if !same {
+                for cell in &mut self.buf.content[y * width..(y + 1) * width] {
+                    cell.reset();
+                }
+            }
+        }
+        rows.all = false;
+    }
+
+    /// Whether row `y` (a screen row) is drawn in this frame (after [`Canvas::begin`]).
+    pub fn dirty(&self, y: u16) -> bool {
+        !self.begun
+            || self.rows.as_deref().is_none_or(|rows| {
+                rows.dirty
+                    .get(y.saturating_sub(self.buf.area.y) as usize)
+                    .is_none_or(|d| *d)
+            })
+    }
+
+    /// The buffer to draw into.
+    pub fn buf(&mut self) -> &mut Buffer {
+        self.begin(&[]);
+        self.buf
+    }
+}
+
 /// The editor's terminal: see the module documentation.
 pub struct Screen {
     /// What the terminal shows.
     shown: Buffer,
-    /// The frame being drawn.
+    /// The frame being drawn. Rows a frame keeps ([`Canvas::begin`]) hold stale cells here.
     next: Buffer,
+    rows: Rows,
     /// The cursor as the terminal shows it: `None` before the first frame.
     cursor: Option<Option<Position>>,
     /// Clear the terminal before the next frame (at start and after a resize).
@@ -54,29 +140,46 @@ impl Screen {
         Screen {
             shown: Buffer::empty(area),
             next: Buffer::empty(area),
+            rows: Rows {
+                all: true,
+                ..Rows::default()
+            },
             cursor: None,
             clear: true,
             pending: Vec::new(),
         }
     }
 
-    /// Draws a frame and writes it to stdout in one piece. `render` draws into the buffer
-    /// and says where the cursor goes (`None`: hidden).
-    pub fn draw(&mut self, render: impl FnOnce(&mut Buffer) -> Option<Position>) -> io::Result<()> {
+    /// Draws a frame and writes it to stdout in one piece. `render` draws on the canvas and
+    /// says where the cursor goes (`None`: hidden).
+    pub fn draw(
+        &mut self,
+        render: impl FnOnce(&mut Canvas<'_>) -> Option<Position>,
+    ) -> io::Result<()> {
         self.draw_to(render, &mut io::stdout().lock())
     }
 
     /// Draws a frame and writes it to `out` (the benchmark and the tests draw into memory).
     pub fn draw_to(
         &mut self,
-        render: impl FnOnce(&mut Buffer) -> Option<Position>,
+        render: impl FnOnce(&mut Canvas<'_>) -> Option<Position>,
         out: &mut impl Write,
     ) -> io::Result<()> {
-        self.next.reset();
-        let cursor = render(&mut self.next);
+        if self.clear {
+            self.rows.all = true;
+        }
+        let cursor = {
+            let mut canvas = Canvas {
+                buf: &mut self.next,
+                rows: Some(&mut self.rows),
+                begun: false,
+            };
+            let cursor = render(&mut canvas);
+            canvas.begin(&[]);
+            cursor
+        };
         self.pending.clear();
         let encoded = self.encode(cursor);
-        // Whatever happened, what the terminal shows is unknown unless the frame went out.
         let sent = encoded.and_then(|()| {
             if self.pending.is_empty() {
                 return Ok(());
@@ -85,50 +188,57 @@ impl Screen {
             out.flush()
         });
         if sent.is_err() {
+            // What the terminal shows is unknown: all of it again next time.
             self.clear = true;
         }
-        std::mem::swap(&mut self.shown, &mut self.next);
         sent
     }
 
-    /// The escape sequences that turn what is shown into `self.next`, into `self.pending`.
+    /// The escape sequences that turn what is shown into the frame drawn, into
+    /// `self.pending`; what is shown is then that frame.
     fn encode(&mut self, cursor: Option<Position>) -> io::Result<()> {
         let mut backend = CrosstermBackend::new(&mut self.pending);
+        let mut drawn = false;
         if self.clear {
             backend.clear_region(ClearType::All)?;
             self.shown.reset();
             self.clear = false;
+            drawn = true;
         }
         let width = self.next.area.width as usize;
         if width > 0 {
-            let changed: Vec<(Buffer, Buffer)> = self
-                .shown
-                .content
-                .chunks(width)
-                .zip(self.next.content.chunks(width))
-                .enumerate()
-                .filter(|(_, (was, now))| !same_cells(was, now))
-                .map(|(y, (was, now))| {
-                    let area = Rect::new(
-                        self.next.area.x,
-                        self.next.area.y + y as u16,
-                        width as u16,
-                        1,
-                    );
-                    (
-                        Buffer {
-                            area,
-                            content: was.to_vec(),
-                        },
-                        Buffer {
-                            area,
-                            content: now.to_vec(),
-                        },
+            let mut changed = Vec::new();
+            for (y, dirty) in self.rows.dirty.iter().enumerate() {
+                let cells = y * width..(y + 1) * width;
+                if !dirty
+                    || same_cells(
+                        &self.shown.content[cells.clone()],
+                        &self.next.content[cells.clone()],
                     )
-                })
-                .collect();
+                {
+                    continue;
+                }
+                let area = Rect::new(
+                    self.next.area.x,
+                    self.next.area.y + y as u16,
+                    width as u16,
+                    1,
+                );
+                changed.push((
+                    Buffer {
+                        area,
+                        content: self.shown.content[cells.clone()].to_vec(),
+                    },
+                    Buffer {
+                        area,
+                        content: self.next.content[cells.clone()].to_vec(),
+                    },
+                ));
+                self.shown.content[cells.clone()].clone_from_slice(&self.next.content[cells]);
+            }
             if !changed.is_empty() {
                 backend.draw(changed.iter().flat_map(|(was, now)| was.diff(now)))?;
+                drawn = true;
             }
         }
         let was = self.cursor.flatten();
@@ -139,12 +249,24 @@ impl Screen {
                 if was.is_none() {
                     backend.show_cursor()?;
                 }
-                // Always: drawing the cells moved the terminal's cursor.
-                backend.set_cursor_position(at)?;
+                // Drawing cells moves the terminal's cursor: put it back.
+                if drawn || was != Some(at) {
+                    backend.set_cursor_position(at)?;
+                }
             }
         }
         self.cursor = Some(cursor);
         Ok(())
+    }
+
+    /// What the terminal shows, as far as this screen has told it.
+    pub fn shown(&self) -> &Buffer {
+        &self.shown
+    }
+
+    /// Where the terminal's cursor is (`None`: hidden, or nothing drawn yet).
+    pub fn cursor(&self) -> Option<Position> {
+        self.cursor.flatten()
     }
 
     /// The terminal is now `w`×`h`: the next frame is drawn whole at that size.
@@ -190,8 +312,8 @@ mod tests {
         let mut out = Vec::new();
         screen
             .draw_to(
-                |buf| {
-                    buf.set_string(0, 0, text, Style::default());
+                |c| {
+                    c.buf().set_string(0, 0, text, Style::default());
                     cursor.map(|(x, y)| Position::new(x, y))
                 },
                 &mut out,
@@ -222,6 +344,70 @@ mod tests {
             "",
             "nothing at all changed"
         );
+        assert_eq!(
+            frame(&mut screen, "abd", Some((1, 1))),
+            "\u{1b}[?25h\u{1b}[2;2H"
+        );
+        assert_eq!(
+            frame(&mut screen, "abd", Some((1, 1))),
+            "",
+            "the cursor stays put"
+        );
+    }
+
+    /// Draws row 0 as `top` with key `k0` and row 1 as `bottom` with key `k1`.
+    fn keyed(screen: &mut Screen, top: &str, k0: u64, bottom: &str, k1: Option<u64>) -> String {
+        let mut out = Vec::new();
+        screen
+            .draw_to(
+                |c| {
+                    c.begin(&[Some(k0), k1]);
+                    for (y, text) in [(0, top), (1, bottom)] {
+                        if c.dirty(y) {
+                            c.buf().set_string(0, y, text, Style::default());
+                        }
+                    }
+                    None
+                },
+                &mut out,
+            )
+            .expect("drawing");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn a_row_drawn_with_the_same_key_is_kept_as_it_is() {
+        let mut screen = Screen::with_size(8, 3);
+        let first = keyed(&mut screen, "one", 1, "two", Some(2));
+        assert!(first.contains("one") && first.contains("two"), "{first:?}");
+        // Same keys: nothing is drawn, and what is drawn into a kept row is ignored.
+        let mut out = Vec::new();
+        screen
+            .draw_to(
+                |c| {
+                    c.begin(&[Some(1), Some(2)]);
+                    assert!(!c.dirty(0) && !c.dirty(1) && c.dirty(2));
+                    c.buf().set_string(0, 0, "zzz", Style::default());
+                    None
+                },
+                &mut out,
+            )
+            .expect("drawing");
+        assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+        // A new key on row 1 only: row 1 is cleared and drawn, row 0 is kept.
+        let third = keyed(&mut screen, "one", 1, "2", Some(3));
+        assert!(third.contains('2') && !third.contains("one"), "{third:?}");
+        assert!(
+            third.contains("2  "),
+            "the rest of 'two' blanked: {third:?}"
+        );
+        // A row without a key is drawn every time.
+        let fourth = keyed(&mut screen, "one", 1, "four", None);
+        assert!(fourth.contains("four"), "{fourth:?}");
+        // After a resize every row is drawn, whatever its key.
+        screen.resize(8, 2);
+        let fifth = keyed(&mut screen, "one", 1, "four", None);
+        assert!(fifth.contains("one") && fifth.contains("four"), "{fifth:?}");
     }
 
     #[test]
@@ -231,7 +417,8 @@ mod tests {
         let mut out = Vec::new();
         screen
             .draw_to(
-                |buf| {
+                |c| {
+                    let buf = c.buf();
                     buf.set_string(0, 0, "ab", Style::default());
                     buf.set_string(0, 1, "ab", Style::default().bg(Color::Red));
                     None
@@ -274,9 +461,9 @@ mod tests {
             let mut out = Vec::new();
             screen
                 .draw_to(
-                    |buf| {
-                        area = buf.area;
-                        buf.set_string(0, 0, "abc", Style::default());
+                    |c| {
+                        area = c.area();
+                        c.buf().set_string(0, 0, "abc", Style::default());
                         None
                     },
                     &mut out,

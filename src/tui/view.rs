@@ -8,8 +8,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use unicode_segmentation::UnicodeSegmentation;
 
+use std::hash::{Hash, Hasher};
+
 use super::app::{App, Mode};
+use super::highlight::Spans;
 use super::keys::HELP;
+use super::term::Canvas;
 use super::text;
 use crate::client::{ClientState, Connection, now_ms};
 use crate::protocol::Role;
@@ -49,19 +53,21 @@ fn tint(c: Color, bg: Color, alpha: f32) -> Color {
     }
 }
 
-/// Draws the editor into `frame` (what the tests' `TestBackend` terminals draw with).
+/// Draws the editor into `frame` (what the tests' `TestBackend` terminals draw with), every
+/// row of it.
 pub fn draw(frame: &mut Frame, app: &mut App) {
-    if let Some(at) = render(frame.buffer_mut(), app) {
+    if let Some(at) = render(&mut Canvas::whole(frame.buffer_mut()), app) {
         frame.set_cursor_position(at);
     }
 }
 
-/// Draws the editor into `buf`, which covers the whole screen, and says where the terminal's
-/// cursor goes (`None`: hidden).
-pub fn render(buf: &mut Buffer, app: &mut App) -> Option<Position> {
+/// Draws the editor on `canvas`, which covers the whole screen, and says where the terminal's
+/// cursor goes (`None`: hidden). Rows of the text area that would show what they showed in
+/// the last frame are not drawn again ([`Canvas::begin`]).
+pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
     let session = app.session.clone();
     let st = session.lock();
-    let area = buf.area;
+    let area = canvas.area();
     let chat_rows = if st.chat().is_empty() && !matches!(app.mode, Mode::Chat { .. }) {
         0
     } else {
@@ -84,10 +90,33 @@ pub fn render(buf: &mut Buffer, app: &mut App) -> Option<Position> {
     // Parsed once per frame: a room can hold many members.
     let members = st.members();
     let remotes = remote_cursors(&st, &members);
-    let text_cursor = draw_text(buf, app, &st, text_area, &remotes);
-    if let Some(m) = members_area {
-        draw_members(buf, app, &st, &members, m);
+    let panel = members_area.map(|m| (m, member_lines(app, &st, &members)));
+    let overlay = matches!(app.mode, Mode::Help | Mode::Codes);
+    let text_cursor = {
+        let text = TextView::new(app, &st, text_area);
+        // What each row of the main area shows, as a digest of everything drawn in it: the
+        // line and its highlighting, the gutter, the scroll, the selections and cursors that
+        // touch it, the members panel's part of it. Rows under an overlay, and the chat,
+        // status and prompt lines, are always drawn.
+        let mut keys = vec![None; area.height as usize];
+        if !overlay {
+            for row in 0..text_area.height {
+                let mut h = std::hash::DefaultHasher::new();
+                text.hash_row(row as usize, &remotes, &mut h);
+                if let Some((m, lines)) = &panel {
+                    (m.x, m.width, lines.get(row as usize)).hash(&mut h);
+                }
+                keys[(text_area.y + row - area.y) as usize] = Some(h.finish());
+            }
+        }
+        canvas.begin(&keys);
+        text.draw(canvas, &remotes);
+        text.cursor
+    };
+    if let Some((m, lines)) = &panel {
+        draw_members(canvas, *m, lines);
     }
+    let buf = canvas.buf();
     if chat_rows > 0 {
         draw_chat(buf, &st, chat);
     }
@@ -98,7 +127,7 @@ pub fn render(buf: &mut Buffer, app: &mut App) -> Option<Position> {
         Mode::Codes => draw_codes(buf, app, area),
         _ => {}
     }
-    prompt_cursor.or(text_cursor)
+    prompt_cursor.or(text_cursor.filter(|_| app.mode == Mode::Normal))
 }
 
 fn remote_cursors(st: &ClientState, members: &[Member]) -> Vec<RemoteCursor> {
@@ -118,54 +147,161 @@ fn remote_cursors(st: &ClientState, members: &[Member]) -> Vec<RemoteCursor> {
         .collect()
 }
 
-/// Draws the text; returns where our own cursor is on screen, if it is.
-fn draw_text(
-    buf: &mut Buffer,
-    app: &mut App,
-    st: &ClientState,
+/// One line of the text on screen.
+struct TextRow<'a> {
+    /// Which line (from 0).
+    line: usize,
+    spans: &'a Spans,
+    /// Char index of its first char, and its length in chars without the line break.
+    start: usize,
+    len: usize,
+}
+
+/// The text area of one frame, worked out before any of it is drawn.
+struct TextView<'a> {
     area: Rect,
-    remotes: &[RemoteCursor],
-) -> Option<Position> {
-    if area.area() == 0 {
-        return None;
-    }
-    let rope = st.doc.rope();
-    let bg = app.highlighter.background;
-    let fg = app.highlighter.foreground;
-    let lines = rope.len_lines();
-    let gutter_w = (lines.to_string().len() + 1) as u16;
-    app.view_height = area.height as usize;
-    app.view_width = area.width.saturating_sub(gutter_w) as usize;
-    app.clamp(rope);
-    for y in area.top()..area.bottom() {
-        for cell in row_mut(buf, area.x, y, area.width) {
-            cell.fg = fg;
-            cell.bg = bg;
+    /// The lines on screen, from the top row (fewer than the rows at the end of the text).
+    rows: Vec<TextRow<'a>>,
+    gutter_w: u16,
+    /// Display columns scrolled past, and how many fit.
+    left: usize,
+    width: usize,
+    selection: Option<(usize, usize)>,
+    bg: Color,
+    fg: Color,
+    sel_bg: Color,
+    gutter: Style,
+    /// Where our cursor is on screen, if it is on screen.
+    cursor: Option<Position>,
+}
+
+impl<'a> TextView<'a> {
+    fn new(app: &'a mut App, st: &ClientState, area: Rect) -> TextView<'a> {
+        let rope = st.doc.rope();
+        let lines = rope.len_lines();
+        let gutter_w = (lines.to_string().len() + 1) as u16;
+        app.view_height = area.height as usize;
+        app.view_width = area.width.saturating_sub(gutter_w) as usize;
+        app.clamp(rope);
+        let (left, width, top) = (app.left, app.view_width, app.top);
+        let selection = app.selection();
+        let (line, col) = App::line_col(rope, app.cursor);
+        let x = text::display_col(&text::line_text(rope, line), col);
+        let cursor = (area.area() > 0
+            && line >= top
+            && line < top + area.height as usize
+            && x >= left
+            && x < left + width)
+            .then(|| {
+                Position::new(
+                    area.x + gutter_w + (x - left) as u16,
+                    area.y + (line - top) as u16,
+                )
+            });
+        let h = &mut app.highlighter;
+        let (bg, fg, sel_bg) = (h.background, h.foreground, h.selection);
+        let gutter = Style::default().fg(h.gutter).bg(bg);
+        let spans = if area.area() == 0 {
+            Vec::new()
+        } else {
+            h.lines(rope, top, area.height as usize)
+        };
+        // One iterator down the lines: asking the rope for each line's start (a descent from
+        // the root, and a scan of the whole leaf when the text is small) cost more.
+        let mut start = rope.line_to_char(top.min(lines.saturating_sub(1)));
+        let mut iter = rope.lines_at(top.min(lines));
+        let rows = spans
+            .into_iter()
+            .enumerate()
+            .map(|(i, spans)| {
+                let slice = iter.next();
+                let all = slice.map_or(0, |s| s.len_chars());
+                let len = all - slice.map_or(0, text::eol_len);
+                let row = TextRow {
+                    line: top + i,
+                    spans,
+                    start,
+                    len,
+                };
+                start += all;
+                row
+            })
+            .collect();
+        TextView {
+            area,
+            rows,
+            gutter_w,
+            left,
+            width,
+            selection,
+            bg,
+            fg,
+            sel_bg,
+            gutter,
+            cursor,
         }
     }
-    let spans = app.highlighter.lines(rope, app.top, area.height as usize);
-    let selection = app.selection();
-    let sel_bg = app.highlighter.selection;
-    let gutter_style = Style::default().fg(app.highlighter.gutter).bg(bg);
-    let text_x = area.x + gutter_w;
-    let right = area.x + area.width;
-    let mut own_cursor = None;
-    // Lines are walked with one iterator: asking the rope for each line's start (a descent
-    // from the root, and a scan of the whole leaf when the text is small) cost more.
-    let mut line_start = rope.line_to_char(app.top.min(lines.saturating_sub(1)));
-    let mut line_iter = rope.lines_at(app.top.min(lines));
-    for (row, line_spans) in spans.iter().enumerate() {
-        let l = app.top + row;
-        let y = area.y + row as u16;
+
+    /// Feeds `h` everything row `row` of the text area shows.
+    fn hash_row(&self, row: usize, remotes: &[RemoteCursor], h: &mut impl Hasher) {
+        (self.area, self.gutter_w, self.left, self.width).hash(h);
+        (self.bg, self.fg, self.sel_bg, self.gutter).hash(h);
+        let Some(r) = self.rows.get(row) else {
+            return;
+        };
+        (r.line, r.spans).hash(h);
+        // Cells from `start` to `start + len` (the cell after the text included) can be
+        // coloured by a selection or a cursor; tags follow the text.
+        let (first, last) = (r.start, r.start + r.len);
+        if let Some((s, e)) = self.selection
+            && s <= last
+            && e > first
+        {
+            (s.max(first) - first, e.min(last + 1) - first).hash(h);
+        }
+        for c in remotes {
+            let (s, e) = (c.anchor.min(c.head), c.anchor.max(c.head));
+            if (s <= last && e > first) || (first..=last).contains(&c.head) {
+                (s.saturating_sub(first), e.saturating_sub(first)).hash(h);
+                (c.head.wrapping_sub(first), c.color, &c.name).hash(h);
+            }
+        }
+    }
+
+    /// Draws the rows [`Canvas::begin`] did not keep.
+    fn draw(&self, canvas: &mut Canvas<'_>, remotes: &[RemoteCursor]) {
+        let area = self.area;
+        for y in area.top()..area.bottom() {
+            if !canvas.dirty(y) {
+                continue;
+            }
+            let buf = canvas.buf();
+            for cell in row_mut(buf, area.x, y, area.width) {
+                cell.fg = self.fg;
+                cell.bg = self.bg;
+            }
+            if let Some(row) = self.rows.get((y - area.y) as usize) {
+                self.draw_row(buf, y, row, remotes);
+            }
+        }
+    }
+
+    fn draw_row(&self, buf: &mut Buffer, y: u16, row: &TextRow<'_>, remotes: &[RemoteCursor]) {
+        let area = self.area;
+        let (bg, fg, left, width) = (self.bg, self.fg, self.left, self.width);
         put_number(
-            row_mut(buf, area.x, y, gutter_w.min(area.width)),
-            l + 1,
-            gutter_style,
+            row_mut(buf, area.x, y, self.gutter_w.min(area.width)),
+            row.line + 1,
+            self.gutter,
         );
+        let text_x = area.x + self.gutter_w;
+        let right = area.x + area.width;
+        let selection = self.selection;
+        let sel_bg = self.sel_bg;
         let mut x = 0usize; // display column in the line
-        let mut ci = line_start; // char index of the current grapheme
+        let mut ci = row.start; // char index of the current grapheme
         let place =
-            |ci: usize, x: usize, width: usize, symbol: &str, style: Style, buf: &mut Buffer| {
+            |ci: usize, x: usize, width_: usize, symbol: &str, style: Style, buf: &mut Buffer| {
                 let mut style = style.bg(bg);
                 if selection.is_some_and(|(s, e)| ci >= s && ci < e) {
                     style = style.bg(sel_bg);
@@ -181,8 +317,8 @@ fn draw_text(
                         style = style.bg(r.color).fg(Color::Black);
                     }
                 }
-                if x >= app.left && x + width <= app.left + app.view_width {
-                    let sx = text_x + (x - app.left) as u16;
+                if x >= left && x + width_ <= left + width {
+                    let sx = text_x + (x - left) as u16;
                     if sx < right {
                         if symbol.len() == 1 {
                             // One ASCII cell: what `set_stringn` would do, without segmenting.
@@ -190,12 +326,12 @@ fn draw_text(
                                 cell.set_symbol(symbol).set_style(style);
                             }
                         } else {
-                            buf.set_stringn(sx, y, symbol, width, style);
+                            buf.set_stringn(sx, y, symbol, width_, style);
                         }
                     }
                 }
             };
-        for (style, piece) in line_spans {
+        for (style, piece) in row.spans {
             // Printable ASCII, most of any code: a cell per byte, no grapheme segmentation
             // (which was a quarter of a frame's time).
             let ascii = piece.bytes().all(|b| (0x20..0x7f).contains(&b));
@@ -219,24 +355,18 @@ fn draw_text(
                     g.into()
                 };
                 place(ci, x, w.max(1), &symbol, *style, buf);
-                if ci == app.cursor {
-                    own_cursor = Some((x, y));
-                }
                 x += w;
                 ci += if ascii { 1 } else { g.chars().count() };
             }
         }
         // A cursor at the end of the line.
         place(ci, x, 1, " ", Style::default().fg(fg), buf);
-        if ci == app.cursor {
-            own_cursor = Some((x, y));
-        }
         // Name tags go after the end of the line, so they never hide text.
-        let line_end = line_start..=ci;
+        let line_end = row.start..=ci;
         let mut tx = x + 2;
         for r in remotes.iter().filter(|r| line_end.contains(&r.head)) {
-            if tx >= app.left && tx < app.left + app.view_width {
-                let sx = text_x + (tx - app.left) as u16;
+            if tx >= left && tx < left + width {
+                let sx = text_x + (tx - left) as u16;
                 let room = right.saturating_sub(sx) as usize;
                 let tag = Style::default()
                     .bg(r.color)
@@ -246,11 +376,7 @@ fn draw_text(
             }
             tx += r.name.chars().count() + 3;
         }
-        line_start += line_iter.next().map_or(0, |line| line.len_chars());
     }
-    let (x, y) = own_cursor?;
-    (app.mode == Mode::Normal && x >= app.left && x < app.left + app.view_width)
-        .then(|| Position::new(text_x + (x - app.left) as u16, y))
 }
 
 /// The cells of row `y` from column `x`, `w` wide (inside `buf`): indexing the row once beats
@@ -287,50 +413,53 @@ fn ago(ms: u64) -> String {
     }
 }
 
-/// The members panel: a rule down its left edge, how many are here, then two lines for each
-/// member. Drawn straight into the buffer: as a bordered `Paragraph` it was a tenth of a
-/// frame's time, drawn on every key.
-fn draw_members(buf: &mut Buffer, app: &App, st: &ClientState, members: &[Member], area: Rect) {
-    if area.area() == 0 {
-        return;
-    }
-    for y in area.top()..area.bottom() {
-        if let Some(cell) = buf.cell_mut((area.x, y)) {
-            cell.set_symbol(ratatui::symbols::line::VERTICAL);
-        }
-    }
-    let (x, width) = (area.x + 1, area.width.saturating_sub(1));
-    let mut y = area.y;
-    let mut put = |line: Line<'_>| {
-        if y < area.bottom() {
-            buf.set_line(x, y, &line, width);
-            y += 1;
-        }
-    };
-    put(Line::from(format!(" {} here ", members.len() + 1)));
-    put(Line::from(vec![
-        Span::styled("● ", Style::default().fg(parse_color(st.color()))),
-        Span::styled(
-            format!("{} (you)", st.name()),
-            Style::default().add_modifier(Modifier::BOLD),
-        ),
-    ]));
-    put(Line::from(format!("  {}", st.role())));
+/// The members panel's lines: how many are here, then two lines for each member.
+fn member_lines(app: &App, st: &ClientState, members: &[Member]) -> Vec<Line<'static>> {
+    let mut lines = vec![
+        Line::from(format!(" {} here ", members.len() + 1)),
+        Line::from(vec![
+            Span::styled("● ", Style::default().fg(parse_color(st.color()))),
+            Span::styled(
+                format!("{} (you)", st.name()),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
+        ]),
+        Line::from(format!("  {}", st.role())),
+    ];
     for m in members {
         let mark = if app.follow == Some(m.client_id) {
             "→ "
         } else {
             "● "
         };
-        put(Line::from(vec![
+        lines.push(Line::from(vec![
             Span::styled(mark, Style::default().fg(parse_color(&m.color))),
-            Span::raw(m.name.as_str()),
+            Span::raw(m.name.clone()),
         ]));
         let role = m.role.map_or("yjs peer", |r| r.as_str());
-        put(Line::from(format!(
+        lines.push(Line::from(format!(
             "  {role} · {}",
             m.active.map_or_else(String::new, ago)
         )));
+    }
+    lines
+}
+
+/// The members panel: a rule down its left edge and `lines` beside it, on the rows
+/// [`Canvas::begin`] did not keep. Drawn straight into the buffer: as a bordered `Paragraph`
+/// it was a tenth of a frame's time, drawn on every key.
+fn draw_members(canvas: &mut Canvas<'_>, area: Rect, lines: &[Line<'_>]) {
+    for (i, y) in (area.top()..area.bottom()).enumerate() {
+        if !canvas.dirty(y) {
+            continue;
+        }
+        let buf = canvas.buf();
+        if let Some(cell) = buf.cell_mut((area.x, y)) {
+            cell.set_symbol(ratatui::symbols::line::VERTICAL);
+        }
+        if let Some(line) = lines.get(i) {
+            buf.set_line(area.x + 1, y, line, area.width.saturating_sub(1));
+        }
     }
 }
 
