@@ -280,26 +280,31 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         gate,
     );
 
-    let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
-    let mut app = crate::tui::app::App::new(handle, Some(args.file.clone()), highlighter);
-    app.codes = Some(crate::tui::app::Codes {
+    let codes = crate::tui::app::Codes {
         write: room.write_code.clone(),
         view: room.view_code.clone(),
-    });
-    app.mode = crate::tui::app::Mode::Codes;
-    if recovered {
-        app.mark_changed();
-        app.say("opened the unsaved changes of a crashed session: Ctrl-S saves them");
-    }
-    let result = crate::tui::run(&mut app, client.changes(), Some(first_frame)).await;
-    if !app.dirty || app.discarded {
+    };
+    let path = args.file.clone();
+    let make_app = move || {
+        let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
+        let mut app = crate::tui::app::App::new(handle, Some(path), highlighter);
+        app.codes = Some(codes);
+        app.mode = crate::tui::app::Mode::Codes;
+        if recovered {
+            app.mark_changed();
+            app.say("opened the unsaved changes of a crashed session: Ctrl-S saves them");
+        }
+        app
+    };
+    let closed = crate::tui::run(make_app, client.changes(), Some(first_frame)).await;
+    if !closed.dirty || closed.discarded {
         let _ = std::fs::remove_file(crate::fsutil::recovery_path(&args.file));
     }
     client.close().await;
     println!("pairedit: room codes were");
     println!("  may type:   pairedit join {}", room.write_code);
     println!("  may watch:  pairedit join {}", room.view_code);
-    if app.dirty {
+    if closed.dirty {
         println!(
             "pairedit: {} had unsaved changes that were not written",
             args.file.display()
@@ -310,7 +315,7 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
     }
-    result
+    closed.result
 }
 
 /// A session's document, lent to a built-in relay's room (see [`relay::Lent`]): a member's
@@ -382,11 +387,14 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         .doc
         .meta("language")
         .unwrap_or_else(|| "Plain Text".to_string());
-    let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
-    let mut app = crate::tui::app::App::new(client.handle(), args.file.clone(), highlighter);
-    let result = crate::tui::run(&mut app, client.changes(), None).await;
+    let (handle, path) = (client.handle(), args.file.clone());
+    let make_app = move || {
+        let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
+        crate::tui::app::App::new(handle, path, highlighter)
+    };
+    let closed = crate::tui::run(make_app, client.changes(), None).await;
     client.close().await;
-    result
+    closed.result
 }
 
 async fn cat(

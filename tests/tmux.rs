@@ -352,3 +352,36 @@ fn escape_sequences_read_with_an_escape_are_keys_not_text() {
     tmux.keys("pe:0", &["C-q"]);
     tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
 }
+
+#[test]
+fn the_screen_follows_resizes_and_a_paste_arrives_whole() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _log) = host_past_codes(&tmux, dir.path(), "notes.txt", "first line\n");
+    let row = |s: &str, i: usize| s.lines().nth(i).unwrap_or("").to_string();
+    // Narrower than the members panel allows: it goes, and the status line is on the new
+    // second-to-last row.
+    tmux.run(&["resize-window", "-t", "pe:0", "-x", "60", "-y", "10"]);
+    tmux.wait("pe:0", "the smaller screen", |s| {
+        row(s, 8).contains("notes.txt") && !s.contains("(you)")
+    });
+    tmux.run(&["resize-window", "-t", "pe:0", "-x", "110", "-y", "16"]);
+    tmux.wait("pe:0", "the bigger screen", |s| {
+        row(s, 14).contains("notes.txt") && s.contains("(you)") && row(s, 0).contains("first line")
+    });
+    // A bracketed paste: its line break is text, not Enter.
+    tmux.run(&["set-buffer", "-b", "p", "pasted\ntext "]);
+    tmux.run(&["paste-buffer", "-p", "-b", "p", "-t", "pe:0"]);
+    tmux.wait("pe:0", "the paste", |s| {
+        row(s, 0).contains("1 pasted") && row(s, 1).contains("2 text first line")
+    });
+    tmux.keys("pe:0", &["C-s"]);
+    let saved = format!("saved {}", file.display());
+    tmux.wait("pe:0", "the save", |s| s.contains(&saved));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "pasted\ntext first line\n"
+    );
+    tmux.keys("pe:0", &["C-q"]);
+    tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
+}

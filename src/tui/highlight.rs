@@ -95,7 +95,8 @@ pub struct Highlighter {
     theme: Theme,
     /// `checkpoints[k]` is the state before line `k * CHECKPOINT`; always a valid prefix.
     checkpoints: Vec<Checkpoint>,
-    cache: BTreeMap<usize, Spans>,
+    /// Each line's spans, with their version ([`Highlighter::versioned_lines`]).
+    cache: BTreeMap<usize, (u64, Spans)>,
     /// The exact state before each line of the last frame (and after its last line).
     starts: BTreeMap<usize, Checkpoint>,
     /// The state after the last line parsed (scrolling down resumes here, not at a checkpoint).
@@ -104,6 +105,8 @@ pub struct Highlighter {
     pub foreground: Color,
     pub selection: Color,
     pub gutter: Color,
+    /// For plain text, the one style the theme gives it all: lines are then not parsed.
+    plain: Option<Style>,
     /// Lines parsed so far (for tests and benchmarks: proves the work is incremental).
     pub parsed_lines: u64,
 }
@@ -133,10 +136,29 @@ impl Highlighter {
             foreground,
             selection,
             gutter,
+            plain: None,
             parsed_lines: 0,
         };
         h.checkpoints.push(h.fresh());
+        h.plain = h.plain_style();
         h
+    }
+
+    /// The style of plain text, if this is plain text: what parsing a line would give every
+    /// character of it (asked of the parser once, so the theme decides as it always does).
+    fn plain_style(&self) -> Option<Style> {
+        if self.syntax.name != syntax_set().find_syntax_plain_text().name {
+            return None;
+        }
+        let mut state = self.fresh();
+        let highlighter = SynHighlighter::new(&self.theme);
+        let ops = state.parse.parse_line("x\n", syntax_set()).ok()?;
+        let spans: Vec<_> =
+            HighlightIterator::new(&mut state.highlight, &ops, "x\n", &highlighter).collect();
+        match spans.as_slice() {
+            [(style, "x\n")] => Some(convert(*style)),
+            _ => None,
+        }
     }
 
     pub fn language(&self) -> &str {
@@ -149,6 +171,7 @@ impl Highlighter {
             self.syntax = set
                 .find_syntax_by_name(language)
                 .unwrap_or_else(|| set.find_syntax_plain_text());
+            self.plain = self.plain_style();
             self.invalidate_from(0);
         }
     }
@@ -192,7 +215,7 @@ impl Highlighter {
                 self.parse_line(rope, line, &mut state, &highlighter, &mut String::new());
             self.parsed_lines += u64::from(parsed);
             if state == next {
-                self.cache.insert(line, spans);
+                store(&mut self.cache, line, spans);
                 return;
             }
         }
@@ -211,6 +234,14 @@ impl Highlighter {
         let text = rope.line(line);
         let eol = super::text::eol_len(text);
         let body = text.slice(..text.len_chars() - eol);
+        if let Some(style) = self.plain {
+            let spans = if body.len_chars() == 0 {
+                Vec::new()
+            } else {
+                vec![(style, body.to_string())]
+            };
+            return (spans, false);
+        }
         if body.len_chars() > MAX_LINE {
             return (
                 vec![(Style::default().fg(self.foreground), body.to_string())],
@@ -235,13 +266,32 @@ impl Highlighter {
 
     /// Highlighted spans for lines `first..first + count` (fewer at the end of the text).
     pub fn lines(&mut self, rope: &Rope, first: usize, count: usize) -> Vec<&Spans> {
+        self.versioned_lines(rope, first, count)
+            .into_iter()
+            .map(|(_, spans)| spans)
+            .collect()
+    }
+
+    /// As [`Highlighter::lines`], each line's spans with their version: each time a line's
+    /// spans are made they get a number no spans made before had, in any highlighter. Equal
+    /// versions mean equal spans, with no need to compare them.
+    pub fn versioned_lines(
+        &mut self,
+        rope: &Rope,
+        first: usize,
+        count: usize,
+    ) -> Vec<(u64, &Spans)> {
         let end = (first + count).min(rope.len_lines());
         if !(first..end).all(|l| self.cache.contains_key(&l)) {
             self.highlight(rope, first, end);
         }
         static NONE: Spans = Vec::new();
         (first..end)
-            .map(|l| self.cache.get(&l).unwrap_or(&NONE))
+            .map(|l| {
+                self.cache
+                    .get(&l)
+                    .map_or((0, &NONE), |(v, spans)| (*v, spans))
+            })
             .collect()
     }
 
@@ -280,7 +330,7 @@ impl Highlighter {
             let (spans, parsed) = self.parse_line(rope, line, &mut state, &highlighter, &mut buf);
             self.parsed_lines += u64::from(parsed);
             if line >= first || exact {
-                self.cache.insert(line, spans);
+                store(&mut self.cache, line, spans);
             }
             line += 1;
         }
@@ -293,6 +343,22 @@ impl Highlighter {
             self.cache.retain(|l, _| *l >= first && *l < end);
         }
     }
+}
+
+/// Caches `spans` for `line`, with a new version unless they are the ones it has.
+fn store(cache: &mut BTreeMap<usize, (u64, Spans)>, line: usize, spans: Spans) {
+    match cache.get(&line) {
+        Some((_, had)) if *had == spans => {}
+        _ => {
+            cache.insert(line, (next_version(), spans));
+        }
+    }
+}
+
+/// A number no spans had before ([`Highlighter::versioned_lines`]).
+fn next_version() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn convert(style: syntect::highlighting::Style) -> Style {
@@ -327,6 +393,22 @@ mod tests {
         assert_eq!(language_for("x.py"), "Python");
         assert_eq!(language_for("Makefile"), "Makefile");
         assert_eq!(language_for("notes.unknownext"), "Plain Text");
+    }
+
+    #[test]
+    fn plain_text_is_coloured_as_the_parser_would_without_parsing() {
+        let rope = Rope::from_str("hello world\n\n\tx = 1; // 界 é\r\nfn main() {}\n");
+        for theme in ["pairedit-dark", "pairedit-light"] {
+            let theme = load_theme(theme).unwrap();
+            let mut fast = Highlighter::new("Plain Text", theme.clone());
+            assert!(fast.plain.is_some());
+            let mut parsed = Highlighter::new("Plain Text", theme);
+            parsed.plain = None;
+            assert_eq!(fast.lines(&rope, 0, 5), parsed.lines(&rope, 0, 5));
+            assert_eq!(fast.parsed_lines, 0);
+            assert!(parsed.parsed_lines >= 4);
+        }
+        assert!(rust().plain.is_none());
     }
 
     #[test]

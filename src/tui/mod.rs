@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod highlight;
+pub mod input;
 pub mod keys;
 pub mod term;
 pub mod text;
@@ -14,10 +15,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crossterm::event::{
-    DisableBracketedPaste, EnableBracketedPaste, Event, EventStream, KeyCode, KeyEvent,
-    KeyEventKind, KeyModifiers,
+    DisableBracketedPaste, EnableBracketedPaste, Event, KeyCode, KeyEvent, KeyEventKind,
+    KeyModifiers,
 };
-use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use app::App;
@@ -50,7 +50,7 @@ fn plain_escape(event: &Event) -> bool {
 
 /// The events that follow an Escape within [`ESC_WAIT`] of each other, read back into the key
 /// of an escape sequence if that is what they were; else the Escape and them, as they came.
-async fn after_escape(events: &mut EventStream, esc: Event) -> std::io::Result<Vec<Event>> {
+async fn after_escape(events: &mut input::Input, esc: Event) -> std::io::Result<Vec<Event>> {
     let mut chars = Vec::new();
     let mut taken = vec![esc];
     while let Ok(Some(next)) = tokio::time::timeout(ESC_WAIT, events.next()).await {
@@ -76,10 +76,65 @@ async fn after_escape(events: &mut EventStream, esc: Event) -> std::io::Result<V
     Ok(taken)
 }
 
-/// Runs the editor until the user quits. The terminal is restored on return, on error, and on
-/// panic (ratatui's panic hook).
+/// How an editing session ended.
+#[derive(Debug)]
+pub struct Closed {
+    /// The text had changes not written to the file.
+    pub dirty: bool,
+    /// The user chose to quit without saving them.
+    pub discarded: bool,
+    /// Why the editor stopped, if not because the user quit.
+    pub result: anyhow::Result<()>,
+}
+
+/// Runs the editor on the app `make_app` makes until the user quits. The terminal is restored
+/// on return, on error, and on panic (ratatui's panic hook).
 /// `first_frame` is told once the first frame is on screen (so heavy startup work can wait).
+///
+/// The editor gets a thread and a runtime of its own, so that a key wakes that thread straight
+/// from the terminal ([`input`]); the session and the relay go on on the caller's runtime. The
+/// app is made there: the highlighter's parser state cannot move between threads.
 pub async fn run(
+    make_app: impl FnOnce() -> App + Send,
+    changes: watch::Receiver<u64>,
+    first_frame: Option<oneshot::Sender<()>>,
+) -> Closed {
+    let never_ran = |result| Closed {
+        dirty: false,
+        discarded: false,
+        result,
+    };
+    let joined = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("pairedit-editor".into())
+            .spawn_scoped(s, || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => return never_ran(Err(e.into())),
+                };
+                let mut app = make_app();
+                let result = runtime.block_on(run_here(&mut app, changes, first_frame));
+                Closed {
+                    dirty: app.dirty,
+                    discarded: app.discarded,
+                    result,
+                }
+            })
+            .map(|thread| thread.join())
+    });
+    match joined {
+        Ok(Ok(closed)) => closed,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => never_ran(Err(
+            anyhow::Error::new(e).context("cannot start the editor's thread")
+        )),
+    }
+}
+
+async fn run_here(
     app: &mut App,
     changes: watch::Receiver<u64>,
     first_frame: Option<oneshot::Sender<()>>,
@@ -98,7 +153,7 @@ async fn event_loop(
     changes: watch::Receiver<u64>,
     mut first_frame: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
-    let mut events = EventStream::new();
+    let mut events = input::Input::open();
     let (saved_tx, mut saved_rx) = mpsc::unbounded_channel::<Msg>();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut changes = Some(changes);

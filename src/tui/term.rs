@@ -122,6 +122,8 @@ pub struct Screen {
     clear: bool,
     /// The escape sequences of the frame being sent.
     pending: Vec<u8>,
+    /// Changed rows, as shown and as drawn, for ratatui's diff (kept to save allocations).
+    pairs: Vec<(Buffer, Buffer)>,
 }
 
 impl Screen {
@@ -147,6 +149,7 @@ impl Screen {
             cursor: None,
             clear: true,
             pending: Vec::new(),
+            pairs: Vec::new(),
         }
     }
 
@@ -207,15 +210,15 @@ impl Screen {
         }
         let width = self.next.area.width as usize;
         if width > 0 {
-            let mut changed = Vec::new();
+            // Row pairs (as shown, as drawn) for ratatui's diff, kept from frame to frame.
+            let mut changed = 0;
             for (y, dirty) in self.rows.dirty.iter().enumerate() {
                 let cells = y * width..(y + 1) * width;
-                if !dirty
-                    || same_cells(
-                        &self.shown.content[cells.clone()],
-                        &self.next.content[cells.clone()],
-                    )
-                {
+                let (was, now) = (
+                    &self.shown.content[cells.clone()],
+                    &self.next.content[cells.clone()],
+                );
+                if !dirty || same_cells(was, now) {
                     continue;
                 }
                 let area = Rect::new(
@@ -224,20 +227,21 @@ impl Screen {
                     width as u16,
                     1,
                 );
-                changed.push((
-                    Buffer {
-                        area,
-                        content: self.shown.content[cells.clone()].to_vec(),
-                    },
-                    Buffer {
-                        area,
-                        content: self.next.content[cells.clone()].to_vec(),
-                    },
-                ));
+                if self.pairs.len() == changed {
+                    self.pairs.push((Buffer::empty(area), Buffer::empty(area)));
+                }
+                let (was_row, now_row) = &mut self.pairs[changed];
+                for (buf, cells) in [(was_row, was), (now_row, now)] {
+                    buf.area = area;
+                    buf.content.clear();
+                    buf.content.extend_from_slice(cells);
+                }
+                changed += 1;
                 self.shown.content[cells.clone()].clone_from_slice(&self.next.content[cells]);
             }
-            if !changed.is_empty() {
-                backend.draw(changed.iter().flat_map(|(was, now)| was.diff(now)))?;
+            if changed > 0 {
+                let pairs = &self.pairs[..changed];
+                backend.draw(pairs.iter().flat_map(|(was, now)| was.diff(now)))?;
                 drawn = true;
             }
         }

@@ -100,11 +100,17 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
         // status and prompt lines, are always drawn.
         let mut keys = vec![None; area.height as usize];
         if !overlay {
+            // What every row shares, hashed once.
+            let mut h = std::hash::DefaultHasher::new();
+            text.hash_common(&mut h);
+            panel.as_ref().map(|(m, _)| (m.x, m.width)).hash(&mut h);
+            let common = h.finish();
             for row in 0..text_area.height {
                 let mut h = std::hash::DefaultHasher::new();
+                h.write_u64(common);
                 text.hash_row(row as usize, &remotes, &mut h);
-                if let Some((m, lines)) = &panel {
-                    (m.x, m.width, lines.get(row as usize)).hash(&mut h);
+                if let Some((_, lines)) = &panel {
+                    lines.get(row as usize).hash(&mut h);
                 }
                 keys[(text_area.y + row - area.y) as usize] = Some(h.finish());
             }
@@ -152,6 +158,8 @@ struct TextRow<'a> {
     /// Which line (from 0).
     line: usize,
     spans: &'a Spans,
+    /// The spans' version ([`super::highlight::Highlighter::versioned_lines`]).
+    version: u64,
     /// Char index of its first char, and its length in chars without the line break.
     start: usize,
     len: usize,
@@ -204,7 +212,7 @@ impl<'a> TextView<'a> {
         let spans = if area.area() == 0 {
             Vec::new()
         } else {
-            h.lines(rope, top, area.height as usize)
+            h.versioned_lines(rope, top, area.height as usize)
         };
         // One iterator down the lines: asking the rope for each line's start (a descent from
         // the root, and a scan of the whole leaf when the text is small) cost more.
@@ -213,13 +221,14 @@ impl<'a> TextView<'a> {
         let rows = spans
             .into_iter()
             .enumerate()
-            .map(|(i, spans)| {
+            .map(|(i, (version, spans))| {
                 let slice = iter.next();
                 let all = slice.map_or(0, |s| s.len_chars());
                 let len = all - slice.map_or(0, text::eol_len);
                 let row = TextRow {
                     line: top + i,
                     spans,
+                    version,
                     start,
                     len,
                 };
@@ -242,14 +251,18 @@ impl<'a> TextView<'a> {
         }
     }
 
-    /// Feeds `h` everything row `row` of the text area shows.
-    fn hash_row(&self, row: usize, remotes: &[RemoteCursor], h: &mut impl Hasher) {
+    /// Feeds `h` what every row's drawing depends on.
+    fn hash_common(&self, h: &mut impl Hasher) {
         (self.area, self.gutter_w, self.left, self.width).hash(h);
         (self.bg, self.fg, self.sel_bg, self.gutter).hash(h);
+    }
+
+    /// Feeds `h` everything else row `row` of the text area shows.
+    fn hash_row(&self, row: usize, remotes: &[RemoteCursor], h: &mut impl Hasher) {
         let Some(r) = self.rows.get(row) else {
             return;
         };
-        (r.line, r.spans).hash(h);
+        (r.line, r.version).hash(h);
         // Cells from `start` to `start + len` (the cell after the text included) can be
         // coloured by a selection or a cursor; tags follow the text.
         let (first, last) = (r.start, r.start + r.len);
