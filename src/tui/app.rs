@@ -164,7 +164,7 @@ impl App {
         } else if line >= self.top + h {
             self.top = line + 1 - h;
         }
-        let x = text::display_col(&text::line_text(rope, line), col);
+        let x = text::display_col_at(rope, line, col);
         let w = self.view_width.max(1);
         if x < self.left {
             self.left = x;

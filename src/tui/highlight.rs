@@ -204,6 +204,12 @@ impl Highlighter {
     /// line is parsed again now, and if the parser ends it in the state the next line started
     /// from, every other line keeps its colours. Otherwise as [`Highlighter::invalidate_from`].
     pub fn line_changed(&mut self, rope: &Rope, line: usize) {
+        if self.plain.is_some() {
+            // Plain text has no parser state: the line is all that changed.
+            let (spans, _) = self.plain_line(rope, line);
+            store(&mut self.cache, line, spans);
+            return;
+        }
         if line + 1 < rope.len_lines()
             && let (Some(start), Some(next)) =
                 (self.starts.get(&line), self.starts.get(&(line + 1)))
@@ -222,6 +228,16 @@ impl Highlighter {
         self.invalidate_from(line);
     }
 
+    /// Line `line`'s spans in plain text: one span, unparsed (false: nothing parsed).
+    fn plain_line(&self, rope: &Rope, line: usize) -> (Spans, bool) {
+        let text = rope.line(line);
+        let body = text.slice(..text.len_chars() - super::text::eol_len(text));
+        match self.plain {
+            Some(style) if body.len_chars() > 0 => (vec![(style, body.to_string())], false),
+            _ => (Vec::new(), false),
+        }
+    }
+
     /// Line `line`'s spans, parsed from `state` (left as the state after it).
     fn parse_line(
         &self,
@@ -234,13 +250,8 @@ impl Highlighter {
         let text = rope.line(line);
         let eol = super::text::eol_len(text);
         let body = text.slice(..text.len_chars() - eol);
-        if let Some(style) = self.plain {
-            let spans = if body.len_chars() == 0 {
-                Vec::new()
-            } else {
-                vec![(style, body.to_string())]
-            };
-            return (spans, false);
+        if self.plain.is_some() {
+            return self.plain_line(rope, line);
         }
         if body.len_chars() > MAX_LINE {
             return (

@@ -39,6 +39,17 @@ pub fn line_text(rope: &Rope, idx: usize) -> String {
     line.slice(..line.len_chars() - eol_len(line)).to_string()
 }
 
+/// Display column of char `col` of line `line` (as [`display_col`] of its text), without
+/// copying the line when it lies in one piece of the rope (a line almost always does).
+pub fn display_col_at(rope: &Rope, line: usize, col: usize) -> usize {
+    let slice = rope.line(line);
+    let body = slice.slice(..slice.len_chars() - eol_len(slice));
+    match body.as_str() {
+        Some(text) => display_col(text, col),
+        None => display_col(&body.to_string(), col),
+    }
+}
+
 /// Display width of one grapheme at display column `col`.
 pub fn grapheme_width(g: &str, col: usize) -> usize {
     if g == "\t" {
@@ -212,6 +223,13 @@ mod tests {
             (1, 2, 0, 1)
         );
         assert_eq!(line_text(&r, 0), "a");
+        let wide = Rope::from_str("a\t界x\r\nb");
+        for col in 0..5 {
+            assert_eq!(
+                display_col_at(&wide, 0, col),
+                display_col(&line_text(&wide, 0), col)
+            );
+        }
     }
 
     #[test]

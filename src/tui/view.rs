@@ -117,8 +117,9 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
         }
         canvas.begin(&keys);
         text.draw(canvas, &remotes);
-        text.cursor
+        (text.cursor, text.at)
     };
+    let (text_cursor, at) = text_cursor;
     if let Some((m, lines)) = &panel {
         draw_members(canvas, *m, lines);
     }
@@ -126,7 +127,7 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
     if chat_rows > 0 {
         draw_chat(buf, &st, chat);
     }
-    draw_status(buf, app, &st, members.len(), status);
+    draw_status(buf, app, &st, members.len(), at, status);
     let prompt_cursor = draw_prompt(buf, app, prompt);
     match app.mode {
         Mode::Help => draw_help(buf, area),
@@ -181,6 +182,8 @@ struct TextView<'a> {
     gutter: Style,
     /// Where our cursor is on screen, if it is on screen.
     cursor: Option<Position>,
+    /// Our cursor's line and display column in the text.
+    at: (usize, usize),
 }
 
 impl<'a> TextView<'a> {
@@ -194,7 +197,7 @@ impl<'a> TextView<'a> {
         let (left, width, top) = (app.left, app.view_width, app.top);
         let selection = app.selection();
         let (line, col) = App::line_col(rope, app.cursor);
-        let x = text::display_col(&text::line_text(rope, line), col);
+        let x = text::display_col_at(rope, line, col);
         let cursor = (area.area() > 0
             && line >= top
             && line < top + area.height as usize
@@ -248,6 +251,7 @@ impl<'a> TextView<'a> {
             sel_bg,
             gutter,
             cursor,
+            at: (line, x),
         }
     }
 
@@ -501,13 +505,18 @@ fn draw_chat(buf: &mut Buffer, st: &ClientState, area: Rect) {
     Paragraph::new(lines).render_ref(area, buf);
 }
 
-fn draw_status(buf: &mut Buffer, app: &App, st: &ClientState, others: usize, area: Rect) {
+/// The status line; `(line, dcol)`: our cursor's line and display column.
+fn draw_status(
+    buf: &mut Buffer,
+    app: &App,
+    st: &ClientState,
+    others: usize,
+    (line, dcol): (usize, usize),
+    area: Rect,
+) {
     if area.area() == 0 {
         return;
     }
-    let rope = st.doc.rope();
-    let (line, col) = App::line_col(rope, app.cursor);
-    let dcol = text::display_col(&text::line_text(rope, line), col);
     // Our own file's name first: it needs no read of the document (which a host is still
     // loading into yrs just after its first frame).
     let name = app
