@@ -6,8 +6,9 @@
              - exact: tmux tells a control client each piece of output a pane writes
                (`%output`), as it reads it. After each piece the pane is captured; the key's
                time is that of the last piece tmux had read before the capture that first
-               shows it. No polling step: a program that draws in several pieces is timed to
-               its last one.
+               shows it. No polling step. A program that draws a key in several pieces may be
+               timed a little early (to a piece that came before the capture, not to the one
+               that drew the key), never late.
              - polled: `capture-pane` 0.5 ms apart until the key shows (steps of ~0.65 ms).
   bigfile:   time from starting the editor on a big file until its first line is on screen,
              and the editor's peak RSS (VmHWM) once it has settled.
@@ -22,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import select
 import tempfile
 import time
 
@@ -38,6 +40,11 @@ class Control:
 
         # (when read, pane id) of each `%output` notification read so far, oldest first.
         self.outputs = []
+        # The control client's output, read straight from its pipe (select can then time a
+        # wait out), and when the last piece of it was read.
+        self.fd = self.p.stdout.fileno()
+        self.buf = b""
+        self.read_at = 0.0
         # Attaching answers with an empty block of its own: consume it, or every reply is late by one.
         self._block("attach")
 
@@ -46,22 +53,33 @@ class Control:
         self.p.stdin.flush()
         return self._block(command)
 
-    def _line(self):
-        raw = self.p.stdout.readline()
-        if not raw:
-            raise RuntimeError("tmux control client ended")
-        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+    def _line(self, timeout=30.0):
+        """The next line the control client printed; `%output` lines are noted with when they
+        were read. Raises TimeoutError after `timeout` seconds without a line."""
+        deadline = time.perf_counter() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.perf_counter()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise TimeoutError("tmux control client said nothing")
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                raise RuntimeError("tmux control client ended")
+            self.buf += chunk
+            self.read_at = time.perf_counter()
+        raw, self.buf = self.buf.split(b"\n", 1)
+        line = raw.decode("utf-8", errors="replace")
         if line.startswith("%output "):
-            self.outputs.append((time.perf_counter(), line.split(" ", 2)[1]))
+            self.outputs.append((self.read_at, line.split(" ", 2)[1]))
         return line
 
-    def wait_output(self, pane, after):
-        """Reads until a `%output` of `pane` read after `after` is known; returns its time."""
+    def wait_output(self, pane, after, deadline):
+        """Reads until a `%output` of `pane` read after `after` is known; returns its time.
+        Gives up at `deadline` (perf_counter time): a key that draws nothing must not hang."""
         while True:
             for t, p in self.outputs:
                 if p == pane and t > after:
                     return t
-            self._line()
+            self._line(timeout=max(0.0, deadline - time.perf_counter()))
 
     def _block(self, command):
         """The reply to `command`. Sets `self.before`: how many `%output`s came before it."""
@@ -143,7 +161,7 @@ def keystrokes(ctl, target, n, ready, exact):
         if exact:
             seen = t0
             while True:
-                seen = ctl.wait_output(pane, seen)
+                seen = ctl.wait_output(pane, seen, t0 + 5)
                 screen = ctl.screen(target)
                 # The last piece tmux had read when it captured: the key was on screen then.
                 last = max((t for t, p in ctl.outputs[:ctl.before] if p == pane), default=seen)

@@ -297,7 +297,8 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         app
     };
     let closed = crate::tui::run(make_app, client.changes(), Some(first_frame)).await;
-    if !closed.dirty || closed.discarded {
+    // Not if the editor never ran: the recovery copy may hold a crashed session's changes.
+    if closed.ran && (!closed.dirty || closed.discarded) {
         let _ = std::fs::remove_file(crate::fsutil::recovery_path(&args.file));
     }
     client.close().await;

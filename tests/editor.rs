@@ -656,14 +656,19 @@ fn typing_in_the_editor_composes_into_one_update_per_flush() {
 fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
     use pairedit::tui::term::Screen;
     let mut text = String::new();
-    for i in 0..120 {
+    // 996 lines: Enter and Backspace take the gutter across 999 → 1000 and back.
+    for i in 0..995 {
         text.push_str(&format!("fn f{i}() {{ let s = \"界{i}\";\tx }}\r\n"));
     }
     let ana = session(&text, Role::Writer, "ana");
     let bo = joiner(Role::Writer, "bo");
+    let cy = joiner(Role::Viewer, "cy");
+    let mut cy_here = false;
     sync_pair(&ana, &bo);
     let mut a = app_on(ana.clone());
     update(&mut a, Msg::Remote);
+    // Start at the end, where the gutter grows.
+    press(&mut a, KeyCode::End, KeyModifiers::CONTROL);
     let (mut w, mut h) = (100u16, 20u16);
     let mut screen = Screen::with_size(w, h);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -717,10 +722,11 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
                 // A new selection, or the last one turned around (its head at the other end).
                 // Near our cursor, so that it is on screen.
                 let near = |r: u64| (a.cursor + r as usize).saturating_sub(150).min(len);
-                let (anchor, head) = if next(2) == 0 {
-                    (near(next(300)), near(next(300)))
-                } else {
-                    (bo_sel.1.min(len), bo_sel.0.min(len))
+                let (anchor, head) = match next(3) {
+                    0 => (near(next(300)), near(next(300))),
+                    // Only the anchor moves.
+                    1 => (near(next(300)), bo_sel.1.min(len)),
+                    _ => (bo_sel.1.min(len), bo_sel.0.min(len)),
                 };
                 bo_sel = (anchor, head);
                 bo.lock().set_cursor(anchor, head);
@@ -751,6 +757,19 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
             17 => {
                 (w, h) = (60 + next(60) as u16, 8 + next(20) as u16);
                 screen.resize(w, h);
+            }
+            18 if !cy_here => {
+                // A third member comes: the members panel grows; their cursor shows too.
+                cy_here = true;
+                sync_pair(&ana, &cy);
+                let len = cy.lock().doc.text().chars().count();
+                cy.lock().set_cursor(a.cursor.min(len), a.cursor.min(len));
+                exchange(&ana, &cy);
+                update(&mut a, Msg::Remote);
+            }
+            18 => {
+                // Follow the next member, or stop.
+                key(&mut a, KeyCode::F(3));
             }
             _ => {
                 update(&mut a, Msg::Tick);

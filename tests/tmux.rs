@@ -385,3 +385,28 @@ fn the_screen_follows_resizes_and_a_paste_arrives_whole() {
     tmux.keys("pe:0", &["C-q"]);
     tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
 }
+
+/// An unfinished escape sequence (Alt-[ sends `ESC [`) leaves crossterm waiting for more
+/// bytes: the editor must still show a teammate's edits meanwhile, not sit in `read`.
+#[test]
+fn an_unfinished_escape_sequence_does_not_stop_the_editor() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "first line\n").unwrap();
+    let log = dir.path().join("pairedit.log");
+    let host = format!("{BIN} host {} --name ana", file.display());
+    tmux.session(100, 20, &editor(&host, &log));
+    let screen = tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
+    let write = find_code(&screen, "/w_").expect("write code on screen");
+    tmux.keys("pe:0", &["Escape"]);
+    tmux.window(
+        "pe:1",
+        &editor(&format!("{BIN} join {write} --name bo"), &log),
+    );
+    tmux.wait("pe:0", "bo", |s| s.contains("2 here") && !s.contains("/w_"));
+    tmux.keys("pe:0", &["M-["]);
+    std::thread::sleep(Duration::from_millis(200));
+    tmux.type_text("pe:1", "from bo ");
+    tmux.wait("pe:0", "bo's text", |s| s.contains("from bo first line"));
+}

@@ -107,6 +107,8 @@ pub struct Highlighter {
     pub gutter: Color,
     /// For plain text, the one style the theme gives it all: lines are then not parsed.
     plain: Option<Style>,
+    /// The language last asked for ([`Highlighter::set_language`]).
+    asked: String,
     /// Lines parsed so far (for tests and benchmarks: proves the work is incremental).
     pub parsed_lines: u64,
 }
@@ -137,6 +139,7 @@ impl Highlighter {
             selection,
             gutter,
             plain: None,
+            asked: language.to_string(),
             parsed_lines: 0,
         };
         h.checkpoints.push(h.fresh());
@@ -166,7 +169,10 @@ impl Highlighter {
     }
 
     pub fn set_language(&mut self, language: &str) {
-        if language != self.syntax.name {
+        // Asked for by name: a name this build does not know (another version's) gives plain
+        // text, and asking again must not start over every time.
+        if language != self.asked {
+            self.asked = language.to_string();
             let set = syntax_set();
             self.syntax = set
                 .find_syntax_by_name(language)
@@ -420,6 +426,30 @@ mod tests {
             assert!(parsed.parsed_lines >= 4);
         }
         assert!(rust().plain.is_none());
+    }
+
+    #[test]
+    fn a_language_this_build_does_not_know_is_plain_text_once() {
+        let rope = Rope::from_str("fn main() {}\nlet x = 1;\n");
+        let mut h = rust();
+        h.set_language("Klingon");
+        assert_eq!(h.language(), "Plain Text");
+        let first: Vec<u64> = h
+            .versioned_lines(&rope, 0, 2)
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
+        // The room says it again with every update: the cache stays.
+        h.set_language("Klingon");
+        let again: Vec<u64> = h
+            .versioned_lines(&rope, 0, 2)
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
+        assert_eq!(first, again);
+        h.set_language("Rust");
+        assert_eq!(h.language(), "Rust");
+        assert_ne!(h.versioned_lines(&rope, 0, 2)[0].0, first[0]);
     }
 
     #[test]

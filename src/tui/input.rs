@@ -5,10 +5,17 @@
 //! the editor sees it. When stdin is the terminal (as it is whenever the editor runs in one),
 //! this instead waits for stdin to be readable in the editor's own runtime, so the key wakes
 //! the editor's thread straight away, and crossterm then reads and parses what is there
-//! without blocking. crossterm learns of a resize from a signal (SIGWINCH), so that wakes the
-//! editor too. Otherwise (stdin redirected: crossterm reads `/dev/tty`) it is `EventStream`.
+//! without blocking. A resize (SIGWINCH) wakes the editor too, with the terminal's new size.
+//! Otherwise (stdin redirected: crossterm reads `/dev/tty`) it is `EventStream`.
+//!
+//! crossterm reads stdin until what it read makes an event: on a blocking descriptor an
+//! unfinished sequence (Alt-[ is `ESC [`) would hold the editor's thread in `read` until the
+//! next key. So stdin is, while the editor runs, a description of the terminal of its own,
+//! non-blocking (stdout, the same terminal, stays blocking). And crossterm reads a hung-up
+//! terminal (`read` gives 0) forever: a hang-up is looked for before crossterm may read.
 
 use std::io::{self, IsTerminal as _};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crossterm::event::{Event, EventStream};
@@ -23,9 +30,58 @@ pub enum Input {
     Tty {
         stdin: AsyncFd<io::Stdin>,
         resized: Signal,
+        _own: OwnStdin,
     },
     /// Anything else: crossterm's own stream.
     Stream(EventStream),
+}
+
+/// stdin replaced by a non-blocking description of the terminal; the old one is put back on
+/// drop.
+pub struct OwnStdin {
+    saved: OwnedFd,
+}
+
+impl OwnStdin {
+    fn take() -> io::Result<OwnStdin> {
+        // The terminal stdin is (through /proc, which needs no controlling terminal), else
+        // the controlling one.
+        let open = |path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+        };
+        let tty = open("/proc/self/fd/0").or_else(|_| open("/dev/tty"))?;
+        if !tty.is_terminal() {
+            return Err(io::Error::other("stdin is not a terminal"));
+        }
+        let saved = rustix::io::dup(rustix::stdio::stdin())?;
+        rustix::io::ioctl_fionbio(&tty, true)?;
+        rustix::stdio::dup2_stdin(&tty)?;
+        Ok(OwnStdin { saved })
+    }
+}
+
+impl Drop for OwnStdin {
+    fn drop(&mut self) {
+        let _ = rustix::stdio::dup2_stdin(&self.saved);
+    }
+}
+
+/// Whether the terminal on stdin hung up (then crossterm would read it forever).
+fn hung_up() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let stdin = rustix::stdio::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).is_ok()
+        && fds[0]
+            .revents()
+            .intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL)
 }
 
 impl Input {
@@ -37,10 +93,15 @@ impl Input {
     pub fn open() -> Input {
         let stdin = io::stdin();
         if stdin.is_terminal()
+            && let Ok(own) = OwnStdin::take()
             && let Ok(stdin) = AsyncFd::with_interest(stdin, Interest::READABLE)
             && let Ok(resized) = signal(SignalKind::window_change())
         {
-            return Input::Tty { stdin, resized };
+            return Input::Tty {
+                stdin,
+                resized,
+                _own: own,
+            };
         }
         Input::Stream(EventStream::new())
     }
@@ -49,7 +110,10 @@ impl Input {
     pub async fn next(&mut self) -> Option<io::Result<Event>> {
         match self {
             Input::Stream(events) => events.next().await,
-            Input::Tty { stdin, resized } => loop {
+            Input::Tty { stdin, resized, .. } => loop {
+                if hung_up() {
+                    return None;
+                }
                 // What crossterm holds already (one read can bring several events), or what
                 // stdin has now: neither blocks.
                 match crossterm::event::poll(Duration::ZERO) {
@@ -59,12 +123,19 @@ impl Input {
                 }
                 tokio::select! {
                     ready = stdin.readable() => match ready {
+                        Ok(guard) if guard.ready().is_read_closed() => return None,
                         // Cleared before crossterm reads, so input that comes after that
                         // read sets it again.
                         Ok(mut guard) => guard.clear_ready(),
                         Err(e) => return Some(Err(e)),
                     },
-                    _ = resized.recv() => {}
+                    // crossterm reports a resize it sees; it can miss one (a signal before its
+                    // reader existed, or together with input), so the size goes out from here.
+                    _ = resized.recv() => {
+                        if let Ok((w, h)) = crossterm::terminal::size() {
+                            return Some(Ok(Event::Resize(w, h)));
+                        }
+                    }
                 }
             },
         }

@@ -79,6 +79,8 @@ async fn after_escape(events: &mut input::Input, esc: Event) -> std::io::Result<
 /// How an editing session ended.
 #[derive(Debug)]
 pub struct Closed {
+    /// The editor ran: the fields below say how it left the text.
+    pub ran: bool,
     /// The text had changes not written to the file.
     pub dirty: bool,
     /// The user chose to quit without saving them.
@@ -95,42 +97,53 @@ pub struct Closed {
 /// from the terminal ([`input`]); the session and the relay go on on the caller's runtime. The
 /// app is made there: the highlighter's parser state cannot move between threads.
 pub async fn run(
-    make_app: impl FnOnce() -> App + Send,
+    make_app: impl FnOnce() -> App + Send + 'static,
     changes: watch::Receiver<u64>,
     first_frame: Option<oneshot::Sender<()>>,
 ) -> Closed {
     let never_ran = |result| Closed {
+        ran: false,
         dirty: false,
         discarded: false,
         result,
     };
-    let joined = std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("pairedit-editor".into())
-            .spawn_scoped(s, || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => return never_ran(Err(e.into())),
-                };
-                let mut app = make_app();
-                let result = runtime.block_on(run_here(&mut app, changes, first_frame));
-                Closed {
-                    dirty: app.dirty,
-                    discarded: app.discarded,
-                    result,
+    let (done, closed) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("pairedit-editor".into())
+        .spawn(move || {
+            let closed = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let mut app = make_app();
+                    let result = runtime.block_on(run_here(&mut app, changes, first_frame));
+                    Closed {
+                        ran: true,
+                        dirty: app.dirty,
+                        discarded: app.discarded,
+                        result,
+                    }
                 }
-            })
-            .map(|thread| thread.join())
-    });
-    match joined {
-        Ok(Ok(closed)) => closed,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(e) => never_ran(Err(
-            anyhow::Error::new(e).context("cannot start the editor's thread")
-        )),
+                Err(e) => never_ran(Err(e.into())),
+            };
+            let _ = done.send(closed);
+        });
+    let thread = match thread {
+        Ok(thread) => thread,
+        Err(e) => {
+            return never_ran(Err(
+                anyhow::Error::new(e).context("cannot start the editor's thread")
+            ));
+        }
+    };
+    match closed.await {
+        Ok(closed) => closed,
+        // The thread ended without a word: it panicked. Pass the panic on.
+        Err(_) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => never_ran(Err(anyhow::anyhow!("the editor's thread ended"))),
+        },
     }
 }
 

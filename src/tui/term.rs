@@ -132,8 +132,13 @@ impl Screen {
     pub fn init() -> io::Result<Screen> {
         // ratatui's own set-up, for the modes and the hook; its terminal is not used.
         drop(ratatui::try_init()?);
-        let (w, h) = crossterm::terminal::size()?;
-        Ok(Screen::with_size(w, h))
+        match crossterm::terminal::size() {
+            Ok((w, h)) => Ok(Screen::with_size(w, h)),
+            Err(e) => {
+                ratatui::restore();
+                Err(e)
+            }
+        }
     }
 
     /// A screen of `w`×`h` cells that has not been drawn yet.
@@ -191,8 +196,9 @@ impl Screen {
             out.flush()
         });
         if sent.is_err() {
-            // What the terminal shows is unknown: all of it again next time.
+            // What the terminal shows is unknown: all of it again next time, cursor too.
             self.clear = true;
+            self.cursor = None;
         }
         sent
     }
