@@ -109,7 +109,8 @@ pub struct HostArgs {
     #[arg(long, env = "PAIREDIT_CREATE_TOKEN", hide_env_values = true)]
     pub create_token: Option<String>,
     /// Open the unsaved changes a crashed session left in .FILE.pairedit-recovery (without
-    /// this flag pairedit asks, when it can).
+    /// this flag pairedit asks, when it can; changes not opened are moved to
+    /// FILE.unsaved-SECONDS beside the file, never lost).
     #[arg(long)]
     pub recover: bool,
     #[command(flatten)]

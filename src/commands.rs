@@ -361,12 +361,44 @@ fn offer_recovery(file: &std::path::Path, text: &mut String, recover: bool) -> b
     if take {
         *text = saved;
     } else {
-        eprintln!(
-            "pairedit: kept {} (unsaved changes of an earlier session); open them with --recover",
-            path.display()
-        );
+        // Out of the way of this session's own recovery copy, which would overwrite it (or,
+        // on a clean exit, remove it).
+        match keep_declined(&path) {
+            Ok(kept) => eprintln!(
+                "pairedit: moved the unsaved changes of an earlier session to {}",
+                kept.display()
+            ),
+            Err(e) => eprintln!(
+                "pairedit: kept {} (unsaved changes of an earlier session; cannot move it: {e}); this session may overwrite it",
+                path.display()
+            ),
+        }
     }
     take
+}
+
+/// Moves a recovery copy the user chose not to open to a visible name beside the file
+/// (`NAME.unsaved-SECONDS`), and returns that name.
+fn keep_declined(recovery: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let name = recovery
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".pairedit-recovery"))
+        .unwrap_or(&name);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut kept = recovery.with_file_name(format!("{file}.unsaved-{secs}"));
+    let mut n = 1;
+    while kept.exists() {
+        kept = recovery.with_file_name(format!("{file}.unsaved-{secs}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(recovery, &kept)?;
+    Ok(kept)
 }
 
 /// A message limit that fits a whole document of `len` bytes plus headroom.
@@ -702,4 +734,32 @@ async fn bench_idle(
         let _ = t.await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_declined_recovery_copy_is_moved_beside_the_file_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        let recovery = crate::fsutil::recovery_path(&file);
+        std::fs::write(&recovery, "changes from before").unwrap();
+        let kept = super::keep_declined(&recovery).unwrap();
+        assert!(!recovery.exists());
+        assert_eq!(kept.parent(), file.parent());
+        let name = kept.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("notes.txt.unsaved-"), "{name}");
+        assert_eq!(
+            std::fs::read_to_string(&kept).unwrap(),
+            "changes from before"
+        );
+        // A second one in the same second gets a name of its own.
+        std::fs::write(&recovery, "more").unwrap();
+        let again = super::keep_declined(&recovery).unwrap();
+        assert_ne!(again, kept);
+        assert_eq!(
+            std::fs::read_to_string(&kept).unwrap(),
+            "changes from before"
+        );
+    }
 }
