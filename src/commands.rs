@@ -588,30 +588,36 @@ fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
         samples[samples.len() / 2].as_secs_f64() * 1000.0,
         samples[samples.len() - 1].as_secs_f64() * 1000.0
     );
-    let frames = bench_frames(&text, &language, theme, false)?;
     println!(
-        "a key typed (50 at the start of each of the first 10 lines) and the whole {}x{} screen drawn and encoded for the terminal: median {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        "a key typed (50 at the start of each of the first 10 lines) and the whole {}x{} screen drawn and encoded for the terminal: {}",
         FRAME_SIZE.0,
         FRAME_SIZE.1,
-        frames[frames.len() / 2] * 1000.0,
-        frames[frames.len() * 99 / 100] * 1000.0,
-        frames[frames.len() - 1] * 1000.0
+        spread_ms(&bench_frames(&text, &language, theme, false)?)
     );
     for cold in [false, true] {
         let frames = bench_frames("", &language_for("empty.txt"), theme, cold)?;
         println!(
-            "the same into an empty text file (60 keys a line, then Enter: the tmux keystroke bench's case){}: median {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            "the same into an empty text file (60 keys a line, then Enter: the tmux keystroke bench's case){}: {}",
             if cold {
                 ", each key with the CPU caches cold (32 MiB written before it)"
             } else {
                 ""
             },
-            frames[frames.len() / 2] * 1000.0,
-            frames[frames.len() * 99 / 100] * 1000.0,
-            frames[frames.len() - 1] * 1000.0
+            spread_ms(&frames)
         );
     }
     Ok(())
+}
+
+/// "median, p99, max" of sorted seconds, in ms.
+fn spread_ms(sorted: &[f64]) -> String {
+    let at = |i: usize| sorted.get(i).copied().unwrap_or(f64::NAN) * 1000.0;
+    format!(
+        "median {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        at(sorted.len() / 2),
+        at(sorted.len() * 99 / 100),
+        at(sorted.len().saturating_sub(1))
+    )
 }
 
 /// The size of the screen [`bench_frames`] draws.

@@ -122,26 +122,29 @@ fn cat(code: &str) -> String {
 }
 
 /// `pairedit host` on `dir/name` (holding `content`) as ana in session `pe`, 100×20, with its
-/// join codes closed. The file's and the log's paths.
-fn host_past_codes(
-    tmux: &Tmux,
-    dir: &Path,
-    name: &str,
-    content: &str,
-) -> (std::path::PathBuf, std::path::PathBuf) {
+/// join codes closed.
+struct Hosted {
+    file: std::path::PathBuf,
+    log: std::path::PathBuf,
+    /// The code that may type.
+    write: String,
+}
+
+fn host_past_codes(tmux: &Tmux, dir: &Path, name: &str, content: &str) -> Hosted {
     let file = dir.join(name);
     std::fs::write(&file, content).unwrap();
     let log = dir.join("pairedit.log");
     let host = format!("{BIN} host {} --name ana", file.display());
     tmux.session(100, 20, &editor(&host, &log));
-    tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
+    let codes = tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
+    let write = find_code(&codes, "/w_").expect("write code on screen");
     tmux.keys("pe:0", &["Escape"]);
     // The status line shows under the codes too: wait for the codes to go (a key sent sooner
     // could reach the editor in one read with this Escape).
     tmux.wait("pe:0", "the editor", |s| {
         s.contains("F1 help") && !s.contains("/w_")
     });
-    (file, log)
+    Hosted { file, log, write }
 }
 
 fn editor(cmd: &str, log: &Path) -> String {
@@ -250,7 +253,7 @@ fn host_join_and_view_in_three_terminals() {
 fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
     let Some(tmux) = Tmux::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (file, log) = host_past_codes(&tmux, dir.path(), "notes.txt", "saved line\n");
+    let Hosted { file, log, .. } = host_past_codes(&tmux, dir.path(), "notes.txt", "saved line\n");
     let recovery = pairedit::fsutil::recovery_path(&file);
     tmux.keys("pe:0", &["C-End"]);
     tmux.type_text("pe:0", "typed but never saved");
@@ -319,7 +322,7 @@ fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
 fn escape_sequences_read_with_an_escape_are_keys_not_text() {
     let Some(tmux) = Tmux::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (file, _log) = host_past_codes(&tmux, dir.path(), "words.txt", "hello world\n");
+    let Hosted { file, .. } = host_past_codes(&tmux, dir.path(), "words.txt", "hello world\n");
     // ESC ESC [1;5F: Alt-Ctrl-End, to the end of the file.
     tmux.run(&[
         "send-keys",
@@ -357,7 +360,7 @@ fn escape_sequences_read_with_an_escape_are_keys_not_text() {
 fn the_screen_follows_resizes_and_a_paste_arrives_whole() {
     let Some(tmux) = Tmux::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (file, _log) = host_past_codes(&tmux, dir.path(), "notes.txt", "first line\n");
+    let Hosted { file, .. } = host_past_codes(&tmux, dir.path(), "notes.txt", "first line\n");
     let row = |s: &str, i: usize| s.lines().nth(i).unwrap_or("").to_string();
     // Narrower than the members panel allows: it goes, and the status line is on the new
     // second-to-last row.
@@ -392,19 +395,12 @@ fn the_screen_follows_resizes_and_a_paste_arrives_whole() {
 fn an_unfinished_escape_sequence_does_not_stop_the_editor() {
     let Some(tmux) = Tmux::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("notes.txt");
-    std::fs::write(&file, "first line\n").unwrap();
-    let log = dir.path().join("pairedit.log");
-    let host = format!("{BIN} host {} --name ana", file.display());
-    tmux.session(100, 20, &editor(&host, &log));
-    let screen = tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
-    let write = find_code(&screen, "/w_").expect("write code on screen");
-    tmux.keys("pe:0", &["Escape"]);
+    let Hosted { log, write, .. } = host_past_codes(&tmux, dir.path(), "notes.txt", "first line\n");
     tmux.window(
         "pe:1",
         &editor(&format!("{BIN} join {write} --name bo"), &log),
     );
-    tmux.wait("pe:0", "bo", |s| s.contains("2 here") && !s.contains("/w_"));
+    tmux.wait("pe:0", "bo", |s| s.contains("2 here"));
     tmux.keys("pe:0", &["M-["]);
     std::thread::sleep(Duration::from_millis(200));
     tmux.type_text("pe:1", "from bo ");

@@ -30,6 +30,8 @@ pub struct Canvas<'a> {
     buf: &'a mut Buffer,
     /// `None`: a plain buffer, every row drawn (the tests' `TestBackend` frames).
     rows: Option<&'a mut Rows>,
+    /// Draw every row, whatever its key (the screen is being drawn whole).
+    all: bool,
     begun: bool,
 }
 
@@ -40,8 +42,6 @@ struct Rows {
     keys: Vec<Option<u64>>,
     /// Which rows the frame being drawn draws.
     dirty: Vec<bool>,
-    /// Draw every row (at start, after a resize, after a frame that did not go out).
-    all: bool,
 }
 
 impl<'a> Canvas<'a> {
@@ -50,6 +50,7 @@ impl<'a> Canvas<'a> {
         Canvas {
             buf,
             rows: None,
+            all: true,
             begun: true,
         }
     }
@@ -80,7 +81,7 @@ impl<'a> Canvas<'a> {
         rows.dirty.resize(height, true);
         for y in 0..height {
             let key = keys.get(y).copied().flatten();
-            let same = !rows.all && key.is_some() && rows.keys[y] == key;
+            let same = !self.all && key.is_some() && rows.keys[y] == key;
             rows.dirty[y] = !same;
             rows.keys[y] = key;
             if !same {
@@ -89,7 +90,6 @@ impl<'a> Canvas<'a> {
                 }
             }
         }
-        rows.all = false;
     }
 
     /// Whether row `y` (a screen row) is drawn in this frame (after [`Canvas::begin`]).
@@ -147,10 +147,7 @@ impl Screen {
         Screen {
             shown: Buffer::empty(area),
             next: Buffer::empty(area),
-            rows: Rows {
-                all: true,
-                ..Rows::default()
-            },
+            rows: Rows::default(),
             cursor: None,
             clear: true,
             pending: Vec::new(),
@@ -173,13 +170,13 @@ impl Screen {
         render: impl FnOnce(&mut Canvas<'_>) -> Option<Position>,
         out: &mut impl Write,
     ) -> io::Result<()> {
-        if self.clear {
-            self.rows.all = true;
-        }
         let cursor = {
+            // A screen to be cleared (at start, after a resize or a frame that did not go
+            // out) is drawn whole.
             let mut canvas = Canvas {
                 buf: &mut self.next,
                 rows: Some(&mut self.rows),
+                all: self.clear,
                 begun: false,
             };
             let cursor = render(&mut canvas);
@@ -317,19 +314,24 @@ mod tests {
     use super::*;
     use ratatui::style::{Color, Style};
 
-    /// Draws `text` from the top left corner, and the cursor; returns what was written.
-    fn frame(screen: &mut Screen, text: &str, cursor: Option<(u16, u16)>) -> String {
+    /// Draws a frame with `render`; returns what was written for it.
+    fn drawn(
+        screen: &mut Screen,
+        render: impl FnOnce(&mut Canvas<'_>) -> Option<Position>,
+    ) -> String {
         let mut out = Vec::new();
         screen
-            .draw_to(
-                |c| {
-                    c.buf().set_string(0, 0, text, Style::default());
-                    cursor.map(|(x, y)| Position::new(x, y))
-                },
-                &mut out,
-            )
+            .draw_to(render, &mut out)
             .expect("drawing into memory");
         String::from_utf8(out).expect("utf8")
+    }
+
+    /// Draws `text` from the top left corner, and the cursor; returns what was written.
+    fn frame(screen: &mut Screen, text: &str, cursor: Option<(u16, u16)>) -> String {
+        drawn(screen, |c| {
+            c.buf().set_string(0, 0, text, Style::default());
+            cursor.map(|(x, y)| Position::new(x, y))
+        })
     }
 
     #[test]
@@ -367,22 +369,15 @@ mod tests {
 
     /// Draws row 0 as `top` with key `k0` and row 1 as `bottom` with key `k1`.
     fn keyed(screen: &mut Screen, top: &str, k0: u64, bottom: &str, k1: Option<u64>) -> String {
-        let mut out = Vec::new();
-        screen
-            .draw_to(
-                |c| {
-                    c.begin(&[Some(k0), k1]);
-                    for (y, text) in [(0, top), (1, bottom)] {
-                        if c.dirty(y) {
-                            c.buf().set_string(0, y, text, Style::default());
-                        }
-                    }
-                    None
-                },
-                &mut out,
-            )
-            .expect("drawing");
-        String::from_utf8(out).expect("utf8")
+        drawn(screen, |c| {
+            c.begin(&[Some(k0), k1]);
+            for (y, text) in [(0, top), (1, bottom)] {
+                if c.dirty(y) {
+                    c.buf().set_string(0, y, text, Style::default());
+                }
+            }
+            None
+        })
     }
 
     #[test]
@@ -391,19 +386,13 @@ mod tests {
         let first = keyed(&mut screen, "one", 1, "two", Some(2));
         assert!(first.contains("one") && first.contains("two"), "{first:?}");
         // Same keys: nothing is drawn, and what is drawn into a kept row is ignored.
-        let mut out = Vec::new();
-        screen
-            .draw_to(
-                |c| {
-                    c.begin(&[Some(1), Some(2)]);
-                    assert!(!c.dirty(0) && !c.dirty(1) && c.dirty(2));
-                    c.buf().set_string(0, 0, "zzz", Style::default());
-                    None
-                },
-                &mut out,
-            )
-            .expect("drawing");
-        assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+        let out = drawn(&mut screen, |c| {
+            c.begin(&[Some(1), Some(2)]);
+            assert!(!c.dirty(0) && !c.dirty(1) && c.dirty(2));
+            c.buf().set_string(0, 0, "zzz", Style::default());
+            None
+        });
+        assert!(out.is_empty(), "{out:?}");
         // A new key on row 1 only: row 1 is cleared and drawn, row 0 is kept.
         let third = keyed(&mut screen, "one", 1, "2", Some(3));
         assert!(third.contains('2') && !third.contains("one"), "{third:?}");
@@ -424,19 +413,12 @@ mod tests {
     fn rows_are_compared_by_every_attribute() {
         let mut screen = Screen::with_size(4, 2);
         frame(&mut screen, "ab", None);
-        let mut out = Vec::new();
-        screen
-            .draw_to(
-                |c| {
-                    let buf = c.buf();
-                    buf.set_string(0, 0, "ab", Style::default());
-                    buf.set_string(0, 1, "ab", Style::default().bg(Color::Red));
-                    None
-                },
-                &mut out,
-            )
-            .expect("drawing");
-        let out = String::from_utf8(out).expect("utf8");
+        let out = drawn(&mut screen, |c| {
+            let buf = c.buf();
+            buf.set_string(0, 0, "ab", Style::default());
+            buf.set_string(0, 1, "ab", Style::default().bg(Color::Red));
+            None
+        });
         assert!(
             out.contains("ab") && out.contains("\u{1b}[2;1H"),
             "row 2 only: {out:?}"
@@ -467,20 +449,11 @@ mod tests {
         );
         screen.resize(6, 3);
         let mut area = Rect::default();
-        let out = {
-            let mut out = Vec::new();
-            screen
-                .draw_to(
-                    |c| {
-                        area = c.area();
-                        c.buf().set_string(0, 0, "abc", Style::default());
-                        None
-                    },
-                    &mut out,
-                )
-                .expect("drawing");
-            String::from_utf8(out).expect("utf8")
-        };
+        let out = drawn(&mut screen, |c| {
+            area = c.area();
+            c.buf().set_string(0, 0, "abc", Style::default());
+            None
+        });
         assert_eq!(area, Rect::new(0, 0, 6, 3));
         assert!(
             out.starts_with("\u{1b}[2J") && out.contains("abc"),

@@ -92,7 +92,7 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
     let remotes = remote_cursors(&st, &members);
     let panel = members_area.map(|m| (m, member_lines(app, &st, &members)));
     let overlay = matches!(app.mode, Mode::Help | Mode::Codes);
-    let text_cursor = {
+    let (text_cursor, at) = {
         let text = TextView::new(app, &st, text_area);
         // What each row of the main area shows, as a digest of everything drawn in it: the
         // line and its highlighting, the gutter, the scroll, the selections and cursors that
@@ -119,7 +119,6 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
         text.draw(canvas, &remotes);
         (text.cursor, text.at)
     };
-    let (text_cursor, at) = text_cursor;
     if let Some((m, lines)) = &panel {
         draw_members(canvas, *m, lines);
     }
