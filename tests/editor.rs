@@ -681,7 +681,7 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
     let shift = KeyModifiers::SHIFT;
     let mut bo_sel = (0, 0);
     for step in 0..600 {
-        match next(20) {
+        match next(22) {
             0..=5 => type_str(&mut a, ["x", "界", "\t", "é", "ab"][next(5) as usize]),
             6 => {
                 key(&mut a, KeyCode::Enter);
@@ -770,6 +770,14 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
             18 => {
                 // Follow the next member, or stop.
                 key(&mut a, KeyCode::F(3));
+            }
+            19 => {
+                // The prompt line asks, echoes and goes.
+                ctrl(&mut a, ['f', 'g'][next(2) as usize]);
+                check_frames(&mut screen, &mut a, step);
+                type_str(&mut a, ["a", "1", "界"][next(3) as usize]);
+                check_frames(&mut screen, &mut a, step);
+                key(&mut a, [KeyCode::Esc, KeyCode::Enter][next(2) as usize]);
             }
             _ => {
                 update(&mut a, Msg::Tick);

@@ -152,6 +152,9 @@ pub struct SharedDoc {
     text: TextRef,
     meta: MapRef,
     rope: Rope,
+    /// Changes whenever the rope does, to a number no rope of this process had before
+    /// ([`SharedDoc::version`]).
+    version: u64,
     /// Text changes from non-local transactions (remote updates, undo), queued by the observer.
     observed: Arc<Mutex<Vec<Vec<Op>>>>,
     /// Updates of every transaction not made by [`SharedDoc::apply_remote`]: what peers need.
@@ -225,6 +228,12 @@ pub struct Loader {
     text: TextRef,
     outgoing: Arc<Mutex<Vec<Vec<u8>>>>,
     unloaded: Arc<Mutex<Option<Rope>>>,
+}
+
+/// A rope version no rope of this process has had yet ([`SharedDoc::version`]).
+fn next_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A deferred text goes into yrs in pieces of this many chars, copied from the rope.
@@ -433,6 +442,7 @@ impl SharedDoc {
             text,
             meta,
             rope,
+            version: next_version(),
             observed,
             outgoing,
             undo: None,
@@ -853,6 +863,19 @@ impl SharedDoc {
         &self.rope
     }
 
+    /// A number that changes whenever the rope's text does, unique among all the ropes this
+    /// process has had: what was worked out from a rope of one version (a cursor's line, say)
+    /// still holds while the version is the same.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The rope, to change it: its version moves on.
+    fn mirror(&mut self) -> &mut Rope {
+        self.version = next_version();
+        &mut self.rope
+    }
+
     pub fn text(&self) -> String {
         self.rope.to_string()
     }
@@ -916,7 +939,7 @@ impl SharedDoc {
                 since: std::time::Instant::now(),
             });
         }
-        edit.apply_to(&mut self.rope);
+        edit.apply_to(self.mirror());
         Ok(())
     }
 
@@ -1053,7 +1076,7 @@ impl SharedDoc {
             delete: old_len - prefix - suffix,
             insert,
         };
-        self.rope = Rope::from_str(&text);
+        *self.mirror() = Rope::from_str(&text);
         edit
     }
 
@@ -1155,7 +1178,7 @@ impl SharedDoc {
             delete: to - from,
             insert: inserted.to_string(),
         };
-        edit.apply_to(&mut self.rope);
+        edit.apply_to(self.mirror());
         if self.rope.len_utf16_cu() != after as usize {
             tracing::warn!("a remote edit did not land where expected; rebuilt the mirror");
             return vec![edit, self.rebuild_mirror()];
@@ -1218,7 +1241,7 @@ impl SharedDoc {
                         let end = self.rope.utf16_cu_to_char(u.min(self.rope.len_utf16_cu()));
                         misaligned |= self.rope.char_to_utf16_cu(end) != u;
                         let edit = Edit::delete(at, end - at);
-                        edit.apply_to(&mut self.rope);
+                        edit.apply_to(self.mirror());
                         edits.push(edit);
                         self.ids_changed(at16, n as usize, None, 0);
                     }
@@ -1236,7 +1259,7 @@ impl SharedDoc {
                         }
                         at16 = at16.saturating_add(u32::try_from(len16).unwrap_or(u32::MAX));
                         let edit = Edit::insert(at, s);
-                        edit.apply_to(&mut self.rope);
+                        edit.apply_to(self.mirror());
                         edits.push(edit);
                         at += n;
                     }

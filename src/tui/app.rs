@@ -9,7 +9,7 @@ use super::highlight::Highlighter;
 use super::text;
 use crate::client::{ClientState, SessionHandle};
 use crate::protocol::Role;
-use crate::sync::Edit;
+use crate::sync::{Edit, SharedDoc};
 
 /// What the bottom line is asking for, if anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +80,18 @@ pub struct App {
     pub highlighter: Highlighter,
     pub quit: bool,
     pub last_find: String,
+    /// [`App::cursor_at`]'s last answer, with the rope version and cursor it is for.
+    cursor_memo: std::cell::Cell<Option<((u64, usize), CursorAt)>>,
+}
+
+/// Where our cursor is in the text ([`App::cursor_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorAt {
+    pub line: usize,
+    /// In chars from the start of the line.
+    pub col: usize,
+    /// In display columns from the start of the line (tabs expanded, wide characters two).
+    pub x: usize,
 }
 
 /// How long a status message stays.
@@ -121,6 +133,7 @@ impl App {
             highlighter,
             quit: false,
             last_find: String::new(),
+            cursor_memo: std::cell::Cell::new(None),
         }
     }
 
@@ -141,30 +154,52 @@ impl App {
         (line, pos - rope.line_to_char(line))
     }
 
+    /// Our cursor's line and columns in `doc`'s text. Worked out once for each text and
+    /// cursor: a key's update scrolls to it, and its frame draws it and says it in the status
+    /// line.
+    pub fn cursor_at(&self, doc: &SharedDoc) -> CursorAt {
+        let key = (doc.version(), self.cursor);
+        if let Some((k, at)) = self.cursor_memo.get()
+            && k == key
+        {
+            return at;
+        }
+        let rope = doc.rope();
+        let (line, col) = Self::line_col(rope, self.cursor);
+        let at = CursorAt {
+            line,
+            col,
+            x: text::display_col_at(rope, line, col),
+        };
+        self.cursor_memo.set(Some((key, at)));
+        at
+    }
+
     /// Keeps cursor, anchor and scroll in range after the text changed under them.
     pub fn clamp(&mut self, rope: &Rope) {
         let len = rope.len_chars();
         self.cursor = self.cursor.min(len);
         self.anchor = self.anchor.map(|a| a.min(len));
         // Never rest inside a CRLF pair.
-        let (line, col) = Self::line_col(rope, self.cursor);
-        let max = text::line_len(rope, line);
-        if col > max {
-            self.cursor = rope.line_to_char(line) + max;
+        if self.cursor > 0
+            && self.cursor < len
+            && rope.char(self.cursor) == '\n'
+            && rope.char(self.cursor - 1) == '\r'
+        {
+            self.cursor -= 1;
         }
         self.top = self.top.min(rope.len_lines().saturating_sub(1));
     }
 
     /// Scrolls so the cursor is on screen.
-    pub fn scroll_to_cursor(&mut self, rope: &Rope) {
-        let (line, col) = Self::line_col(rope, self.cursor);
+    pub fn scroll_to_cursor(&mut self, doc: &SharedDoc) {
+        let CursorAt { line, x, .. } = self.cursor_at(doc);
         let h = self.view_height.max(1);
         if line < self.top {
             self.top = line;
         } else if line >= self.top + h {
             self.top = line + 1 - h;
         }
-        let x = text::display_col_at(rope, line, col);
         let w = self.view_width.max(1);
         if x < self.left {
             self.left = x;
@@ -194,11 +229,11 @@ impl App {
         // what follows it, which the highlighter checks).
         let (lines_before, in_one_line) = {
             let rope = st.doc.rope();
-            let len = rope.len_chars();
-            let line = |c: usize| rope.char_to_line(c.min(len));
+            let line = |c: usize| rope.char_to_line(c.min(rope.len_chars()));
             (
                 rope.len_lines(),
-                line(at) == line(at + edit.delete) && !edit.insert.contains(['\n', '\r']),
+                (edit.delete == 0 || line(at) == line(at + edit.delete))
+                    && !edit.insert.contains(['\n', '\r']),
             )
         };
         match st.doc.apply_local(&edit) {

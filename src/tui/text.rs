@@ -64,6 +64,22 @@ pub fn grapheme_width(g: &str, col: usize) -> usize {
 
 /// Display column of char offset `col` in `line` (tabs expanded).
 pub fn display_col(line: &str, col: usize) -> usize {
+    // Printable ASCII before `col` and ASCII (or the end) at it, as in most code: every char
+    // before is a grapheme one column wide (no ASCII char extends a grapheme, and CR is not
+    // printable), so the column is `col`, without segmenting the line.
+    let bytes = line.as_bytes();
+    if bytes
+        .get(..col)
+        .is_some_and(|before| before.iter().all(|b| (0x20..0x7f).contains(b)))
+        && bytes.get(col).is_none_or(u8::is_ascii)
+    {
+        return col;
+    }
+    display_col_segmented(line, col)
+}
+
+/// [`display_col`], grapheme by grapheme.
+fn display_col_segmented(line: &str, col: usize) -> usize {
     let mut x = 0;
     let mut chars = 0;
     for g in line.graphemes(true) {
@@ -240,5 +256,19 @@ mod tests {
         assert_eq!(prev_word(&r, 12), 4);
         assert_eq!(prev_word(&r, 19), 15);
         assert_eq!(indent_of("  \tx", 4), "  \t");
+    }
+
+    proptest::proptest! {
+        /// The ASCII shortcut gives the column segmenting gives, whatever the line.
+        #[test]
+        fn display_col_is_the_segmented_column(
+            picks in proptest::collection::vec(0usize..12, 0..24),
+            col in 0usize..30,
+        ) {
+            const PIECES: &[&str] =
+                &["a", " ", "~", "\t", "\r", "\u{7}", "e\u{301}", "\u{301}", "漢", "👍🏽", "\u{200D}", "\u{903}"];
+            let line: String = picks.iter().map(|&i| PIECES[i]).collect();
+            proptest::prop_assert_eq!(display_col(&line, col), display_col_segmented(&line, col), "{:?} at {}", line, col);
+        }
     }
 }

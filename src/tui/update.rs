@@ -419,7 +419,7 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
 
 fn finish_move(app: &mut App, st: &mut ClientState) {
     app.clamp(st.doc.rope());
-    app.scroll_to_cursor(st.doc.rope());
+    app.scroll_to_cursor(&st.doc);
     publish_cursor(app, st);
 }
 

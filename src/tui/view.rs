@@ -10,7 +10,7 @@ use unicode_segmentation::UnicodeSegmentation;
 
 use std::hash::{Hash, Hasher};
 
-use super::app::{App, Mode};
+use super::app::{App, CursorAt, Mode};
 use super::highlight::Spans;
 use super::keys::HELP;
 use super::term::Canvas;
@@ -92,21 +92,29 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
     let remotes = remote_cursors(&st, &members);
     let panel = members_area.map(|m| (m, member_lines(app, &st, &members)));
     let overlay = matches!(app.mode, Mode::Help | Mode::Codes);
-    let (text_cursor, at) = {
+    // The status line's left part and the prompt line are worked out before the text view
+    // (which holds the app): like the text's rows, they are drawn only when they change.
+    let status_left = status_left(app, &st, members.len());
+    let prompt_line = prompt_line(app);
+    let text_cursor = {
         let text = TextView::new(app, &st, text_area);
-        // What each row of the main area shows, as a digest of everything drawn in it: the
+        let status_line = StatusLine {
+            left: status_left,
+            right: format!("Ln {}, Col {} ", text.at.0 + 1, text.at.1 + 1),
+        };
+        // What each row shows, as a digest of everything drawn in it. For the text area: the
         // line and its highlighting, the gutter, the scroll, the selections and cursors that
-        // touch it, the members panel's part of it. Rows under an overlay, and the chat,
-        // status and prompt lines, are always drawn.
+        // touch it, the members panel's part of it. For the status and prompt lines: their
+        // text. Rows under an overlay, and the chat, are always drawn.
         let mut keys = vec![None; area.height as usize];
         if !overlay {
             // What every row shares, hashed once.
-            let mut h = std::hash::DefaultHasher::new();
+            let mut h = row_hasher();
             text.hash_common(&mut h);
             panel.as_ref().map(|(m, _)| (m.x, m.width)).hash(&mut h);
             let common = h.finish();
             for row in 0..text_area.height {
-                let mut h = std::hash::DefaultHasher::new();
+                let mut h = row_hasher();
                 h.write_u64(common);
                 text.hash_row(row as usize, &remotes, &mut h);
                 if let Some((_, lines)) = &panel {
@@ -114,26 +122,36 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
                 }
                 keys[(text_area.y + row - area.y) as usize] = Some(h.finish());
             }
+            if status.height > 0 {
+                keys[(status.y - area.y) as usize] = Some(hash_of(&(status, &status_line)));
+            }
+            if prompt.height > 0 {
+                keys[(prompt.y - area.y) as usize] = Some(hash_of(&(prompt, &prompt_line)));
+            }
         }
         canvas.begin(&keys);
         text.draw(canvas, &remotes);
-        (text.cursor, text.at)
+        if canvas.dirty(status.y) {
+            draw_status(canvas.buf(), &status_line, status);
+        }
+        text.cursor
     };
     if let Some((m, lines)) = &panel {
         draw_members(canvas, *m, lines);
     }
-    let buf = canvas.buf();
     if chat_rows > 0 {
-        draw_chat(buf, &st, chat);
+        draw_chat(canvas.buf(), &st, chat);
     }
-    draw_status(buf, app, &st, members.len(), at, status);
-    let prompt_cursor = draw_prompt(buf, app, prompt);
+    if canvas.dirty(prompt.y) {
+        draw_prompt(canvas.buf(), &prompt_line, prompt);
+    }
+    let buf = canvas.buf();
     match app.mode {
         Mode::Help => draw_help(buf, area),
         Mode::Codes => draw_codes(buf, app, area),
         _ => {}
     }
-    prompt_cursor.or(text_cursor.filter(|_| app.mode == Mode::Normal))
+    prompt_cursor(&prompt_line, prompt).or(text_cursor.filter(|_| app.mode == Mode::Normal))
 }
 
 fn remote_cursors(st: &ClientState, members: &[Member]) -> Vec<RemoteCursor> {
@@ -195,8 +213,7 @@ impl<'a> TextView<'a> {
         app.clamp(rope);
         let (left, width, top) = (app.left, app.view_width, app.top);
         let selection = app.selection();
-        let (line, col) = App::line_col(rope, app.cursor);
-        let x = text::display_col_at(rope, line, col);
+        let CursorAt { line, x, .. } = app.cursor_at(&st.doc);
         let cursor = (area.area() > 0
             && line >= top
             && line < top + area.height as usize
@@ -504,18 +521,16 @@ fn draw_chat(buf: &mut Buffer, st: &ClientState, area: Rect) {
     Paragraph::new(lines).render_ref(area, buf);
 }
 
-/// The status line; `(line, dcol)`: our cursor's line and display column.
-fn draw_status(
-    buf: &mut Buffer,
-    app: &App,
-    st: &ClientState,
-    others: usize,
-    (line, dcol): (usize, usize),
-    area: Rect,
-) {
-    if area.area() == 0 {
-        return;
-    }
+/// The status line: what it says on the left (the file, the language, the connection...)
+/// and on the right (where our cursor is).
+#[derive(Hash)]
+struct StatusLine {
+    left: String,
+    right: String,
+}
+
+/// The left part of the status line; `others`: how many others are in the room.
+fn status_left(app: &App, st: &ClientState, others: usize) -> String {
     // Our own file's name first: it needs no read of the document (which a host is still
     // loading into yrs just after its first frame).
     let name = app
@@ -554,22 +569,40 @@ fn draw_status(
     if st.role() == Role::Viewer {
         left.push_str(" │ read-only");
     }
-    let right = format!("Ln {}, Col {} ", line + 1, dcol + 1);
+    left
+}
+
+fn draw_status(buf: &mut Buffer, line: &StatusLine, area: Rect) {
+    if area.area() == 0 {
+        return;
+    }
     let style = Style::default().add_modifier(Modifier::REVERSED);
-    buf.set_style(area, style);
-    buf.set_stringn(area.x, area.y, &left, area.width as usize, style);
-    let rw = right.chars().count() as u16;
-    if area.width > rw + left.chars().count() as u16 {
-        buf.set_stringn(area.x + area.width - rw, area.y, &right, rw as usize, style);
+    for cell in row_mut(buf, area.x, area.y, area.width) {
+        cell.set_style(style);
+    }
+    put_str(buf, area.x, area.y, &line.left, area.width as usize, style);
+    let rw = line.right.chars().count() as u16;
+    if area.width > rw + line.left.chars().count() as u16 {
+        put_str(
+            buf,
+            area.x + area.width - rw,
+            area.y,
+            &line.right,
+            rw as usize,
+            style,
+        );
     }
 }
 
-/// Draws the prompt line; returns where the cursor goes when it takes input.
-fn draw_prompt(buf: &mut Buffer, app: &App, area: Rect) -> Option<Position> {
-    if area.area() == 0 {
-        return None;
-    }
-    let (text, cursor) = match &app.mode {
+/// The prompt line: what it says, and whether it takes input (the cursor is then at its end).
+#[derive(Hash)]
+struct PromptLine {
+    text: String,
+    input: bool,
+}
+
+fn prompt_line(app: &App) -> PromptLine {
+    let (text, input) = match &app.mode {
         Mode::Find { query, .. } => (format!("find: {query}"), true),
         Mode::GotoLine { input } => (format!("go to line: {input}"), true),
         Mode::Chat { input } => (format!("say: {input}"), true),
@@ -591,13 +624,111 @@ fn draw_prompt(buf: &mut Buffer, app: &App, area: Rect) -> Option<Position> {
             false,
         ),
     };
-    buf.set_stringn(area.x, area.y, &text, area.width as usize, Style::default());
-    cursor.then(|| {
+    PromptLine { text, input }
+}
+
+fn draw_prompt(buf: &mut Buffer, line: &PromptLine, area: Rect) {
+    if area.area() == 0 {
+        return;
+    }
+    put_str(
+        buf,
+        area.x,
+        area.y,
+        &line.text,
+        area.width as usize,
+        Style::default(),
+    );
+}
+
+/// Where the cursor goes on the prompt line `area`, if it takes input.
+fn prompt_cursor(line: &PromptLine, area: Rect) -> Option<Position> {
+    (line.input && area.area() > 0).then(|| {
         let x = area.x
-            + (unicode_width::UnicodeWidthStr::width(text.as_str()) as u16)
+            + (unicode_width::UnicodeWidthStr::width(line.text.as_str()) as u16)
                 .min(area.width.saturating_sub(1));
         Position::new(x, area.y)
     })
+}
+
+/// Writes `s` from `(x, y)`, at most `max` cells of it, in `style`: what
+/// [`Buffer::set_stringn`] does, cell for cell, but a simple char ([`simple`]) with simple
+/// chars on both sides is put in a cell of its own, without segmenting the text into
+/// graphemes (which was a quarter of a key's work when the status line was drawn with
+/// `set_stringn`). The rest goes through `set_stringn` in runs; a run ends only between two
+/// simple chars, where there is always a grapheme boundary, so the graphemes are the same.
+fn put_str(buf: &mut Buffer, x: u16, y: u16, s: &str, max: usize, style: Style) {
+    let area = buf.area;
+    if y < area.top() || y >= area.bottom() || x < area.left() || x >= area.right() {
+        return;
+    }
+    let mut x = x;
+    let mut room = max.min((area.right() - x) as usize);
+    // Draws a run through `set_stringn`; false when not all of it fitted (`set_stringn`
+    // stops at the first grapheme that does not fit, and so does this).
+    let run = |buf: &mut Buffer, x: &mut u16, room: &mut usize, run: &str| {
+        let (next, _) = buf.set_stringn(*x, y, run, *room, style);
+        let used = (next - *x) as usize;
+        let width: usize = run
+            .graphemes(true)
+            .filter(|g| !g.contains(char::is_control))
+            .map(unicode_width::UnicodeWidthStr::width)
+            .sum();
+        *x = next;
+        *room -= used;
+        used == width
+    };
+    let mut chars = s.char_indices().peekable();
+    let mut prev_simple = true;
+    let mut run_start = None;
+    while let Some((i, c)) = chars.next() {
+        let alone = simple(c) && prev_simple && chars.peek().is_none_or(|&(_, n)| simple(n));
+        prev_simple = simple(c);
+        if !alone {
+            run_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = run_start.take()
+            && !run(buf, &mut x, &mut room, &s[start..i])
+        {
+            return;
+        }
+        if room == 0 {
+            return;
+        }
+        let at = buf.index_of(x, y);
+        buf.content[at]
+            .set_symbol(&s[i..i + c.len_utf8()])
+            .set_style(style);
+        x += 1;
+        room -= 1;
+    }
+    if let Some(start) = run_start {
+        run(buf, &mut x, &mut room, &s[start..]);
+    }
+}
+
+/// A char that is a grapheme of its own next to any other simple char, one cell wide: the
+/// printable ASCII, and the separators our status lines use.
+fn simple(c: char) -> bool {
+    matches!(c, ' '..='~' | '│' | '·' | '…')
+}
+
+/// A digest of `x` for a row's key ([`Canvas::begin`]): the same in every frame of this
+/// process.
+fn hash_of(x: &impl Hash) -> u64 {
+    let mut h = row_hasher();
+    x.hash(&mut h);
+    h.finish()
+}
+
+/// A hasher for rows' keys: foldhash (several times faster than std's SipHash on these small
+/// inputs), seeded at random once per process, so no text can be made to collide on purpose.
+fn row_hasher() -> impl Hasher {
+    use std::hash::BuildHasher as _;
+    static STATE: std::sync::LazyLock<foldhash::quality::RandomState> =
+        std::sync::LazyLock::new(foldhash::quality::RandomState::default);
+    STATE.build_hasher()
 }
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
@@ -676,5 +807,59 @@ trait RenderRef {
 impl<W: ratatui::widgets::Widget> RenderRef for W {
     fn render_ref(self, area: Rect, buf: &mut Buffer) {
         self.render(area, buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces a status or prompt line is made of: ASCII, box drawing, wide, combining,
+    /// emoji sequences, flags, controls, CRLF, a tab, a prepended mark.
+    const PIECES: &[&str] = &[
+        "a",
+        "Z",
+        " ",
+        "~",
+        "│",
+        "·",
+        "…",
+        "漢",
+        "字",
+        "e\u{301}",
+        "\u{301}",
+        "👍🏽",
+        "👩\u{200D}💻",
+        "🇫🇷",
+        "🇩",
+        "#\u{FE0F}\u{20E3}",
+        "\r\n",
+        "\r",
+        "\n",
+        "\t",
+        "\u{7}",
+        "\u{600}",
+        "\u{FEFF}",
+    ];
+
+    proptest! {
+        /// `put_str` leaves every cell as `set_stringn` would, whatever the text, the start and
+        /// the width allowed.
+        #[test]
+        fn put_str_draws_what_set_stringn_draws(
+            picks in prop::collection::vec(0..PIECES.len(), 0..40),
+            x in 2u16..22,
+            max in 0usize..40,
+        ) {
+            let text: String = picks.iter().map(|&i| PIECES[i]).collect();
+            let area = Rect::new(2, 1, 20, 3);
+            let style = Style::default().add_modifier(Modifier::REVERSED);
+            let mut want = Buffer::empty(area);
+            let mut got = Buffer::empty(area);
+            want.set_stringn(x, 2, &text, max, style);
+            put_str(&mut got, x, 2, &text, max, style);
+            prop_assert_eq!(got, want, "{:?} from x {} in {} cells", text, x, max);
+        }
     }
 }
