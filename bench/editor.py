@@ -10,10 +10,12 @@
                timed a little early (to a piece that came before the capture, not to the one
                that drew the key), never late.
              - polled: `capture-pane` 0.5 ms apart until the key shows (steps of ~0.65 ms).
+             The programs are all open at once and typed into key by key in turn (the same
+             keys), so a busy moment of the machine falls on all of them alike.
   bigfile:   time from starting the editor on a big file until its first line is on screen,
              and the editor's peak RSS (VmHWM) once it has settled.
 
-Usage: bench/editor.py [--keys N] [--bigfile PATH] [--bin target/release/pairedit]
+Usage: bench/editor.py [--keys N] [--bigfile PATH] [--bin target/release/pairedit] [--ab OTHER_BIN]
 Needs tmux; vim/nvim are measured when installed (apt-get install vim-nox neovim).
 """
 import argparse
@@ -137,48 +139,59 @@ def vm(pid, key):
     return 0
 
 
-def keystrokes(ctl, target, n, ready, exact):
-    """Types n random letters; returns per-key latencies in ms (see the module doc for the
-    two clocks)."""
-    ctl.wait(target, ready)
-    time.sleep(0.5)
-    pane = ctl.cmd(f"display -p -t {target} '#{{pane_id}}'")[0]
+def one_key(ctl, target, pane, c, tail, exact, i):
+    """Sends key `c` to `target`; returns ms until `tail` (the line's end, the key included)
+    was on its screen."""
+    # Let the last key's output settle, so none of it is taken for this key's.
+    time.sleep(0.002)
+    ctl.outputs.clear()
+    t0 = time.perf_counter()
+    ctl.cmd(f"send-keys -t {target} -l {c}")
+    if exact:
+        seen = t0
+        while True:
+            seen = ctl.wait_output(pane, seen, t0 + 5)
+            screen = ctl.screen(target)
+            # The last piece tmux had read when it captured: the key was on screen then.
+            last = max((t for t, p in ctl.outputs[:ctl.before] if p == pane), default=seen)
+            if tail in screen:
+                done = last
+                break
+            if time.perf_counter() - t0 > 5:
+                raise TimeoutError(f"key {i} never showed in {target}")
+    else:
+        while tail not in ctl.screen(target):
+            time.sleep(0.0005)
+            if time.perf_counter() - t0 > 5:
+                raise TimeoutError(f"key {i} never showed in {target}")
+        done = time.perf_counter()
+    ms = (done - t0) * 1000
+    if os.environ.get("BENCH_DEBUG") and ms > 20:
+        print(f"slow key {i} {c!r} in {target} took {ms:.1f} ms", file=sys.stderr)
+    return ms
+
+
+def keystrokes(ctl, targets, n, exact):
+    """Types the same n random letters into every target, interleaved: key i goes to each
+    program in turn (the order rotating from key to key) before key i + 1 goes to any, so a
+    busy moment of the machine falls on all of them alike. Returns per-key latencies in ms
+    for each target (see the module doc for the two clocks)."""
+    panes = {t: ctl.cmd(f"display -p -t {t} '#{{pane_id}}'")[0] for t in targets}
     rng = random.Random(7)
-    typed, lat = "", []
-    for i in range(n):
+    keys = [rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n)]
+    lat = {t: [] for t in targets}
+    typed = ""
+    for i, c in enumerate(keys):
         if len(typed) >= 60:
-            ctl.cmd(f"send-keys -t {target} Enter")
+            for t in targets:
+                ctl.cmd(f"send-keys -t {t} Enter")
             typed = ""
             time.sleep(0.05)
-        c = rng.choice("abcdefghijklmnopqrstuvwxyz")
         typed += c
         tail = typed[-12:]
-        # Let the last key's output settle, so none of it is taken for this key's.
-        time.sleep(0.002)
-        ctl.outputs.clear()
-        t0 = time.perf_counter()
-        ctl.cmd(f"send-keys -t {target} -l {c}")
-        if exact:
-            seen = t0
-            while True:
-                seen = ctl.wait_output(pane, seen, t0 + 5)
-                screen = ctl.screen(target)
-                # The last piece tmux had read when it captured: the key was on screen then.
-                last = max((t for t, p in ctl.outputs[:ctl.before] if p == pane), default=seen)
-                if tail in screen:
-                    done = last
-                    break
-                if time.perf_counter() - t0 > 5:
-                    raise TimeoutError(f"key {i} never showed in {target}")
-        else:
-            while tail not in ctl.screen(target):
-                time.sleep(0.0005)
-                if time.perf_counter() - t0 > 5:
-                    raise TimeoutError(f"key {i} never showed in {target}")
-            done = time.perf_counter()
-        lat.append((done - t0) * 1000)
-        if os.environ.get("BENCH_DEBUG") and lat[-1] > 20:
-            print(f"slow key {i} {c!r} sent at {time.strftime('%H:%M:%S', time.localtime(time.time() - lat[-1] / 1000))}.{int(((time.time() - lat[-1] / 1000) % 1) * 1e6):06d} took {lat[-1]:.1f} ms", file=sys.stderr)
+        k = i % len(targets)
+        for t in targets[k:] + targets[:k]:
+            lat[t].append(one_key(ctl, t, panes[t], c, tail, exact, i))
     return lat
 
 
@@ -187,7 +200,7 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
-def bench_keys(ctl, pe_bin, n, exact):
+def bench_keys(ctl, pe_bins, n, exact):
     tmp = tempfile.mkdtemp()
     empty = os.path.join(tmp, "empty.txt")
     open(empty, "w").close()
@@ -198,29 +211,41 @@ def bench_keys(ctl, pe_bin, n, exact):
                         lambda s: "0L, 0B" in s or "-- INSERT --" in s))
     if shutil.which("nvim"):
         editors.append(("nvim --clean", f"nvim --clean -c startinsert {empty}", lambda s: "INSERT" in s))
-    pe_file = os.path.join(tmp, "pe.txt")
-    open(pe_file, "w").close()
-    editors.append(("pairedit host", f"{pe_bin} host {pe_file} --log-file {tmp}/pe.log {os.environ.get('PE_ARGS', '')}", lambda s: "connected" in s))
-    rows = []
+    for j, pe_bin in enumerate(pe_bins):
+        pe_file = os.path.join(tmp, f"pe{j}.txt")
+        open(pe_file, "w").close()
+        name = "pairedit host" if j == 0 else f"pairedit host ({pe_bin})"
+        editors.append((name, f"{pe_bin} host {pe_file} --log-file {tmp}/pe{j}.log {os.environ.get('PE_ARGS', '')}",
+                        lambda s: "connected" in s))
+    targets = []
     for i, (name, command, ready) in enumerate(editors):
         target = window(ctl, f"k{i}", command)
         if name.startswith("pairedit"):
             ctl.wait(target, lambda s: "join codes" in s)
             ctl.cmd(f"send-keys -t {target} Escape")
-        lat = keystrokes(ctl, target, n, ready, exact)
-        rows.append((name, statistics.median(lat), pct(lat, 99), max(lat)))
+        ctl.wait(target, ready)
+        targets.append(target)
+    time.sleep(0.5)
+    lat = keystrokes(ctl, targets, n, exact)
+    rows = []
+    for (name, _, _), target in zip(editors, targets):
+        xs = lat[target]
+        rows.append((name, statistics.median(xs), pct(xs, 99), max(xs)))
         if os.environ.get("BENCH_DEBUG"):
-            slow = sorted(range(len(lat)), key=lambda i: -lat[i])[:8]
-            print(name, "slowest keys:", [(i, round(lat[i], 1)) for i in slow], file=sys.stderr)
+            slow = sorted(range(len(xs)), key=lambda i: -xs[i])[:8]
+            print(name, "slowest keys:", [(i, round(xs[i], 1)) for i in slow], file=sys.stderr)
         ctl.cmd(f"kill-window -t {target}")
     floor = rows[0][1]
+    vim_p99 = next((p99 for name, _, p99, _ in rows if name.startswith("vim")), None)
     clock = ("exact: the last %output before the capture that shows the key" if exact
              else "polled: capture-pane 0.5 ms apart")
-    print(f"\n## Keystroke to screen ({n} keys, tmux control mode, {clock})\n")
-    print("| program | p50 ms | p99 ms | max ms | p50 − floor ms |")
-    print("|---|---|---|---|---|")
+    print(f"\n## Keystroke to screen ({n} keys to each program, interleaved key by key; "
+          f"tmux control mode, {clock})\n")
+    print("| program | p50 ms | p99 ms | max ms | p50 − floor ms | p99 ÷ vim's |")
+    print("|---|---|---|---|---|---|")
     for name, p50, p99, mx in rows:
-        print(f"| {name} | {p50:.2f} | {p99:.2f} | {mx:.2f} | {p50 - floor:.2f} |")
+        ratio = f"{p99 / vim_p99:.2f}" if vim_p99 else "–"
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {mx:.2f} | {p50 - floor:.2f} | {ratio} |")
 
 
 def bench_bigfile(ctl, pe_bin, path, runs):
@@ -258,18 +283,21 @@ def main():
     ap.add_argument("--bigfile")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bin", default="target/release/pairedit")
+    ap.add_argument("--ab", metavar="BIN", action="append", default=[],
+                    help="another pairedit binary to type into in the same run (an A/B comparison)")
     ap.add_argument("--polled", action="store_true",
                     help="also time keys by polling capture-pane (the clock used before 2026-11-27)")
     a = ap.parse_args()
     if not shutil.which("tmux"):
         sys.exit("tmux is required")
     pe_bin = os.path.abspath(a.bin)
+    pe_bins = [pe_bin] + [os.path.abspath(b) for b in a.ab]
     ctl = Control()
     try:
         print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}; tmux {subprocess.run(['tmux', '-V'], capture_output=True, text=True).stdout.strip()}")
-        bench_keys(ctl, pe_bin, a.keys, exact=True)
+        bench_keys(ctl, pe_bins, a.keys, exact=True)
         if a.polled:
-            bench_keys(ctl, pe_bin, a.keys, exact=False)
+            bench_keys(ctl, pe_bins, a.keys, exact=False)
         if a.bigfile:
             bench_bigfile(ctl, pe_bin, a.bigfile, a.runs)
     finally:

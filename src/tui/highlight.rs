@@ -299,15 +299,16 @@ impl Highlighter {
         count: usize,
     ) -> Vec<(u64, &Spans)> {
         let end = (first + count).min(rope.len_lines());
-        if !(first..end).all(|l| self.cache.contains_key(&l)) {
+        if self.cache.range(first..end).count() < end - first {
             self.highlight(rope, first, end);
         }
         static NONE: Spans = Vec::new();
+        // One walk of the cache, not a lookup per line.
+        let mut cached = self.cache.range(first..end).peekable();
         (first..end)
-            .map(|l| {
-                self.cache
-                    .get(&l)
-                    .map_or((0, &NONE), |(v, spans)| (*v, spans))
+            .map(|l| match cached.next_if(|(k, _)| **k == l) {
+                Some((_, (v, spans))) => (*v, spans),
+                None => (0, &NONE),
             })
             .collect()
     }

@@ -12,7 +12,9 @@
 //! unfinished sequence (Alt-[ is `ESC [`) would hold the editor's thread in `read` until the
 //! next key. So stdin is, while the editor runs, a description of the terminal of its own,
 //! non-blocking (stdout, the same terminal, stays blocking). And crossterm reads a hung-up
-//! terminal (`read` gives 0) forever: a hang-up is looked for before crossterm may read.
+//! terminal (`read` gives 0) forever: a hang-up is looked for before crossterm may read
+//! (through the readiness epoll has just reported, when it woke us: a key then costs no
+//! system call for it).
 
 use std::io::{self, IsTerminal as _};
 use std::os::fd::OwnedFd;
@@ -30,6 +32,8 @@ pub enum Input {
     Tty {
         stdin: AsyncFd<io::Stdin>,
         resized: Signal,
+        /// epoll has just reported stdin readable and not hung up.
+        fresh: bool,
         _own: OwnStdin,
     },
     /// Anything else: crossterm's own stream.
@@ -100,6 +104,7 @@ impl Input {
             return Input::Tty {
                 stdin,
                 resized,
+                fresh: false,
                 _own: own,
             };
         }
@@ -110,8 +115,15 @@ impl Input {
     pub async fn next(&mut self) -> Option<io::Result<Event>> {
         match self {
             Input::Stream(events) => events.next().await,
-            Input::Tty { stdin, resized, .. } => loop {
-                if hung_up() {
+            Input::Tty {
+                stdin,
+                resized,
+                fresh,
+                ..
+            } => loop {
+                // Asked of the terminal itself, unless epoll has just said it is readable and
+                // not hung up (the check is then already made, and costs a key a system call).
+                if !std::mem::take(fresh) && hung_up() {
                     return None;
                 }
                 // What crossterm holds already (one read can bring several events), or what
@@ -126,7 +138,10 @@ impl Input {
                         Ok(guard) if guard.ready().is_read_closed() => return None,
                         // Cleared before crossterm reads, so input that comes after that
                         // read sets it again.
-                        Ok(mut guard) => guard.clear_ready(),
+                        Ok(mut guard) => {
+                            guard.clear_ready();
+                            *fresh = true;
+                        }
                         Err(e) => return Some(Err(e)),
                     },
                     // crossterm reports a resize it sees; it can miss one (a signal before its

@@ -73,17 +73,10 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
     } else {
         CHAT_LINES as u16
     };
-    let [main, chat, status, prompt] = Layout::vertical([
-        Constraint::Min(1),
-        Constraint::Length(chat_rows),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
+    let [main, chat, status, prompt] = split(area, chat_rows);
     let (text_area, members_area) = if app.show_members && main.width > MEMBERS_WIDTH * 3 {
-        let [t, m] =
-            Layout::horizontal([Constraint::Min(1), Constraint::Length(MEMBERS_WIDTH)]).areas(main);
-        (t, Some(m))
+        let (text, panel) = split_members(main);
+        (text, Some(panel))
     } else {
         (main, None)
     };
@@ -152,6 +145,44 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
         _ => {}
     }
     prompt_cursor(&prompt_line, prompt).or(text_cursor.filter(|_| app.mode == Mode::Normal))
+}
+
+/// The screen from top to bottom: the main area, the chat (`chat_rows` high), the status
+/// line and the prompt line. What ratatui's layout solver gives (a test holds it to that),
+/// worked out by hand when everything fits: a key's frame asked the solver twice.
+fn split(area: Rect, chat_rows: u16) -> [Rect; 4] {
+    if area.height < chat_rows + 3 {
+        return Layout::vertical([
+            Constraint::Min(1),
+            Constraint::Length(chat_rows),
+            Constraint::Length(1),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+    }
+    let row = |y: u16, height: u16| Rect::new(area.x, area.y + y, area.width, height);
+    let main = area.height - chat_rows - 2;
+    [
+        row(0, main),
+        row(main, chat_rows),
+        row(main + chat_rows, 1),
+        row(main + chat_rows + 1, 1),
+    ]
+}
+
+/// The main area as the text and, on its right, the members panel (for a main area wider
+/// than the panel).
+fn split_members(main: Rect) -> (Rect, Rect) {
+    let text = Rect {
+        width: main.width.saturating_sub(MEMBERS_WIDTH),
+        ..main
+    };
+    let panel = Rect {
+        x: main.x + text.width,
+        width: main.width - text.width,
+        ..main
+    };
+    (text, panel)
 }
 
 fn remote_cursors(st: &ClientState, members: &[Member]) -> Vec<RemoteCursor> {
@@ -860,6 +891,34 @@ mod tests {
             want.set_stringn(x, 2, &text, max, style);
             put_str(&mut got, x, 2, &text, max, style);
             prop_assert_eq!(got, want, "{:?} from x {} in {} cells", text, x, max);
+        }
+    }
+
+    /// The screen is split as ratatui's layout solver splits it, at every size.
+    #[test]
+    fn the_screen_is_split_as_the_layout_solver_splits_it() {
+        let widths = [1, 2, 10, 50, 78, 79, 80, 81, 120, 200, 500];
+        for (w, h) in widths
+            .into_iter()
+            .flat_map(|w| (0..=60).map(move |h| (w, h)))
+        {
+            let area = Rect::new(3, 2, w, h);
+            for chat_rows in [0, CHAT_LINES as u16] {
+                let solved: [Rect; 4] = Layout::vertical([
+                    Constraint::Min(1),
+                    Constraint::Length(chat_rows),
+                    Constraint::Length(1),
+                    Constraint::Length(1),
+                ])
+                .areas(area);
+                assert_eq!(split(area, chat_rows), solved, "{w}x{h}, chat {chat_rows}");
+            }
+            if w > MEMBERS_WIDTH * 3 {
+                let [t, m] =
+                    Layout::horizontal([Constraint::Min(1), Constraint::Length(MEMBERS_WIDTH)])
+                        .areas(area);
+                assert_eq!(split_members(area), (t, m), "{w}x{h}");
+            }
         }
     }
 }
