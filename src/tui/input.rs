@@ -134,6 +134,7 @@ impl Input {
                     Err(e) => return Some(Err(e)),
                 }
                 tokio::select! {
+                    biased;
                     ready = stdin.readable() => match ready {
                         Ok(guard) if guard.ready().is_read_closed() => return None,
                         // Cleared before crossterm reads, so input that comes after that

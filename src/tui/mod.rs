@@ -188,6 +188,11 @@ async fn event_loop(
             }
         } else {
             tokio::select! {
+            // Input first, and the other branches not polled at all when it is there: a
+            // key's wake-up costs less (each branch polled registers its waker anew). Input
+            // that never stops coming would hold the rest back while it lasted; keys and
+            // pastes stop.
+            biased;
             event = events.next() => match event {
                 Some(Ok(event)) if plain_escape(&event) => {
                     ahead.extend(after_escape(&mut events, event).await?);
