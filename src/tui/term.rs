@@ -10,9 +10,12 @@
 //!   ([`Screen::check_size`]) in case a report never came.
 //! - **Unchanged rows are skipped at once.** ratatui's diff looks at every cell and measures
 //!   each symbol's width on the way, even where nothing changed: half of a frame's time when
-//!   one key changes two rows of a 120×50 screen. Here a row equal to the one on screen is
-//!   passed over with a plain comparison, and only rows that changed go through ratatui's
-//!   own diff ([`Buffer::diff`]), so wide characters are handled exactly as ratatui does.
+//!   one key changes two rows of a 120×50 screen. Here a row a frame keeps ([`Canvas::begin`])
+//!   is not looked at, a row of plain cells (one cell wide, as nearly all are) is compared
+//!   cell by cell in place, and only the rest go through ratatui's own diff
+//!   ([`Buffer::diff`]), so wide characters are handled exactly as ratatui does.
+//! - **Cells are written without `fmt`.** Their escape sequences are the bytes ratatui's
+//!   `CrosstermBackend` writes (a test holds them to it), put straight into the frame.
 //! - **A frame leaves in one `write`.** ratatui flushes after the cells, again after showing
 //!   the cursor and again after moving it: three writes, so the terminal draws the frame in
 //!   pieces. Here all of it is collected and written at once, and the cursor is shown or
