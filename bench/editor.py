@@ -11,7 +11,8 @@
                that drew the key), never late.
              - polled: `capture-pane` 0.5 ms apart until the key shows (steps of ~0.65 ms).
              The programs are all open at once and typed into key by key in turn (the same
-             keys), so a busy moment of the machine falls on all of them alike.
+             keys, the order shuffled for each key), so a busy moment of the machine falls
+             on all of them alike.
   bigfile:   time from starting the editor on a big file until its first line is on screen,
              and the editor's peak RSS (VmHWM) once it has settled.
 
@@ -173,24 +174,38 @@ def one_key(ctl, target, pane, c, tail, exact, i):
 
 def keystrokes(ctl, targets, n, exact):
     """Types the same n random letters into every target, interleaved: key i goes to each
-    program in turn (the order rotating from key to key) before key i + 1 goes to any, so a
-    busy moment of the machine falls on all of them alike. Returns per-key latencies in ms
-    for each target (see the module doc for the two clocks)."""
+    program in turn, in an order shuffled for each key (so no program is always measured
+    right after the same other one), before key i + 1 goes to any; a busy moment of the
+    machine falls on all of them alike. Every line starts with a marker (`007:`, typed and
+    waited for, not timed), so the letters looked for on screen are never already there.
+    Returns per-key latencies in ms for each target (see the module doc for the two clocks)."""
     panes = {t: ctl.cmd(f"display -p -t {t} '#{{pane_id}}'")[0] for t in targets}
     rng = random.Random(7)
     keys = [rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n)]
     lat = {t: [] for t in targets}
-    typed = ""
-    for i, c in enumerate(keys):
-        if len(typed) >= 60:
-            for t in targets:
+    typed, line = "", 0
+
+    def new_line():
+        nonlocal typed, line
+        line += 1
+        typed = f"{line:03d}:"
+        for t in targets:
+            if line > 1:
                 ctl.cmd(f"send-keys -t {t} Enter")
-            typed = ""
-            time.sleep(0.05)
+            ctl.cmd(f"send-keys -t {t} -l {typed}")
+        for t in targets:
+            ctl.wait(t, lambda s: typed in s)
+        time.sleep(0.05)
+
+    new_line()
+    for i, c in enumerate(keys):
+        if len(typed) >= 64:
+            new_line()
         typed += c
         tail = typed[-12:]
-        k = i % len(targets)
-        for t in targets[k:] + targets[:k]:
+        order = targets[:]
+        rng.shuffle(order)
+        for t in order:
             lat[t].append(one_key(ctl, t, panes[t], c, tail, exact, i))
     return lat
 

@@ -299,6 +299,8 @@ impl Highlighter {
         count: usize,
     ) -> Vec<(u64, &Spans)> {
         let end = (first + count).min(rope.len_lines());
+        // A first line past the text (no caller asks for one): no lines.
+        let first = first.min(end);
         if self.cache.range(first..end).count() < end - first {
             self.highlight(rope, first, end);
         }

@@ -703,7 +703,8 @@ fn put_str(buf: &mut Buffer, x: u16, y: u16, s: &str, max: usize, style: Style) 
         let width: usize = run
             .graphemes(true)
             .filter(|g| !g.contains(char::is_control))
-            .map(unicode_width::UnicodeWidthStr::width)
+            // ratatui's own measure, not unicode-width's: they differ on halfwidth sound marks.
+            .map(|g| ratatui::buffer::CellWidth::cell_width(g) as usize)
             .sum();
         *x = next;
         *room -= used;
@@ -847,7 +848,8 @@ mod tests {
     use proptest::prelude::*;
 
     /// Pieces a status or prompt line is made of: ASCII, box drawing, wide, combining,
-    /// emoji sequences, flags, controls, CRLF, a tab, a prepended mark.
+    /// emoji sequences, flags, controls, CRLF, a tab, a prepended mark, halfwidth katakana
+    /// and its sound marks (which ratatui counts a cell wide, unicode-width none).
     const PIECES: &[&str] = &[
         "a",
         "Z",
@@ -872,6 +874,9 @@ mod tests {
         "\u{7}",
         "\u{600}",
         "\u{FEFF}",
+        "ｶ",
+        "\u{FF9E}",
+        "\u{FF9F}",
     ];
 
     proptest! {
@@ -919,6 +924,20 @@ mod tests {
                         .areas(area);
                 assert_eq!(split_members(area), (t, m), "{w}x{h}");
             }
+        }
+    }
+
+    /// A run holding a halfwidth sound mark is not taken for one `set_stringn` cut short
+    /// (helper-11's case: the status line stopped after a file named so).
+    #[test]
+    fn put_str_goes_on_after_a_halfwidth_sound_mark() {
+        for text in ["ｶﾞ ab", "find: ｶﾞ abc", "ﾟ  x"] {
+            let area = Rect::new(0, 0, 20, 1);
+            let mut want = Buffer::empty(area);
+            let mut got = Buffer::empty(area);
+            want.set_stringn(0, 0, text, 20, Style::default());
+            put_str(&mut got, 0, 0, text, 20, Style::default());
+            assert_eq!(got, want, "{text:?}");
         }
     }
 }
