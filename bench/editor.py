@@ -151,7 +151,11 @@ def one_key(ctl, target, pane, c, tail, exact, i):
     if exact:
         seen = t0
         while True:
-            seen = ctl.wait_output(pane, seen, t0 + 5)
+            try:
+                seen = ctl.wait_output(pane, seen, t0 + 5)
+            except TimeoutError:
+                raise TimeoutError(f"key {i} ({c!r}) never showed in {target}: no {tail!r} on\n"
+                                   + ctl.screen(target)) from None
             screen = ctl.screen(target)
             # The last piece tmux had read when it captured: the key was on screen then.
             last = max((t for t, p in ctl.outputs[:ctl.before] if p == pane), default=seen)
@@ -189,9 +193,12 @@ def keystrokes(ctl, targets, n, exact):
         nonlocal typed, line
         line += 1
         typed = f"{line:03d}:"
-        for t in targets:
-            if line > 1:
+        if line > 1:
+            for t in targets:
                 ctl.cmd(f"send-keys -t {t} Enter")
+            # Let the line break land first (cat prints the line back after it).
+            time.sleep(0.05)
+        for t in targets:
             ctl.cmd(f"send-keys -t {t} -l {typed}")
         for t in targets:
             ctl.wait(t, lambda s: typed in s)
