@@ -1,44 +1,26 @@
-//! Keys from the terminal, read on the editor's own thread.
+//! Keys from the terminal, and everything else that wakes the editor, on the editor's own
+//! thread: it sleeps in one `poll(2)` on the terminal and on a pipe ([`Wake`]) that the rest of
+//! the program writes to when it has something for the editor (a remote edit, a save's
+//! result, a resize). No async runtime runs on that thread: waking a tokio runtime's thread and
+//! polling its tasks cost a key 27 µs before crossterm read it (`perf trace`), cold code and
+//! data mostly; a `poll` returning costs a few.
 //!
-//! crossterm's `EventStream` waits for input on a helper thread of its own, which then wakes
-//! the task that reads the event: every key wakes two threads, one after the other, before
-//! the editor sees it. When stdin is the terminal (as it is whenever the editor runs in one),
-//! this instead waits for stdin to be readable in the editor's own runtime, so the key wakes
-//! the editor's thread straight away, and crossterm then reads and parses what is there
-//! without blocking. A resize (SIGWINCH) wakes the editor too, with the terminal's new size.
-//! Otherwise (stdin redirected: crossterm reads `/dev/tty`) it is `EventStream`.
-//!
-//! crossterm reads stdin until what it read makes an event: on a blocking descriptor an
-//! unfinished sequence (Alt-[ is `ESC [`) would hold the editor's thread in `read` until the
-//! next key. So stdin is, while the editor runs, a description of the terminal of its own,
-//! non-blocking (stdout, the same terminal, stays blocking). And crossterm reads a hung-up
-//! terminal (`read` gives 0) forever: a hang-up is looked for before crossterm may read
-//! (through the readiness epoll has just reported, when it woke us: a key then costs no
-//! system call for it).
+//! crossterm reads and parses what the terminal sent, without blocking: crossterm reads until
+//! what it read makes an event, so on a blocking descriptor an unfinished sequence (Alt-[ is
+//! `ESC [`) would hold the editor's thread in `read` until the next key. So stdin is, while the
+//! editor runs, a description of the terminal of its own, non-blocking (stdout, the same
+//! terminal, stays blocking): the terminal stdin is, else the controlling one (`/dev/tty`, when
+//! stdin was redirected). And crossterm reads a hung-up terminal (`read` gives 0) forever: a
+//! hang-up is looked for before crossterm may read (through what `poll` has just reported, when
+//! it woke us: a key then costs no system call for it).
 
 use std::io::{self, IsTerminal as _};
 use std::os::fd::OwnedFd;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crossterm::event::{Event, EventStream};
-use futures_util::StreamExt as _;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{Signal, SignalKind, signal};
-
-/// Terminal input: see the module documentation.
-pub enum Input {
-    /// stdin is the terminal: its readiness wakes us, crossterm reads it.
-    Tty {
-        stdin: AsyncFd<io::Stdin>,
-        resized: Signal,
-        /// epoll has just reported stdin readable and not hung up.
-        fresh: bool,
-        _own: OwnStdin,
-    },
-    /// Anything else: crossterm's own stream.
-    Stream(EventStream),
-}
+use crossterm::event::Event;
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// stdin replaced by a non-blocking description of the terminal; the old one is put back on
 /// drop.
@@ -48,17 +30,21 @@ pub struct OwnStdin {
 
 impl OwnStdin {
     fn take() -> io::Result<OwnStdin> {
-        // The terminal stdin is (through /proc, which needs no controlling terminal), else
-        // the controlling one.
         let open = |path| {
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(path)
         };
-        let tty = open("/proc/self/fd/0").or_else(|_| open("/dev/tty"))?;
+        // The terminal stdin is (through /proc, which needs no controlling terminal), else the
+        // controlling one.
+        let tty = if io::stdin().is_terminal() {
+            open("/proc/self/fd/0").or_else(|_| open("/dev/tty"))?
+        } else {
+            open("/dev/tty")?
+        };
         if !tty.is_terminal() {
-            return Err(io::Error::other("stdin is not a terminal"));
+            return Err(io::Error::other("no terminal to read keys from"));
         }
         let saved = rustix::io::dup(rustix::stdio::stdin())?;
         rustix::io::ioctl_fionbio(&tty, true)?;
@@ -73,9 +59,133 @@ impl Drop for OwnStdin {
     }
 }
 
+/// The pipe that wakes the editor's thread: any thread may [`Wake::wake`] it.
+#[derive(Clone)]
+pub struct Wake {
+    write: Arc<OwnedFd>,
+}
+
+impl Wake {
+    /// Wakes the editor if it sleeps, or makes its next sleep return at once.
+    pub fn wake(&self) {
+        // A full pipe already wakes it.
+        let _ = rustix::io::write(&*self.write, &[1]);
+    }
+}
+
+/// What ended a wait ([`Input::wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woke {
+    /// The terminal has input.
+    Input,
+    /// Something was sent to the editor ([`Wake::wake`]).
+    Woken,
+    /// The time given passed.
+    Timeout,
+    /// The terminal hung up.
+    HungUp,
+}
+
+/// What [`Input::ready_event`] found.
+#[derive(Debug)]
+pub enum Ready {
+    Event(Event),
+    Nothing,
+    /// The terminal hung up: there will be no more.
+    HungUp,
+}
+
+/// The terminal's input and the wake-up pipe.
+pub struct Input {
+    _own: OwnStdin,
+    wake_read: OwnedFd,
+    wake: Wake,
+    /// `poll` has just reported stdin readable and not hung up.
+    fresh: bool,
+}
+
+impl Input {
+    /// Takes stdin over (see the module documentation).
+    pub fn open() -> io::Result<Input> {
+        let own = OwnStdin::take()?;
+        let (read, write) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )?;
+        Ok(Input {
+            _own: own,
+            wake_read: read,
+            wake: Wake {
+                write: Arc::new(write),
+            },
+            fresh: false,
+        })
+    }
+
+    /// A handle that wakes this input's waits from any thread.
+    pub fn waker(&self) -> Wake {
+        self.wake.clone()
+    }
+
+    /// The next terminal event if one is there now: what crossterm has parsed already, or
+    /// what stdin holds. Never blocks.
+    pub fn ready_event(&mut self) -> io::Result<Ready> {
+        if !std::mem::take(&mut self.fresh) && hung_up() {
+            return Ok(Ready::HungUp);
+        }
+        if crossterm::event::poll(Duration::ZERO)? {
+            return crossterm::event::read().map(Ready::Event);
+        }
+        Ok(Ready::Nothing)
+    }
+
+    /// Sleeps until the terminal has input, the pipe is written to, or `until` comes (`None`:
+    /// no time limit).
+    pub fn wait(&mut self, until: Option<Instant>, watch_wake: bool) -> io::Result<Woke> {
+        let stdin = rustix::stdio::stdin();
+        loop {
+            let timeout = until.map(|t| {
+                let left = t.saturating_duration_since(Instant::now());
+                Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                }
+            });
+            let mut fds = [
+                PollFd::new(&stdin, PollFlags::IN),
+                PollFd::new(&self.wake_read, PollFlags::IN),
+            ];
+            let n = if watch_wake { 2 } else { 1 };
+            match rustix::event::poll(&mut fds[..n], timeout.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let input = fds[0].revents();
+            if input.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+                return Ok(Woke::HungUp);
+            }
+            let woken = n == 2 && !fds[1].revents().is_empty();
+            if woken {
+                // Drained: whoever woke us set what they had for us before writing.
+                let mut buf = [0u8; 64];
+                while matches!(rustix::io::read(&self.wake_read, &mut buf), Ok(k) if k > 0) {}
+            }
+            if input.contains(PollFlags::IN) {
+                self.fresh = true;
+                return Ok(Woke::Input);
+            }
+            if woken {
+                return Ok(Woke::Woken);
+            }
+            if until.is_some_and(|t| Instant::now() >= t) {
+                return Ok(Woke::Timeout);
+            }
+        }
+    }
+}
+
 /// Whether the terminal on stdin hung up (then crossterm would read it forever).
 fn hung_up() -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec};
     let stdin = rustix::stdio::stdin();
     let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
     let zero = Timespec {
@@ -86,74 +196,4 @@ fn hung_up() -> bool {
         && fds[0]
             .revents()
             .intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL)
-}
-
-impl Input {
-    /// Input for the runtime this is called in.
-    // `AsyncFd::with_interest` is deprecated because it cannot know that the descriptor stays
-    // open while registered; its replacement is `unsafe`, which this crate forbids. Here the
-    // descriptor is stdin's, 0, which nothing closes while the process lives.
-    #[allow(deprecated)]
-    pub fn open() -> Input {
-        let stdin = io::stdin();
-        if stdin.is_terminal()
-            && let Ok(own) = OwnStdin::take()
-            && let Ok(stdin) = AsyncFd::with_interest(stdin, Interest::READABLE)
-            && let Ok(resized) = signal(SignalKind::window_change())
-        {
-            return Input::Tty {
-                stdin,
-                resized,
-                fresh: false,
-                _own: own,
-            };
-        }
-        Input::Stream(EventStream::new())
-    }
-
-    /// The next event; `None` when there will be none.
-    pub async fn next(&mut self) -> Option<io::Result<Event>> {
-        match self {
-            Input::Stream(events) => events.next().await,
-            Input::Tty {
-                stdin,
-                resized,
-                fresh,
-                ..
-            } => loop {
-                // Asked of the terminal itself, unless epoll has just said it is readable and
-                // not hung up (the check is then already made, and costs a key a system call).
-                if !std::mem::take(fresh) && hung_up() {
-                    return None;
-                }
-                // What crossterm holds already (one read can bring several events), or what
-                // stdin has now: neither blocks.
-                match crossterm::event::poll(Duration::ZERO) {
-                    Ok(true) => return Some(crossterm::event::read()),
-                    Ok(false) => {}
-                    Err(e) => return Some(Err(e)),
-                }
-                tokio::select! {
-                    biased;
-                    ready = stdin.readable() => match ready {
-                        Ok(guard) if guard.ready().is_read_closed() => return None,
-                        // Cleared before crossterm reads, so input that comes after that
-                        // read sets it again.
-                        Ok(mut guard) => {
-                            guard.clear_ready();
-                            *fresh = true;
-                        }
-                        Err(e) => return Some(Err(e)),
-                    },
-                    // crossterm reports a resize it sees; it can miss one (a signal before its
-                    // reader existed, or together with input), so the size goes out from here.
-                    _ = resized.recv() => {
-                        if let Ok((w, h)) = crossterm::terminal::size() {
-                            return Some(Ok(Event::Resize(w, h)));
-                        }
-                    }
-                }
-            },
-        }
-    }
 }

@@ -18,7 +18,7 @@ use crossterm::event::{
     DisableBracketedPaste, EnableBracketedPaste, Event, KeyCode, KeyEvent, KeyEventKind,
     KeyModifiers,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use app::App;
 use update::{Effect, Msg, update};
@@ -30,6 +30,9 @@ const SLOW: Duration = Duration::from_millis(8);
 /// escape sequence ([`keys::escape_tail`]): a terminal writes a sequence at once, a person
 /// is far slower.
 const ESC_WAIT: Duration = Duration::from_millis(5);
+
+/// How often the editor looks at the clock's business ([`Msg::Tick`]) and the terminal's size.
+const TICK: Duration = Duration::from_secs(1);
 
 /// The message for a terminal event (`None`: nothing the editor reacts to).
 fn msg_of(event: Event) -> Option<Msg> {
@@ -50,11 +53,25 @@ fn plain_escape(event: &Event) -> bool {
 
 /// The events that follow an Escape within [`ESC_WAIT`] of each other, read back into the key
 /// of an escape sequence if that is what they were; else the Escape and them, as they came.
-async fn after_escape(events: &mut input::Input, esc: Event) -> std::io::Result<Vec<Event>> {
+/// `None` if the terminal hung up meanwhile.
+fn after_escape(events: &mut input::Input, esc: Event) -> std::io::Result<Option<Vec<Event>>> {
     let mut chars = Vec::new();
     let mut taken = vec![esc];
-    while let Ok(Some(next)) = tokio::time::timeout(ESC_WAIT, events.next()).await {
-        let next = next?;
+    loop {
+        let until = std::time::Instant::now() + ESC_WAIT;
+        let next = loop {
+            match events.ready_event()? {
+                input::Ready::Event(e) => break Some(e),
+                input::Ready::HungUp => return Ok(None),
+                input::Ready::Nothing => {}
+            }
+            match events.wait(Some(until), false)? {
+                input::Woke::Input | input::Woke::Woken => {}
+                input::Woke::Timeout => break None,
+                input::Woke::HungUp => return Ok(None),
+            }
+        };
+        let Some(next) = next else { break };
         let c = match &next {
             Event::Key(KeyEvent {
                 code: KeyCode::Char(c),
@@ -68,12 +85,12 @@ async fn after_escape(events: &mut input::Input, esc: Event) -> std::io::Result<
         let Some(c) = c else { break };
         chars.push(c);
         match keys::escape_tail(&chars) {
-            keys::EscTail::Key(key) => return Ok(vec![Event::Key(key)]),
+            keys::EscTail::Key(key) => return Ok(Some(vec![Event::Key(key)])),
             keys::EscTail::More => {}
             keys::EscTail::NotOne => break,
         }
     }
-    Ok(taken)
+    Ok(Some(taken))
 }
 
 /// How an editing session ended.
@@ -93,9 +110,11 @@ pub struct Closed {
 /// on return, on error, and on panic (ratatui's panic hook).
 /// `first_frame` is told once the first frame is on screen (so heavy startup work can wait).
 ///
-/// The editor gets a thread and a runtime of its own, so that a key wakes that thread straight
-/// from the terminal ([`input`]); the session and the relay go on on the caller's runtime. The
-/// app is made there: the highlighter's parser state cannot move between threads.
+/// The editor gets a thread of its own, which sleeps in `poll(2)` on the terminal and on a
+/// pipe ([`input`]), so a key wakes that thread straight from the terminal. The session and the
+/// relay go on on the caller's runtime, and so do the editor's saves and the small tasks that
+/// wake it for a remote change or a resize. The app is made on the editor's thread: the
+/// highlighter's parser state cannot move between threads.
 pub async fn run(
     make_app: impl FnOnce() -> App + Send + 'static,
     changes: watch::Receiver<u64>,
@@ -107,27 +126,19 @@ pub async fn run(
         discarded: false,
         result,
     };
+    let runtime = tokio::runtime::Handle::current();
     let (done, closed) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("pairedit-editor".into())
         .spawn(move || {
-            let closed = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => {
-                    let mut app = make_app();
-                    let result = runtime.block_on(run_here(&mut app, changes, first_frame));
-                    Closed {
-                        ran: true,
-                        dirty: app.dirty,
-                        discarded: app.discarded,
-                        result,
-                    }
-                }
-                Err(e) => never_ran(Err(e.into())),
-            };
-            let _ = done.send(closed);
+            let mut app = make_app();
+            let result = run_here(&mut app, &runtime, changes, first_frame);
+            let _ = done.send(Closed {
+                ran: true,
+                dirty: app.dirty,
+                discarded: app.discarded,
+                result,
+            });
         });
     let thread = match thread {
         Ok(thread) => thread,
@@ -147,28 +158,171 @@ pub async fn run(
     }
 }
 
-async fn run_here(
+fn run_here(
     app: &mut App,
+    runtime: &tokio::runtime::Handle,
     changes: watch::Receiver<u64>,
     first_frame: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     let mut screen = term::Screen::init()?;
     let _ = crossterm::execute!(std::io::stdout(), EnableBracketedPaste);
-    let result = event_loop(&mut screen, app, changes, first_frame).await;
+    let result = input::Input::open()
+        .map_err(anyhow::Error::from)
+        .and_then(|mut events| {
+            let wakers = Wakers::start(runtime, &events, changes.clone());
+            let result = event_loop(
+                &mut screen,
+                app,
+                &mut events,
+                runtime,
+                &wakers,
+                changes,
+                first_frame,
+            );
+            wakers.stop();
+            result
+        });
     let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
     ratatui::restore();
     result
 }
 
-async fn event_loop(
+/// The tasks on the caller's runtime that wake the editor: for a change from the session
+/// (remote edits, members, the connection), and for a resize.
+struct Wakers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    resized: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Wakers {
+    fn start(
+        runtime: &tokio::runtime::Handle,
+        events: &input::Input,
+        mut changes: watch::Receiver<u64>,
+    ) -> Wakers {
+        let resized = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wake = events.waker();
+        let on_change = {
+            let wake = wake.clone();
+            runtime.spawn(async move {
+                while changes.changed().await.is_ok() {
+                    wake.wake();
+                }
+                // The session ended: the editor sees its receiver closed.
+                wake.wake();
+            })
+        };
+        let on_resize = {
+            let resized = resized.clone();
+            runtime.spawn(async move {
+                let Ok(mut signal) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+                else {
+                    return;
+                };
+                while signal.recv().await.is_some() {
+                    resized.store(true, std::sync::atomic::Ordering::SeqCst);
+                    wake.wake();
+                }
+            })
+        };
+        Wakers {
+            tasks: vec![on_change, on_resize],
+            resized,
+        }
+    }
+
+    /// Whether the terminal was resized since the last call.
+    fn resized(&self) -> bool {
+        self.resized
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// What woke the editor, in the order it is looked at: input first (a key is never kept
+/// waiting behind anything else), then saves, resizes, the session, the 1 s tick.
+fn next_msg(
+    events: &mut input::Input,
+    ahead: &mut VecDeque<Event>,
+    saved: &std::sync::mpsc::Receiver<Msg>,
+    wakers: &Wakers,
+    changes: &mut Option<watch::Receiver<u64>>,
+    next_tick: &mut std::time::Instant,
+) -> std::io::Result<Option<Msg>> {
+    loop {
+        if let Some(event) = ahead.pop_front() {
+            if let Some(msg) = msg_of(event) {
+                return Ok(Some(msg));
+            }
+            continue;
+        }
+        match events.ready_event()? {
+            input::Ready::Event(event) if plain_escape(&event) => {
+                match after_escape(events, event)? {
+                    Some(taken) => ahead.extend(taken),
+                    None => return Ok(None),
+                }
+                continue;
+            }
+            input::Ready::Event(event) => {
+                if let Some(msg) = msg_of(event) {
+                    return Ok(Some(msg));
+                }
+                continue;
+            }
+            input::Ready::HungUp => return Ok(None),
+            input::Ready::Nothing => {}
+        }
+        if let Ok(msg) = saved.try_recv() {
+            return Ok(Some(msg));
+        }
+        if wakers.resized()
+            && let Ok((w, h)) = crossterm::terminal::size()
+        {
+            return Ok(Some(Msg::Resize(w, h)));
+        }
+        if let Some(rx) = changes.as_mut() {
+            match rx.has_changed() {
+                Ok(true) => {
+                    rx.mark_unchanged();
+                    return Ok(Some(Msg::Remote));
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    // The session task ended; its last state is already in place.
+                    *changes = None;
+                    return Ok(Some(Msg::Remote));
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        if now >= *next_tick {
+            *next_tick = now + TICK;
+            return Ok(Some(Msg::Tick));
+        }
+        if events.wait(Some(*next_tick), true)? == input::Woke::HungUp {
+            return Ok(None);
+        }
+    }
+}
+
+fn event_loop(
     screen: &mut term::Screen,
     app: &mut App,
+    events: &mut input::Input,
+    runtime: &tokio::runtime::Handle,
+    wakers: &Wakers,
     changes: watch::Receiver<u64>,
     mut first_frame: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
-    let mut events = input::Input::open();
-    let (saved_tx, mut saved_rx) = mpsc::unbounded_channel::<Msg>();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (saved_tx, saved_rx) = std::sync::mpsc::channel::<Msg>();
+    let mut next_tick = std::time::Instant::now() + TICK;
     let mut changes = Some(changes);
     // Events read ahead (after an Escape), handled before any new one.
     let mut ahead: VecDeque<Event> = VecDeque::new();
@@ -181,45 +335,17 @@ async fn event_loop(
         if let Some(tx) = first_frame.take() {
             let _ = tx.send(());
         }
-        let msg = if let Some(event) = ahead.pop_front() {
-            match msg_of(event) {
-                Some(msg) => msg,
-                None => continue,
-            }
-        } else {
-            tokio::select! {
-            // Input first, and the other branches not polled at all when it is there: a
-            // key's wake-up costs less (each branch polled registers its waker anew). Input
-            // that never stops coming would hold the rest back while it lasted; keys and
-            // pastes stop.
-            biased;
-            event = events.next() => match event {
-                Some(Ok(event)) if plain_escape(&event) => {
-                    ahead.extend(after_escape(&mut events, event).await?);
-                    continue;
-                }
-                Some(Ok(event)) => match msg_of(event) {
-                    Some(msg) => msg,
-                    None => continue,
-                },
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
-            },
-            changed = async {
-                match changes.as_mut() {
-                    Some(rx) => rx.changed().await.is_ok(),
-                    None => std::future::pending().await,
-                }
-            } => {
-                if !changed {
-                    // The session task ended; its last state is already in place.
-                    changes = None;
-                }
-                Msg::Remote
-            }
-            Some(msg) = saved_rx.recv() => msg,
-            _ = tick.tick() => Msg::Tick,
-            }
+        let Some(msg) = next_msg(
+            events,
+            &mut ahead,
+            &saved_rx,
+            wakers,
+            &mut changes,
+            &mut next_tick,
+        )?
+        else {
+            // The terminal hung up.
+            return Ok(());
         };
         match msg {
             Msg::Resize(w, h) => screen.resize(w, h),
@@ -241,17 +367,18 @@ async fn event_loop(
                     expect,
                     force,
                 } => {
-                    let tx = saved_tx.clone();
+                    let (tx, wake) = (saved_tx.clone(), events.waker());
                     // Disk I/O off the render loop; the answer comes back as a message.
-                    tokio::task::spawn_blocking(move || {
+                    runtime.spawn_blocking(move || {
                         let result = crate::fsutil::save_checked(&path, &text, expect, force)
                             .map(|stamp| (path, stamp));
                         let _ = tx.send(Msg::Saved { generation, result });
+                        wake.wake();
                     });
                 }
                 Effect::Flush => app.session.flush(),
                 Effect::WriteRecovery { path, text } => {
-                    tokio::task::spawn_blocking(move || {
+                    runtime.spawn_blocking(move || {
                         if let Err(e) = crate::fsutil::write_atomic(&path, text.as_bytes()) {
                             tracing::warn!(
                                 "cannot write the recovery copy {}: {e}",
@@ -261,7 +388,7 @@ async fn event_loop(
                     });
                 }
                 Effect::RemoveRecovery { path } => {
-                    tokio::task::spawn_blocking(move || {
+                    runtime.spawn_blocking(move || {
                         let _ = std::fs::remove_file(path);
                     });
                 }
