@@ -406,3 +406,52 @@ fn an_unfinished_escape_sequence_does_not_stop_the_editor() {
     tmux.type_text("pe:1", "from bo ");
     tmux.wait("pe:0", "bo's text", |s| s.contains("from bo first line"));
 }
+
+/// The process whose parent is `pid` (the editor a window's shell runs).
+fn child_of(pid: &str) -> Option<String> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid == pid).then_some(name)
+        })
+}
+
+/// CPU time (user + system, in clock ticks) the process `pid` has used so far.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick(11) + tick(12)
+}
+
+/// More input at once than crossterm reads in one go (1 KiB), not as a bracketed paste (as
+/// `tmux send-keys`, or a terminal without bracketed paste, sends it): all of it arrives with
+/// no further key, and the editor does not spin on what crossterm has not read yet
+/// (helper-12's case: it spun at full CPU, and all but the first 1,024 characters waited).
+#[test]
+fn a_burst_of_input_larger_than_one_read_arrives_whole() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let _hosted = host_past_codes(&tmux, dir.path(), "notes.txt", "\n");
+    let long = "abcdefghi ".repeat(300);
+    tmux.type_text("pe:0", &long);
+    tmux.wait("pe:0", "all 3,000 characters", |s| s.contains("Col 3001"));
+    let shell = tmux.run(&["display", "-p", "-t", "pe:0", "#{pane_pid}"]);
+    let pid = child_of(shell.trim()).expect("the editor's process");
+    let before = cpu_ticks(&pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(&pid) - before;
+    // A spinning editor uses all of those 2 s (200 ticks); an idle one next to none.
+    assert!(used < 100, "the idle editor used {used} ticks in 2 s");
+}

@@ -46,7 +46,7 @@ impl OwnStdin {
         if !tty.is_terminal() {
             return Err(io::Error::other("no terminal to read keys from"));
         }
-        let saved = rustix::io::dup(rustix::stdio::stdin())?;
+        let saved = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 0)?;
         rustix::io::ioctl_fionbio(&tty, true)?;
         rustix::stdio::dup2_stdin(&tty)?;
         Ok(OwnStdin { saved })
@@ -102,6 +102,11 @@ pub struct Input {
     wake: Wake,
     /// `poll` has just reported stdin readable and not hung up.
     fresh: bool,
+    /// stdin was readable but crossterm read nothing from it: crossterm only reads when its
+    /// epoll reports new input, so what is left waits for that (or for [`nudge`]). Meanwhile
+    /// `poll` would report stdin readable at once, again and again: it is looked at every
+    /// [`STUCK_RETRY`] instead.
+    stuck: bool,
 }
 
 impl Input {
@@ -118,6 +123,7 @@ impl Input {
                 write: Arc::new(write),
             },
             fresh: false,
+            stuck: false,
         })
     }
 
@@ -129,59 +135,111 @@ impl Input {
     /// The next terminal event if one is there now: what crossterm has parsed already, or
     /// what stdin holds. Never blocks.
     pub fn ready_event(&mut self) -> io::Result<Ready> {
-        if !std::mem::take(&mut self.fresh) && hung_up() {
+        let woke_for_input = std::mem::take(&mut self.fresh);
+        if !woke_for_input && hung_up() {
             return Ok(Ready::HungUp);
         }
         if crossterm::event::poll(Duration::ZERO)? {
+            self.stuck = false;
             return crossterm::event::read().map(Ready::Event);
+        }
+        if woke_for_input || self.stuck {
+            // Bytes crossterm did not read (see `stuck`), or only the start of an escape
+            // sequence it keeps for the rest (then stdin holds nothing).
+            self.stuck = input_pending();
+            if self.stuck {
+                // Have the terminal wake crossterm's epoll again.
+                nudge();
+            }
         }
         Ok(Ready::Nothing)
     }
 
-    /// Sleeps until the terminal has input, the pipe is written to, or `until` comes (`None`:
-    /// no time limit).
+    /// Sleeps until the terminal has input, the pipe is written to (if `watch_wake`), or
+    /// `until` comes (`None`: no time limit). Input that crossterm left unread ([`Input`]'s
+    /// `stuck`) is looked at again every [`STUCK_RETRY`], not on every wake.
     pub fn wait(&mut self, until: Option<Instant>, watch_wake: bool) -> io::Result<Woke> {
         let stdin = rustix::stdio::stdin();
         loop {
-            let timeout = until.map(|t| {
-                let left = t.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            if until.is_some_and(|t| now >= t) {
+                return Ok(Woke::Timeout);
+            }
+            let retry = self.stuck.then(|| now + STUCK_RETRY);
+            let deadline = until.into_iter().chain(retry).min();
+            let timeout = deadline.map(|t| {
+                let left = t.saturating_duration_since(now);
                 Timespec {
                     tv_sec: left.as_secs() as i64,
                     tv_nsec: i64::from(left.subsec_nanos()),
                 }
             });
-            let mut fds = [
-                PollFd::new(&stdin, PollFlags::IN),
-                PollFd::new(&self.wake_read, PollFlags::IN),
-            ];
-            let n = if watch_wake { 2 } else { 1 };
-            match rustix::event::poll(&mut fds[..n], timeout.as_ref()) {
+            let mut fds = Vec::with_capacity(2);
+            if !self.stuck {
+                fds.push(PollFd::new(&stdin, PollFlags::IN));
+            }
+            if watch_wake {
+                fds.push(PollFd::new(&self.wake_read, PollFlags::IN));
+            }
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let input = fds[0].revents();
+            let (input, woken) = match (self.stuck, watch_wake) {
+                (false, true) => (fds[0].revents(), !fds[1].revents().is_empty()),
+                (false, false) => (fds[0].revents(), false),
+                (true, true) => (PollFlags::empty(), !fds[0].revents().is_empty()),
+                (true, false) => (PollFlags::empty(), false),
+            };
+            drop(fds);
             if input.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
                 return Ok(Woke::HungUp);
             }
-            let woken = n == 2 && !fds[1].revents().is_empty();
             if woken {
                 // Drained: whoever woke us set what they had for us before writing.
                 let mut buf = [0u8; 64];
                 while matches!(rustix::io::read(&self.wake_read, &mut buf), Ok(k) if k > 0) {}
+                if watch_wake {
+                    return Ok(Woke::Woken);
+                }
             }
             if input.contains(PollFlags::IN) {
                 self.fresh = true;
                 return Ok(Woke::Input);
             }
-            if woken {
-                return Ok(Woke::Woken);
-            }
-            if until.is_some_and(|t| Instant::now() >= t) {
-                return Ok(Woke::Timeout);
+            if retry.is_some_and(|t| Instant::now() >= t) {
+                // Time to see whether crossterm reads again.
+                return Ok(Woke::Input);
             }
         }
     }
+}
+
+/// How often input crossterm left unread is looked at again.
+const STUCK_RETRY: Duration = Duration::from_millis(10);
+
+/// Has the terminal wake whoever waits to read it, crossterm's epoll included: setting the
+/// terminal's modes, even to what they are, does (Linux's line discipline wakes its readers
+/// after any change of modes). crossterm reads at most 1 KiB when its epoll, which reports only
+/// changes, says stdin is readable, and stops at the first event it parses, so without this
+/// the rest of a larger burst of input (a long unbracketed paste) would wait for the next key.
+fn nudge() {
+    let stdin = rustix::stdio::stdin();
+    if let Ok(modes) = rustix::termios::tcgetattr(stdin) {
+        let _ = rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &modes);
+    }
+}
+
+/// Whether stdin holds input not read yet.
+fn input_pending() -> bool {
+    let stdin = rustix::stdio::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).is_ok() && fds[0].revents().contains(PollFlags::IN)
 }
 
 /// Whether the terminal on stdin hung up (then crossterm would read it forever).

@@ -170,7 +170,7 @@ fn run_here(
         .map_err(anyhow::Error::from)
         .and_then(|mut events| {
             let wakers = Wakers::start(runtime, &events, changes.clone());
-            let result = event_loop(
+            event_loop(
                 &mut screen,
                 app,
                 &mut events,
@@ -178,9 +178,7 @@ fn run_here(
                 &wakers,
                 changes,
                 first_frame,
-            );
-            wakers.stop();
-            result
+            )
         });
     let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
     ratatui::restore();
@@ -237,9 +235,12 @@ impl Wakers {
         self.resized
             .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
+}
 
-    fn stop(self) {
-        for task in self.tasks {
+impl Drop for Wakers {
+    /// Stops the tasks, however the editor ended (a panic included).
+    fn drop(&mut self) {
+        for task in &self.tasks {
             task.abort();
         }
     }
