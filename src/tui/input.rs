@@ -231,27 +231,26 @@ fn nudge() {
     }
 }
 
-/// Whether stdin holds input not read yet.
-fn input_pending() -> bool {
+/// What stdin is ready for now (empty if `poll` failed).
+fn stdin_now() -> PollFlags {
     let stdin = rustix::stdio::stdin();
     let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
     let zero = Timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    rustix::event::poll(&mut fds, Some(&zero)).is_ok() && fds[0].revents().contains(PollFlags::IN)
+    match rustix::event::poll(&mut fds, Some(&zero)) {
+        Ok(_) => fds[0].revents(),
+        Err(_) => PollFlags::empty(),
+    }
+}
+
+/// Whether stdin holds input not read yet.
+fn input_pending() -> bool {
+    stdin_now().contains(PollFlags::IN)
 }
 
 /// Whether the terminal on stdin hung up (then crossterm would read it forever).
 fn hung_up() -> bool {
-    let stdin = rustix::stdio::stdin();
-    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut fds, Some(&zero)).is_ok()
-        && fds[0]
-            .revents()
-            .intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL)
+    stdin_now().intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL)
 }
