@@ -147,6 +147,16 @@ fn host_past_codes(tmux: &Tmux, dir: &Path, name: &str, content: &str) -> Hosted
     Hosted { file, log, write }
 }
 
+/// Ctrl-S on the host in `pe:0`: `file` then holds `want`. Then Ctrl-Q, and the host exits.
+fn save_and_quit(tmux: &Tmux, file: &Path, want: &str) {
+    tmux.keys("pe:0", &["C-s"]);
+    let saved = format!("saved {}", file.display());
+    tmux.wait("pe:0", "the save", |s| s.contains(&saved));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), want);
+    tmux.keys("pe:0", &["C-q"]);
+    tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
+}
+
 fn editor(cmd: &str, log: &Path) -> String {
     // `sleep` keeps the window open after the editor exits, so a failure can still be read.
     format!("{cmd} --flush-ms 50 --log-file {}; sleep 60", log.display())
@@ -345,15 +355,7 @@ fn escape_sequences_read_with_an_escape_are_keys_not_text() {
     tmux.run(&["send-keys", "-t", "pe:0", "-H", "1b", "62"]);
     tmux.type_text("pe:0", "_");
     tmux.wait("pe:0", "the typing", |s| s.contains("2 _>tail"));
-    tmux.keys("pe:0", &["C-s"]);
-    let saved = format!("saved {}", file.display());
-    tmux.wait("pe:0", "the save", |s| s.contains(&saved));
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
-        "hello world\n_>tail"
-    );
-    tmux.keys("pe:0", &["C-q"]);
-    tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
+    save_and_quit(&tmux, &file, "hello world\n_>tail");
 }
 
 #[test]
@@ -378,15 +380,7 @@ fn the_screen_follows_resizes_and_a_paste_arrives_whole() {
     tmux.wait("pe:0", "the paste", |s| {
         row(s, 0).contains("1 pasted") && row(s, 1).contains("2 text first line")
     });
-    tmux.keys("pe:0", &["C-s"]);
-    let saved = format!("saved {}", file.display());
-    tmux.wait("pe:0", "the save", |s| s.contains(&saved));
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
-        "pasted\ntext first line\n"
-    );
-    tmux.keys("pe:0", &["C-q"]);
-    tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
+    save_and_quit(&tmux, &file, "pasted\ntext first line\n");
 }
 
 /// An unfinished escape sequence (Alt-[ sends `ESC [`) leaves crossterm waiting for more

@@ -230,9 +230,11 @@ pub struct Loader {
     unloaded: Arc<Mutex<Option<Rope>>>,
 }
 
-/// A rope version no rope of this process has had yet ([`SharedDoc::version`]).
-fn next_version() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+/// A number this function never gave before in this process, from 1 (0 is free to mean
+/// "none"): a version for anything that changes, a rope ([`SharedDoc::version`]) or a line's
+/// highlight spans.
+pub fn next_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 

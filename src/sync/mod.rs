@@ -12,4 +12,4 @@ pub mod presence;
 mod typing;
 
 pub use batch::Batcher;
-pub use doc::{DocError, Edit, LOCAL_ORIGIN, REMOTE_ORIGIN, SharedDoc};
+pub use doc::{DocError, Edit, LOCAL_ORIGIN, REMOTE_ORIGIN, SharedDoc, next_version};

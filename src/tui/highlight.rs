@@ -212,7 +212,7 @@ impl Highlighter {
     pub fn line_changed(&mut self, rope: &Rope, line: usize) {
         if self.plain.is_some() {
             // Plain text has no parser state: the line is all that changed.
-            let (spans, _) = self.plain_line(rope, line);
+            let spans = self.plain_line(rope, line);
             store(&mut self.cache, line, spans);
             return;
         }
@@ -234,13 +234,13 @@ impl Highlighter {
         self.invalidate_from(line);
     }
 
-    /// Line `line`'s spans in plain text: one span, unparsed (false: nothing parsed).
-    fn plain_line(&self, rope: &Rope, line: usize) -> (Spans, bool) {
+    /// Line `line`'s spans in plain text: one span, unparsed.
+    fn plain_line(&self, rope: &Rope, line: usize) -> Spans {
         let text = rope.line(line);
         let body = text.slice(..text.len_chars() - super::text::eol_len(text));
         match self.plain {
-            Some(style) if body.len_chars() > 0 => (vec![(style, body.to_string())], false),
-            _ => (Vec::new(), false),
+            Some(style) if body.len_chars() > 0 => vec![(style, body.to_string())],
+            _ => Vec::new(),
         }
     }
 
@@ -253,12 +253,12 @@ impl Highlighter {
         highlighter: &SynHighlighter,
         buf: &mut String,
     ) -> (Spans, bool) {
+        if self.plain.is_some() {
+            return (self.plain_line(rope, line), false);
+        }
         let text = rope.line(line);
         let eol = super::text::eol_len(text);
         let body = text.slice(..text.len_chars() - eol);
-        if self.plain.is_some() {
-            return self.plain_line(rope, line);
-        }
         if body.len_chars() > MAX_LINE {
             return (
                 vec![(Style::default().fg(self.foreground), body.to_string())],
@@ -370,15 +370,9 @@ fn store(cache: &mut BTreeMap<usize, (u64, Spans)>, line: usize, spans: Spans) {
     match cache.get(&line) {
         Some((_, had)) if *had == spans => {}
         _ => {
-            cache.insert(line, (next_version(), spans));
+            cache.insert(line, (crate::sync::next_version(), spans));
         }
     }
-}
-
-/// A number no spans had before ([`Highlighter::versioned_lines`]).
-fn next_version() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn convert(style: syntect::highlighting::Style) -> Style {

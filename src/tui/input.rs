@@ -174,25 +174,25 @@ impl Input {
                     tv_nsec: i64::from(left.subsec_nanos()),
                 }
             });
-            let mut fds = Vec::with_capacity(2);
-            if !self.stuck {
-                fds.push(PollFd::new(&stdin, PollFlags::IN));
-            }
-            if watch_wake {
-                fds.push(PollFd::new(&self.wake_read, PollFlags::IN));
-            }
+            // Both always polled, so their places are fixed; with no events asked, stdin
+            // still reports a hang-up, and the pipe (whose write end we hold) nothing.
+            let asked = |yes: bool| {
+                if yes {
+                    PollFlags::IN
+                } else {
+                    PollFlags::empty()
+                }
+            };
+            let mut fds = [
+                PollFd::new(&stdin, asked(!self.stuck)),
+                PollFd::new(&self.wake_read, asked(watch_wake)),
+            ];
             match rustix::event::poll(&mut fds, timeout.as_ref()) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let (input, woken) = match (self.stuck, watch_wake) {
-                (false, true) => (fds[0].revents(), !fds[1].revents().is_empty()),
-                (false, false) => (fds[0].revents(), false),
-                (true, true) => (PollFlags::empty(), !fds[0].revents().is_empty()),
-                (true, false) => (PollFlags::empty(), false),
-            };
-            drop(fds);
+            let (input, woken) = (fds[0].revents(), !fds[1].revents().is_empty());
             if input.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
                 return Ok(Woke::HungUp);
             }
@@ -200,9 +200,7 @@ impl Input {
                 // Drained: whoever woke us set what they had for us before writing.
                 let mut buf = [0u8; 64];
                 while matches!(rustix::io::read(&self.wake_read, &mut buf), Ok(k) if k > 0) {}
-                if watch_wake {
-                    return Ok(Woke::Woken);
-                }
+                return Ok(Woke::Woken);
             }
             if input.contains(PollFlags::IN) {
                 self.fresh = true;

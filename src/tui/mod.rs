@@ -169,14 +169,13 @@ fn run_here(
     let result = input::Input::open()
         .map_err(anyhow::Error::from)
         .and_then(|mut events| {
-            let wakers = Wakers::start(runtime, &events, changes.clone());
+            let mut inbox = Inbox::start(runtime, &events, changes);
             event_loop(
                 &mut screen,
                 app,
                 &mut events,
                 runtime,
-                &wakers,
-                changes,
+                &mut inbox,
                 first_frame,
             )
         });
@@ -185,23 +184,30 @@ fn run_here(
     result
 }
 
-/// The tasks on the caller's runtime that wake the editor: for a change from the session
-/// (remote edits, members, the connection), and for a resize.
-struct Wakers {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+/// Everything but the terminal that has something for the editor: the session's changes
+/// (remote edits, members, the connection), resizes, finished saves, the 1 s tick. Tasks on
+/// the caller's runtime wake the editor ([`input::Wake`]) for the first two; a save wakes it
+/// itself.
+struct Inbox {
+    changes: Option<watch::Receiver<u64>>,
     resized: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    saved: std::sync::mpsc::Receiver<Msg>,
+    /// Where saves send their result ([`Inbox::saved`]).
+    save_results: std::sync::mpsc::Sender<Msg>,
+    next_tick: std::time::Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Wakers {
+impl Inbox {
     fn start(
         runtime: &tokio::runtime::Handle,
         events: &input::Input,
-        mut changes: watch::Receiver<u64>,
-    ) -> Wakers {
+        changes: watch::Receiver<u64>,
+    ) -> Inbox {
         let resized = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let wake = events.waker();
         let on_change = {
-            let wake = wake.clone();
+            let (wake, mut changes) = (wake.clone(), changes.clone());
             runtime.spawn(async move {
                 while changes.changed().await.is_ok() {
                     wake.wake();
@@ -224,20 +230,54 @@ impl Wakers {
                 }
             })
         };
-        Wakers {
-            tasks: vec![on_change, on_resize],
+        let (save_results, saved) = std::sync::mpsc::channel();
+        Inbox {
+            changes: Some(changes),
             resized,
+            saved,
+            save_results,
+            next_tick: std::time::Instant::now() + TICK,
+            tasks: vec![on_change, on_resize],
         }
     }
 
-    /// Whether the terminal was resized since the last call.
-    fn resized(&self) -> bool {
-        self.resized
+    /// What is there for the editor now, in this order: a save's result, a resize, a
+    /// change from the session, the tick.
+    fn take(&mut self) -> Option<Msg> {
+        if let Ok(msg) = self.saved.try_recv() {
+            return Some(msg);
+        }
+        if self
+            .resized
             .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && let Ok((w, h)) = crossterm::terminal::size()
+        {
+            return Some(Msg::Resize(w, h));
+        }
+        if let Some(rx) = self.changes.as_mut() {
+            match rx.has_changed() {
+                Ok(true) => {
+                    rx.mark_unchanged();
+                    return Some(Msg::Remote);
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    // The session task ended; its last state is already in place.
+                    self.changes = None;
+                    return Some(Msg::Remote);
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            return Some(Msg::Tick);
+        }
+        None
     }
 }
 
-impl Drop for Wakers {
+impl Drop for Inbox {
     /// Stops the tasks, however the editor ended (a panic included).
     fn drop(&mut self) {
         for task in &self.tasks {
@@ -247,14 +287,12 @@ impl Drop for Wakers {
 }
 
 /// What woke the editor, in the order it is looked at: input first (a key is never kept
-/// waiting behind anything else), then saves, resizes, the session, the 1 s tick.
+/// waiting behind anything else), then the rest ([`Inbox::take`]). `None`: the terminal hung
+/// up.
 fn next_msg(
     events: &mut input::Input,
     ahead: &mut VecDeque<Event>,
-    saved: &std::sync::mpsc::Receiver<Msg>,
-    wakers: &Wakers,
-    changes: &mut Option<watch::Receiver<u64>>,
-    next_tick: &mut std::time::Instant,
+    inbox: &mut Inbox,
 ) -> std::io::Result<Option<Msg>> {
     loop {
         if let Some(event) = ahead.pop_front() {
@@ -280,34 +318,10 @@ fn next_msg(
             input::Ready::HungUp => return Ok(None),
             input::Ready::Nothing => {}
         }
-        if let Ok(msg) = saved.try_recv() {
+        if let Some(msg) = inbox.take() {
             return Ok(Some(msg));
         }
-        if wakers.resized()
-            && let Ok((w, h)) = crossterm::terminal::size()
-        {
-            return Ok(Some(Msg::Resize(w, h)));
-        }
-        if let Some(rx) = changes.as_mut() {
-            match rx.has_changed() {
-                Ok(true) => {
-                    rx.mark_unchanged();
-                    return Ok(Some(Msg::Remote));
-                }
-                Ok(false) => {}
-                Err(_) => {
-                    // The session task ended; its last state is already in place.
-                    *changes = None;
-                    return Ok(Some(Msg::Remote));
-                }
-            }
-        }
-        let now = std::time::Instant::now();
-        if now >= *next_tick {
-            *next_tick = now + TICK;
-            return Ok(Some(Msg::Tick));
-        }
-        if events.wait(Some(*next_tick), true)? == input::Woke::HungUp {
+        if events.wait(Some(inbox.next_tick), true)? == input::Woke::HungUp {
             return Ok(None);
         }
     }
@@ -318,13 +332,9 @@ fn event_loop(
     app: &mut App,
     events: &mut input::Input,
     runtime: &tokio::runtime::Handle,
-    wakers: &Wakers,
-    changes: watch::Receiver<u64>,
+    inbox: &mut Inbox,
     mut first_frame: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
-    let (saved_tx, saved_rx) = std::sync::mpsc::channel::<Msg>();
-    let mut next_tick = std::time::Instant::now() + TICK;
-    let mut changes = Some(changes);
     // Events read ahead (after an Escape), handled before any new one.
     let mut ahead: VecDeque<Event> = VecDeque::new();
     loop {
@@ -336,15 +346,7 @@ fn event_loop(
         if let Some(tx) = first_frame.take() {
             let _ = tx.send(());
         }
-        let Some(msg) = next_msg(
-            events,
-            &mut ahead,
-            &saved_rx,
-            wakers,
-            &mut changes,
-            &mut next_tick,
-        )?
-        else {
+        let Some(msg) = next_msg(events, &mut ahead, inbox)? else {
             // The terminal hung up.
             return Ok(());
         };
@@ -368,7 +370,7 @@ fn event_loop(
                     expect,
                     force,
                 } => {
-                    let (tx, wake) = (saved_tx.clone(), events.waker());
+                    let (tx, wake) = (inbox.save_results.clone(), events.waker());
                     // Disk I/O off the render loop; the answer comes back as a message.
                     runtime.spawn_blocking(move || {
                         let result = crate::fsutil::save_checked(&path, &text, expect, force)

@@ -93,7 +93,7 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
         let text = TextView::new(app, &st, text_area);
         let status_line = StatusLine {
             left: status_left,
-            right: format!("Ln {}, Col {} ", text.at.0 + 1, text.at.1 + 1),
+            right: format!("Ln {}, Col {} ", text.at.line + 1, text.at.x + 1),
         };
         // What each row shows, as a digest of everything drawn in it. For the text area: the
         // line and its highlighting, the gutter, the scroll, the selections and cursors that
@@ -230,8 +230,8 @@ struct TextView<'a> {
     gutter: Style,
     /// Where our cursor is on screen, if it is on screen.
     cursor: Option<Position>,
-    /// Our cursor's line and display column in the text.
-    at: (usize, usize),
+    /// Where our cursor is in the text.
+    at: CursorAt,
 }
 
 impl<'a> TextView<'a> {
@@ -244,7 +244,8 @@ impl<'a> TextView<'a> {
         app.clamp(rope);
         let (left, width, top) = (app.left, app.view_width, app.top);
         let selection = app.selection();
-        let CursorAt { line, x, .. } = app.cursor_at(&st.doc);
+        let at = app.cursor_at(&st.doc);
+        let CursorAt { line, x, .. } = at;
         let cursor = (area.area() > 0
             && line >= top
             && line < top + area.height as usize
@@ -298,7 +299,7 @@ impl<'a> TextView<'a> {
             sel_bg,
             gutter,
             cursor,
-            at: (line, x),
+            at,
         }
     }
 
