@@ -636,6 +636,9 @@ fn bench_frames(text: &str, language: &str, theme: &str, cold: bool) -> anyhow::
     doc.apply_local(&crate::sync::Edit::insert(0, text))?;
     let _ = doc.take_outgoing();
     let mut st = ClientState::detached(doc, crate::protocol::Role::Writer, "bench");
+    // As in the editor on a relay: connected and synced (offline, the status line would
+    // count the queued edits, a change on every key).
+    st.connection = crate::client::Connection::Connected;
     st.synced = true;
     let highlighter = crate::tui::highlight::Highlighter::new(
         language,

@@ -62,8 +62,14 @@ impl Edit {
 
     /// Applies this edit to a rope (the same way [`SharedDoc`] does to its mirror).
     pub fn apply_to(&self, rope: &mut Rope) {
-        rope.remove(self.at..self.at + self.delete);
-        rope.insert(self.at, &self.insert);
+        // Each call looks the position up from the root (and checks it against the length,
+        // a scan of the whole text when it fits one leaf): skip the half that does nothing.
+        if self.delete > 0 {
+            rope.remove(self.at..self.at + self.delete);
+        }
+        if !self.insert.is_empty() {
+            rope.insert(self.at, &self.insert);
+        }
     }
 }
 
@@ -155,6 +161,9 @@ pub struct SharedDoc {
     /// Changes whenever the rope does, to a number no rope of this process had before
     /// ([`SharedDoc::version`]).
     version: u64,
+    /// The rope's length in chars and in lines, for the version in front
+    /// ([`SharedDoc::len_chars`]).
+    lens: std::cell::Cell<(u64, usize, usize)>,
     /// Text changes from non-local transactions (remote updates, undo), queued by the observer.
     observed: Arc<Mutex<Vec<Vec<Op>>>>,
     /// Updates of every transaction not made by [`SharedDoc::apply_remote`]: what peers need.
@@ -445,6 +454,7 @@ impl SharedDoc {
             meta,
             rope,
             version: next_version(),
+            lens: std::cell::Cell::new((0, 0, 0)),
             observed,
             outgoing,
             undo: None,
@@ -898,14 +908,33 @@ impl SharedDoc {
         out
     }
 
+    /// The text's length in chars. Asked several times per key: a rope whose text fits one
+    /// leaf (under about 1 KiB) scans all of it for each length it is asked for, so the lengths
+    /// are worked out once per version.
     pub fn len_chars(&self) -> usize {
-        self.rope.len_chars()
+        self.lens().0
+    }
+
+    /// The text's length in lines, as [`Rope::len_lines`] counts them (see
+    /// [`SharedDoc::len_chars`]).
+    pub fn len_lines(&self) -> usize {
+        self.lens().1
+    }
+
+    fn lens(&self) -> (usize, usize) {
+        let (version, chars, lines) = self.lens.get();
+        if version == self.version {
+            return (chars, lines);
+        }
+        let (chars, lines) = (self.rope.len_chars(), self.rope.len_lines());
+        self.lens.set((self.version, chars, lines));
+        (chars, lines)
     }
 
     /// Applies a local edit to the rope now, and to yrs (with [`LOCAL_ORIGIN`]) composed with
     /// the edits next to it, before yrs is next read.
     pub fn apply_local(&mut self, edit: &Edit) -> Result<(), DocError> {
-        let len = self.rope.len_chars();
+        let len = self.len_chars();
         let end = edit.at.checked_add(edit.delete).filter(|&e| e <= len);
         let Some(end) = end else {
             return Err(DocError::OutOfRange {

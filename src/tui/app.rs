@@ -92,6 +92,33 @@ pub struct CursorAt {
     pub col: usize,
     /// In display columns from the start of the line (tabs expanded, wide characters two).
     pub x: usize,
+    /// The line's length in chars, without its line break.
+    pub len: usize,
+}
+
+impl CursorAt {
+    /// Where char position `pos` is in `rope` (at most its length).
+    fn of(rope: &Rope, pos: usize) -> CursorAt {
+        let (line, col) = App::line_col(rope, pos);
+        let slice = rope.line(line);
+        let body = slice.slice(..slice.len_chars() - text::eol_len(slice));
+        let x = match body.as_str() {
+            Some(text) => text::display_col(text, col),
+            None => text::display_col(&body.to_string(), col),
+        };
+        CursorAt {
+            line,
+            col,
+            x,
+            len: body.len_chars(),
+        }
+    }
+
+    /// The position itself, or, inside a line break (between CR and LF), the end of the
+    /// line's text before it.
+    fn in_text(&self, pos: usize) -> usize {
+        pos - self.col.saturating_sub(self.len)
+    }
 }
 
 /// How long a status message stays.
@@ -164,23 +191,19 @@ impl App {
         {
             return at;
         }
-        let rope = doc.rope();
-        let (line, col) = Self::line_col(rope, self.cursor);
-        let at = CursorAt {
-            line,
-            col,
-            x: text::display_col_at(rope, line, col),
-        };
+        let at = CursorAt::of(doc.rope(), self.cursor.min(doc.len_chars()));
         self.cursor_memo.set(Some((key, at)));
         at
     }
 
     /// Keeps cursor, anchor and scroll in range after the text changed under them.
-    pub fn clamp(&mut self, rope: &Rope) {
-        let len = rope.len_chars();
-        self.cursor = in_text(rope, self.cursor);
+    pub fn clamp(&mut self, doc: &SharedDoc) {
+        let len = doc.len_chars();
+        self.cursor = self.cursor.min(len);
+        // Worked out for the frame anyway (and kept): where the cursor is on its line.
+        self.cursor = self.cursor_at(doc).in_text(self.cursor);
         self.anchor = self.anchor.map(|a| a.min(len));
-        self.top = self.top.min(rope.len_lines().saturating_sub(1));
+        self.top = self.top.min(doc.len_lines().saturating_sub(1));
     }
 
     /// Scrolls so the cursor is on screen.
@@ -219,12 +242,14 @@ impl App {
         let at = edit.at;
         // Within one line, and no line break typed: only that line's colours can change (and
         // what follows it, which the highlighter checks).
-        let (lines_before, in_one_line) = {
-            let rope = st.doc.rope();
-            let line = |c: usize| rope.char_to_line(c.min(rope.len_chars()));
+        let (lines_before, line, in_one_line) = {
+            let (rope, len) = (st.doc.rope(), st.doc.len_chars());
+            let line = |c: usize| rope.char_to_line(c.min(len));
+            let first = line(at);
             (
-                rope.len_lines(),
-                (edit.delete == 0 || line(at) == line(at + edit.delete))
+                st.doc.len_lines(),
+                first,
+                (edit.delete == 0 || first == line(at + edit.delete))
                     && !edit.insert.contains(['\n', '\r']),
             )
         };
@@ -232,11 +257,14 @@ impl App {
             Ok(()) => {
                 st.touch();
                 let rope = st.doc.rope();
-                let line = rope.char_to_line(at.min(rope.len_chars()));
-                if in_one_line && rope.len_lines() == lines_before {
+                if in_one_line && st.doc.len_lines() == lines_before {
+                    // The text before `at` is the same and so is the number of lines: `at`
+                    // is on the line it was on (a CR and LF meeting or parting at `at`
+                    // would have changed the count).
                     self.highlighter.line_changed(rope, line);
                 } else {
-                    self.highlighter.invalidate_from(line);
+                    let after = rope.char_to_line(at.min(st.doc.len_chars()));
+                    self.highlighter.invalidate_from(line.min(after));
                 }
                 self.cursor = at + inserted;
                 self.anchor = None;
@@ -257,19 +285,20 @@ impl App {
     }
 
     /// Moves our positions through text changes made by others (or by undo).
-    pub fn transform(&mut self, edits: &[Edit], rope: &Rope) {
+    pub fn transform(&mut self, edits: &[Edit], doc: &SharedDoc) {
+        let (rope, len) = (doc.rope(), doc.len_chars());
         let mut first_line = usize::MAX;
         for e in edits {
             self.cursor = shift(self.cursor, e);
             self.anchor = self.anchor.map(|a| shift(a, e));
-            let line = rope.char_to_line(e.at.min(rope.len_chars()));
+            let line = rope.char_to_line(e.at.min(len));
             first_line = first_line.min(line);
         }
         if first_line != usize::MAX {
             self.highlighter.invalidate_from(first_line);
             self.mark_changed();
         }
-        self.clamp(rope);
+        self.clamp(doc);
     }
 }
 
@@ -312,18 +341,6 @@ pub fn detect_indent(rope: &Rope) -> String {
     }
 }
 
-/// `pos` within the text, and never inside a CRLF pair (which is one line break): there, the
-/// char before it.
-fn in_text(rope: &Rope, pos: usize) -> usize {
-    let len = rope.len_chars();
-    let pos = pos.min(len);
-    if pos > 0 && pos < len && rope.char(pos) == '\n' && rope.char(pos - 1) == '\r' {
-        pos - 1
-    } else {
-        pos
-    }
-}
-
 #[cfg(test)]
 mod clamp_tests {
     use super::*;
@@ -361,7 +378,9 @@ mod clamp_tests {
             }
             let rope = Rope::from_str(&s);
             for c in 0..=rope.len_chars() + 1 {
-                assert_eq!(old(&rope, c), in_text(&rope, c), "{s:?} at {c}");
+                let pos = c.min(rope.len_chars());
+                let new = CursorAt::of(&rope, pos).in_text(pos);
+                assert_eq!(old(&rope, c), new, "{s:?} at {c}");
             }
         }
     }

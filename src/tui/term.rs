@@ -34,7 +34,7 @@ use ratatui::layout::{Position, Rect};
 use ratatui::style::{Color, Modifier};
 
 /// Where a frame is drawn: a buffer covering the screen, and, on a [`Screen`], which of its
-/// rows need drawing at all.
+/// rows (or parts of rows) need drawing at all.
 pub struct Canvas<'a> {
     buf: &'a mut Buffer,
     /// `None`: a plain buffer, every row drawn (the tests' `TestBackend` frames).
@@ -44,13 +44,58 @@ pub struct Canvas<'a> {
     begun: bool,
 }
 
+/// What a row will show, for [`Canvas::begin`]: digests of everything to be drawn in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RowKey {
+    /// None given: the row is always drawn.
+    #[default]
+    None,
+    /// The whole row.
+    Whole(u64),
+    /// The cells left of column `at` (a screen x), and the cells from `at` on, each with its
+    /// own digest: a part is drawn again only when its digest changed (the status line's
+    /// position, at its right end, changes with nearly every key, its left part seldom).
+    Split { at: u16, left: u64, right: u64 },
+}
+
+impl From<Option<u64>> for RowKey {
+    fn from(key: Option<u64>) -> RowKey {
+        key.map_or(RowKey::None, RowKey::Whole)
+    }
+}
+
+impl RowKey {
+    /// The columns (screen x, from `x0` to `x1`) of a row last drawn with key `was` that
+    /// must be drawn to show what key `self` stands for.
+    fn stale(self, was: RowKey, x0: u16, x1: u16) -> (u16, u16) {
+        match (was, self) {
+            (RowKey::Whole(a), RowKey::Whole(b)) if a == b => (x0, x0),
+            (
+                RowKey::Split { at, left, right },
+                RowKey::Split {
+                    at: at2,
+                    left: left2,
+                    right: right2,
+                },
+            ) if at == at2 && (x0..=x1).contains(&at) => match (left == left2, right == right2) {
+                (true, true) => (x0, x0),
+                (true, false) => (at, x1),
+                (false, true) => (x0, at),
+                (false, false) => (x0, x1),
+            },
+            _ => (x0, x1),
+        }
+    }
+}
+
 /// What a [`Screen`] knows of its rows between frames.
 #[derive(Default)]
 struct Rows {
-    /// The key each row was drawn with ([`Canvas::begin`]); `None`: none given.
-    keys: Vec<Option<u64>>,
-    /// Which rows the frame being drawn draws.
-    dirty: Vec<bool>,
+    /// The key each row was drawn with ([`Canvas::begin`]).
+    keys: Vec<RowKey>,
+    /// The columns (screen x, start and end) of each row that the frame being drawn draws:
+    /// an empty range for a row it keeps.
+    dirty: Vec<(u16, u16)>,
 }
 
 impl<'a> Canvas<'a> {
@@ -69,13 +114,12 @@ impl<'a> Canvas<'a> {
         self.buf.area
     }
 
-    /// Says what each row will show: `keys[i]` (row `i` from the top) is a digest of
-    /// everything to be drawn in that row, or `None` for a row that is always drawn. A row
-    /// whose key is the one it was last drawn with still shows exactly that: it is not
-    /// cleared, [`Canvas::dirty`] is false for it, and whatever is drawn into it anyway is
-    /// ignored. Called once, before anything is drawn; a frame that draws without calling it
-    /// draws every row.
-    pub fn begin(&mut self, keys: &[Option<u64>]) {
+    /// Says what each row will show: `keys[i]` for row `i` from the top ([`RowKey`]). A row,
+    /// or part of a row, whose key is the one it was last drawn with still shows exactly
+    /// that: it is not cleared, [`Canvas::dirty`] leaves it out, and whatever is drawn into
+    /// it anyway is ignored. Called once, before anything is drawn; a frame that draws
+    /// without calling it draws every row.
+    pub fn begin(&mut self, keys: &[RowKey]) {
         if self.begun {
             return;
         }
@@ -83,32 +127,49 @@ impl<'a> Canvas<'a> {
         let Some(rows) = self.rows.as_deref_mut() else {
             return;
         };
-        let width = self.buf.area.width as usize;
-        let height = self.buf.area.height as usize;
-        rows.keys.resize(height, None);
+        let area = self.buf.area;
+        let width = area.width as usize;
+        let height = area.height as usize;
+        rows.keys.resize(height, RowKey::None);
         rows.dirty.clear();
-        rows.dirty.resize(height, true);
+        rows.dirty.resize(height, (area.left(), area.right()));
         for y in 0..height {
-            let key = keys.get(y).copied().flatten();
-            let same = !self.all && key.is_some() && rows.keys[y] == key;
-            rows.dirty[y] = !same;
+            let key = keys.get(y).copied().unwrap_or_default();
+            let (x0, x1) = if self.all {
+                (area.left(), area.right())
+            } else {
+                key.stale(rows.keys[y], area.left(), area.right())
+            };
+            rows.dirty[y] = (x0, x1);
             rows.keys[y] = key;
-            if !same {
-                for cell in &mut self.buf.content[y * width..(y + 1) * width] {
-                    cell.reset();
-                }
+            let cells = (x0 - area.x) as usize..(x1 - area.x) as usize;
+            for cell in &mut self.buf.content[y * width..(y + 1) * width][cells] {
+                cell.reset();
             }
         }
     }
 
-    /// Whether row `y` (a screen row) is drawn in this frame (after [`Canvas::begin`]).
+    /// Whether row `y` (a screen row), or any part of it, is drawn in this frame (after
+    /// [`Canvas::begin`]).
     pub fn dirty(&self, y: u16) -> bool {
-        !self.begun
-            || self.rows.as_deref().is_none_or(|rows| {
-                rows.dirty
-                    .get(y.saturating_sub(self.buf.area.y) as usize)
-                    .is_none_or(|d| *d)
-            })
+        let (x0, x1) = self.dirty_cols(y);
+        x0 < x1
+    }
+
+    /// The columns (screen x, start and end) of row `y` drawn in this frame: the whole row,
+    /// a part of it ([`RowKey::Split`]), or none.
+    pub fn dirty_cols(&self, y: u16) -> (u16, u16) {
+        let area = self.buf.area;
+        let whole = (area.left(), area.right());
+        if !self.begun {
+            return whole;
+        }
+        self.rows.as_deref().map_or(whole, |rows| {
+            rows.dirty
+                .get(y.saturating_sub(area.y) as usize)
+                .copied()
+                .unwrap_or(whole)
+        })
     }
 
     /// The buffer to draw into.
@@ -228,24 +289,25 @@ impl Screen {
         if width > 0 {
             let mut pen = Pen::new();
             let mut changed = false;
-            for (y, dirty) in self.rows.dirty.iter().enumerate() {
-                let cells = y * width..(y + 1) * width;
+            for (y, &(x0, x1)) in self.rows.dirty.iter().enumerate() {
+                if x0 >= x1 {
+                    continue;
+                }
+                let from = y * width + (x0 - self.next.area.x) as usize;
+                let cells = from..from + (x1 - x0) as usize;
                 let (was, now) = (
                     &self.shown.content[cells.clone()],
                     &self.next.content[cells.clone()],
                 );
-                if !dirty {
-                    continue;
-                }
-                let (x0, row) = (self.next.area.x, self.next.area.y + y as u16);
+                let row = self.next.area.y + y as u16;
                 match pen.put_plain(&mut self.pending, x0, row, was, now)? {
                     Some(false) => continue,
                     Some(true) => {}
                     None if same_cells(was, now) => continue,
                     None => {
                         // Wide characters and the like: ratatui's own diff, on copies of
-                        // the row.
-                        let area = Rect::new(x0, row, width as u16, 1);
+                        // the row (or of the part drawn).
+                        let area = Rect::new(x0, row, x1 - x0, 1);
                         let (was_row, now_row) = &mut self.pair;
                         for (buf, cells) in [(&mut *was_row, was), (&mut *now_row, now)] {
                             buf.area = area;
@@ -568,7 +630,7 @@ mod tests {
     /// Draws row 0 as `top` with key `k0` and row 1 as `bottom` with key `k1`.
     fn keyed(screen: &mut Screen, top: &str, k0: u64, bottom: &str, k1: Option<u64>) -> String {
         drawn(screen, |c| {
-            c.begin(&[Some(k0), k1]);
+            c.begin(&[RowKey::Whole(k0), k1.into()]);
             for (y, text) in [(0, top), (1, bottom)] {
                 if c.dirty(y) {
                     c.buf().set_string(0, y, text, Style::default());
@@ -585,7 +647,7 @@ mod tests {
         assert!(first.contains("one") && first.contains("two"), "{first:?}");
         // Same keys: nothing is drawn, and what is drawn into a kept row is ignored.
         let out = drawn(&mut screen, |c| {
-            c.begin(&[Some(1), Some(2)]);
+            c.begin(&[RowKey::Whole(1), RowKey::Whole(2)]);
             assert!(!c.dirty(0) && !c.dirty(1) && c.dirty(2));
             c.buf().set_string(0, 0, "zzz", Style::default());
             None
@@ -605,6 +667,79 @@ mod tests {
         screen.resize(8, 2);
         let fifth = keyed(&mut screen, "one", 1, "four", None);
         assert!(fifth.contains("one") && fifth.contains("four"), "{fifth:?}");
+    }
+
+    /// Draws one row of `left` then `right` from column `at`, with a split key (`split`) or
+    /// none, and says what went to the terminal.
+    fn halves(screen: &mut Screen, left: &str, right: &str, at: u16, split: bool) -> String {
+        let key = |s: &str| {
+            s.bytes()
+                .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b))
+        };
+        drawn(screen, |c| {
+            let row = if split {
+                RowKey::Split {
+                    at,
+                    left: key(left),
+                    right: key(right),
+                }
+            } else {
+                RowKey::None
+            };
+            c.begin(&[row]);
+            let (x0, x1) = c.dirty_cols(0);
+            let style = Style::default().bg(Color::Blue);
+            if x0 < at {
+                c.buf().set_stringn(0, 0, left, at as usize, style);
+                // Into a part that is kept, drawing is ignored.
+                c.buf().set_string(at, 0, "~", style);
+            }
+            if x1 > at {
+                c.buf().set_string(at, 0, right, style);
+                if x0 >= at {
+                    c.buf().set_string(0, 0, "~~~", style);
+                }
+            }
+            None
+        })
+    }
+
+    #[test]
+    fn a_split_row_draws_only_the_part_that_changed_and_writes_what_a_whole_row_would() {
+        let steps = [
+            ("left 界", "Col 1"),
+            ("left 界", "Col 2"),
+            ("left 界", "Col 2"),
+            ("left x", "Col 2"),
+            ("界 left", "Col 3"),
+            ("", "é9"),
+        ];
+        let (mut split, mut whole) = (Screen::with_size(12, 1), Screen::with_size(12, 1));
+        for (i, (left, right)) in steps.into_iter().enumerate() {
+            let a = halves(&mut split, left, right, 7, true);
+            let b = halves(&mut whole, left, right, 7, false);
+            assert_eq!(a, b, "step {i}: the same bytes as a whole row's diff");
+            assert_eq!(split.shown(), whole.shown(), "step {i}");
+            if i > 0 && (left, right) == steps[i - 1] {
+                assert!(a.is_empty(), "nothing changed: {a:?}");
+            }
+        }
+        // Only the changed part is looked at: a change made to the kept part behind the
+        // screen's back is not noticed.
+        let mut screen = Screen::with_size(12, 1);
+        halves(&mut screen, "left", "Col 1", 7, true);
+        let out = halves(&mut screen, "left", "Col 2", 7, true);
+        assert!(out.contains('2') && !out.contains('~'), "{out:?}");
+        // A split that moved draws the whole row.
+        let out = halves(&mut screen, "left", "Col 10", 6, true);
+        assert!(out.contains("left") || out.contains("Col 10"), "{out:?}");
+        assert_eq!(
+            screen.shown().content[..12]
+                .iter()
+                .map(|c| c.symbol())
+                .collect::<String>(),
+            "left  Col 10"
+        );
     }
 
     #[test]

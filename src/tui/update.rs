@@ -153,8 +153,8 @@ fn remote(app: &mut App) {
         let top_char = st
             .doc
             .rope()
-            .line_to_char(top_before.min(st.doc.rope().len_lines().saturating_sub(1)));
-        app.transform(&edits, st.doc.rope());
+            .line_to_char(top_before.min(st.doc.len_lines().saturating_sub(1)));
+        app.transform(&edits, &st.doc);
         // Keep the first visible line in place unless the change was above it.
         let moved: isize = edits
             .iter()
@@ -163,7 +163,7 @@ fn remote(app: &mut App) {
             .sum();
         if moved != 0 {
             app.top = (top_before as isize + moved).max(0) as usize;
-            app.clamp(st.doc.rope());
+            app.clamp(&st.doc);
         }
     }
     drop(st);
@@ -418,7 +418,7 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
 }
 
 fn finish_move(app: &mut App, st: &mut ClientState) {
-    app.clamp(st.doc.rope());
+    app.clamp(&st.doc);
     app.scroll_to_cursor(&st.doc);
     publish_cursor(app, st);
 }

@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use super::app::{App, CursorAt, Mode};
 use super::highlight::Spans;
 use super::keys::HELP;
-use super::term::Canvas;
+use super::term::{Canvas, RowKey};
 use super::text;
 use crate::client::{ClientState, Connection, now_ms};
 use crate::protocol::Role;
@@ -99,7 +99,7 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
         // line and its highlighting, the gutter, the scroll, the selections and cursors that
         // touch it, the members panel's part of it. For the status and prompt lines: their
         // text. Rows under an overlay, and the chat, are always drawn.
-        let mut keys = vec![None; area.height as usize];
+        let mut keys = vec![RowKey::None; area.height as usize];
         if !overlay {
             // What every row shares, hashed once.
             let mut h = row_hasher();
@@ -113,19 +113,21 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
                 if let Some((_, lines)) = &panel {
                     lines.get(row as usize).hash(&mut h);
                 }
-                keys[(text_area.y + row - area.y) as usize] = Some(h.finish());
+                keys[(text_area.y + row - area.y) as usize] = RowKey::Whole(h.finish());
             }
             if status.height > 0 {
-                keys[(status.y - area.y) as usize] = Some(hash_of(&(status, &status_line)));
+                keys[(status.y - area.y) as usize] = status_line.key(status);
             }
             if prompt.height > 0 {
-                keys[(prompt.y - area.y) as usize] = Some(hash_of(&(prompt, &prompt_line)));
+                keys[(prompt.y - area.y) as usize] =
+                    RowKey::Whole(hash_of(&(prompt, &prompt_line)));
             }
         }
         canvas.begin(&keys);
         text.draw(canvas, &remotes);
-        if canvas.dirty(status.y) {
-            draw_status(canvas.buf(), &status_line, status);
+        let cols = canvas.dirty_cols(status.y);
+        if cols.0 < cols.1 {
+            draw_status(canvas.buf(), &status_line, status, cols);
         }
         text.cursor
     };
@@ -237,11 +239,11 @@ struct TextView<'a> {
 impl<'a> TextView<'a> {
     fn new(app: &'a mut App, st: &ClientState, area: Rect) -> TextView<'a> {
         let rope = st.doc.rope();
-        let lines = rope.len_lines();
+        let lines = st.doc.len_lines();
         let gutter_w = (lines.to_string().len() + 1) as u16;
         app.view_height = area.height as usize;
         app.view_width = area.width.saturating_sub(gutter_w) as usize;
-        app.clamp(rope);
+        app.clamp(&st.doc);
         let (left, width, top) = (app.left, app.view_width, app.top);
         let selection = app.selection();
         let at = app.cursor_at(&st.doc);
@@ -604,23 +606,60 @@ fn status_left(app: &App, st: &ClientState, others: usize) -> String {
     left
 }
 
-fn draw_status(buf: &mut Buffer, line: &StatusLine, area: Rect) {
+impl StatusLine {
+    /// Where the right part starts on a status line drawn in `area`: `None` when the left
+    /// part leaves it no room (it is then not shown).
+    fn split(&self, area: Rect) -> Option<u16> {
+        let rw = self.right.chars().count() as u16;
+        (area.width > rw + self.left.chars().count() as u16).then(|| area.x + area.width - rw)
+    }
+
+    /// The row's key: the two parts apart, so that a key that only moves the cursor draws
+    /// the position again, not the whole line.
+    fn key(&self, area: Rect) -> RowKey {
+        match self.split(area) {
+            Some(at) => RowKey::Split {
+                at,
+                left: hash_of(&(area, &self.left)),
+                right: hash_of(&(area, &self.right)),
+            },
+            None => RowKey::Whole(hash_of(&(area, self))),
+        }
+    }
+}
+
+/// Draws the status line's columns `cols` (screen x, start and end: all of `area`, or the
+/// part of it that changed, [`StatusLine::key`]).
+fn draw_status(buf: &mut Buffer, line: &StatusLine, area: Rect, cols: (u16, u16)) {
     if area.area() == 0 {
         return;
     }
     let style = Style::default().add_modifier(Modifier::REVERSED);
-    for cell in row_mut(buf, area.x, area.y, area.width) {
+    let (x0, x1) = (cols.0.max(area.left()), cols.1.min(area.right()));
+    for cell in row_mut(buf, x0, area.y, x1.saturating_sub(x0)) {
         cell.set_style(style);
     }
-    put_str(buf, area.x, area.y, &line.left, area.width as usize, style);
-    let rw = line.right.chars().count() as u16;
-    if area.width > rw + line.left.chars().count() as u16 {
+    let split = line.split(area);
+    let left_end = split.unwrap_or(area.right());
+    if x0 < left_end {
         put_str(
             buf,
-            area.x + area.width - rw,
+            area.x,
+            area.y,
+            &line.left,
+            (left_end - area.x) as usize,
+            style,
+        );
+    }
+    if let Some(at) = split
+        && x1 > at
+    {
+        put_str(
+            buf,
+            at,
             area.y,
             &line.right,
-            rw as usize,
+            (area.right() - at) as usize,
             style,
         );
     }
