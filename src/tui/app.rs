@@ -97,20 +97,15 @@ pub struct CursorAt {
 }
 
 impl CursorAt {
-    /// Where char position `pos` is in `rope` (at most its length).
-    fn of(rope: &Rope, pos: usize) -> CursorAt {
-        let (line, col) = App::line_col(rope, pos);
-        let slice = rope.line(line);
-        let body = slice.slice(..slice.len_chars() - text::eol_len(slice));
-        let x = match body.as_str() {
-            Some(text) => text::display_col(text, col),
-            None => text::display_col(&body.to_string(), col),
-        };
+    /// Where char position `pos` is in `rope` (at most its length, `len`).
+    fn of(rope: &Rope, pos: usize, len: usize) -> CursorAt {
+        let at = text::line_at_char(rope, pos, || len);
+        let col = pos - at.start;
         CursorAt {
-            line,
+            line: at.line,
             col,
-            x,
-            len: body.len_chars(),
+            x: text::display_col(&at.body, col),
+            len: at.body.chars().count(),
         }
     }
 
@@ -191,7 +186,8 @@ impl App {
         {
             return at;
         }
-        let at = CursorAt::of(doc.rope(), self.cursor.min(doc.len_chars()));
+        let len = doc.len_chars();
+        let at = CursorAt::of(doc.rope(), self.cursor.min(len), len);
         self.cursor_memo.set(Some((key, at)));
         at
     }
@@ -244,7 +240,7 @@ impl App {
         // what follows it, which the highlighter checks).
         let (lines_before, line, in_one_line) = {
             let (rope, len) = (st.doc.rope(), st.doc.len_chars());
-            let line = |c: usize| rope.char_to_line(c.min(len));
+            let line = |c: usize| text::line_of_char(rope, c.min(len));
             let first = line(at);
             (
                 st.doc.len_lines(),
@@ -379,7 +375,7 @@ mod clamp_tests {
             let rope = Rope::from_str(&s);
             for c in 0..=rope.len_chars() + 1 {
                 let pos = c.min(rope.len_chars());
-                let new = CursorAt::of(&rope, pos).in_text(pos);
+                let new = CursorAt::of(&rope, pos, rope.len_chars()).in_text(pos);
                 assert_eq!(old(&rope, c), new, "{s:?} at {c}");
             }
         }

@@ -236,10 +236,9 @@ impl Highlighter {
 
     /// Line `line`'s spans in plain text: one span, unparsed.
     fn plain_line(&self, rope: &Rope, line: usize) -> Spans {
-        let text = rope.line(line);
-        let body = text.slice(..text.len_chars() - super::text::eol_len(text));
+        let body = super::text::line_body(rope, line, || rope.len_chars()).body;
         match self.plain {
-            Some(style) if body.len_chars() > 0 => vec![(style, body.to_string())],
+            Some(style) if !body.is_empty() => vec![(style, body.into_owned())],
             _ => Vec::new(),
         }
     }

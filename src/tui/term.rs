@@ -25,8 +25,8 @@ use std::io::{self, Write};
 
 use crossterm::queue;
 use crossterm::style::{
-    Attribute, Color as CtColor, Colors, SetAttribute, SetBackgroundColor, SetColors,
-    SetForegroundColor, SetUnderlineColor,
+    Attribute, Color as CtColor, SetAttribute, SetBackgroundColor, SetForegroundColor,
+    SetUnderlineColor,
 };
 use ratatui::backend::{Backend, ClearType, CrosstermBackend, IntoCrossterm as _};
 use ratatui::buffer::{Buffer, Cell, CellDiffOption, CellWidth as _};
@@ -472,37 +472,140 @@ impl Pen {
             self.modifier = cell.modifier;
         }
         if cell.fg != self.fg || cell.bg != self.bg {
-            queue!(
-                out,
-                SetColors(Colors::new(
-                    cell.fg.into_crossterm(),
-                    cell.bg.into_crossterm()
-                ))
-            )?;
+            // crossterm's `SetColors`, without `fmt`.
+            out.extend_from_slice(b"\x1b[");
+            push_color(out, Layer::Fg, cell.fg);
+            out.push(b';');
+            push_color(out, Layer::Bg, cell.bg);
+            out.push(b'm');
             self.fg = cell.fg;
             self.bg = cell.bg;
         }
         if cell.underline_color != self.underline {
-            queue!(
-                out,
-                SetUnderlineColor(cell.underline_color.into_crossterm())
-            )?;
+            out.extend_from_slice(b"\x1b[");
+            push_color(out, Layer::Underline, cell.underline_color);
+            out.push(b'm');
             self.underline = cell.underline_color;
         }
         out.extend_from_slice(cell.symbol().as_bytes());
         Ok(())
     }
 
-    /// What ends a frame's cells: colours and attributes back to the terminal's own.
+    /// What ends a frame's cells: colours and attributes back to the terminal's own (the
+    /// same bytes every time: worked out once, as crossterm writes them).
     fn finish(out: &mut Vec<u8>) -> io::Result<()> {
-        queue!(
-            out,
-            SetForegroundColor(CtColor::Reset),
-            SetBackgroundColor(CtColor::Reset),
-            SetUnderlineColor(CtColor::Reset),
-            SetAttribute(Attribute::Reset),
-        )
+        static RESET: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+            let mut v = Vec::new();
+            // Writing into a Vec cannot fail.
+            let _ = queue!(
+                v,
+                SetForegroundColor(CtColor::Reset),
+                SetBackgroundColor(CtColor::Reset),
+                SetUnderlineColor(CtColor::Reset),
+                SetAttribute(Attribute::Reset),
+            );
+            v
+        });
+        out.extend_from_slice(&RESET);
+        Ok(())
     }
+}
+
+/// Which colour of a cell a [`push_color`] sets.
+#[derive(Clone, Copy)]
+enum Layer {
+    Fg,
+    Bg,
+    Underline,
+}
+
+/// A colour's parameters in an SGR sequence, as crossterm's `Colored` writes them (nothing
+/// when `NO_COLOR` is set, as there), without `fmt`.
+fn push_color(out: &mut Vec<u8>, layer: Layer, color: Color) {
+    use crossterm::style::Colored;
+    if Colored::ansi_color_disabled_memoized() {
+        return;
+    }
+    let (reset, set): (&[u8], &[u8]) = match layer {
+        Layer::Fg => (b"39", b"38;"),
+        Layer::Bg => (b"49", b"48;"),
+        Layer::Underline => (b"59", b"58;"),
+    };
+    let indexed = |out: &mut Vec<u8>, n: u8| {
+        out.extend_from_slice(b"5;");
+        push_number(out, n.into());
+    };
+    let color: CtColor = color.into_crossterm();
+    if color == CtColor::Reset {
+        out.extend_from_slice(reset);
+        return;
+    }
+    out.extend_from_slice(set);
+    match color {
+        CtColor::Rgb { r, g, b } => {
+            out.extend_from_slice(b"2;");
+            push_number(out, r.into());
+            out.push(b';');
+            push_number(out, g.into());
+            out.push(b';');
+            push_number(out, b.into());
+        }
+        CtColor::AnsiValue(n) => indexed(out, n),
+        CtColor::Black => indexed(out, 0),
+        CtColor::DarkRed => indexed(out, 1),
+        CtColor::DarkGreen => indexed(out, 2),
+        CtColor::DarkYellow => indexed(out, 3),
+        CtColor::DarkBlue => indexed(out, 4),
+        CtColor::DarkMagenta => indexed(out, 5),
+        CtColor::DarkCyan => indexed(out, 6),
+        CtColor::Grey => indexed(out, 7),
+        CtColor::DarkGrey => indexed(out, 8),
+        CtColor::Red => indexed(out, 9),
+        CtColor::Green => indexed(out, 10),
+        CtColor::Yellow => indexed(out, 11),
+        CtColor::Blue => indexed(out, 12),
+        CtColor::Magenta => indexed(out, 13),
+        CtColor::Cyan => indexed(out, 14),
+        CtColor::White => indexed(out, 15),
+        CtColor::Reset => {}
+    }
+}
+
+/// crossterm's `SetAttribute(a)` for the attributes [`set_modifier`] sets, worked out once
+/// (crossterm writes it through `fmt`).
+fn attribute(a: Attribute) -> &'static [u8] {
+    const USED: [Attribute; 16] = [
+        Attribute::Bold,
+        Attribute::Dim,
+        Attribute::Italic,
+        Attribute::Underlined,
+        Attribute::SlowBlink,
+        Attribute::RapidBlink,
+        Attribute::Reverse,
+        Attribute::Hidden,
+        Attribute::CrossedOut,
+        Attribute::NormalIntensity,
+        Attribute::NoItalic,
+        Attribute::NoUnderline,
+        Attribute::NoBlink,
+        Attribute::NoReverse,
+        Attribute::NoHidden,
+        Attribute::NotCrossedOut,
+    ];
+    static BYTES: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+        USED.iter()
+            .map(|a| {
+                let mut v = Vec::new();
+                // Writing into a Vec cannot fail.
+                let _ = queue!(v, SetAttribute(*a));
+                v
+            })
+            .collect()
+    });
+    USED.iter()
+        .position(|u| *u == a)
+        .and_then(|i| BYTES.get(i))
+        .map_or(&[], Vec::as_slice)
 }
 
 /// `n` in decimal.
@@ -527,10 +630,9 @@ fn set_modifier(out: &mut Vec<u8>, from: Modifier, to: Modifier) -> io::Result<(
     let removed = from - to;
     let mut set = |on: bool, a: Attribute| {
         if on {
-            queue!(out, SetAttribute(a))
-        } else {
-            Ok(())
+            out.extend_from_slice(attribute(a));
         }
+        Ok::<(), io::Error>(())
     };
     set(removed.contains(Modifier::REVERSED), Attribute::NoReverse)?;
     let intensity = removed.intersects(Modifier::BOLD | Modifier::DIM);
@@ -740,6 +842,43 @@ mod tests {
                 .collect::<String>(),
             "left  Col 10"
         );
+    }
+
+    #[test]
+    fn colours_are_the_bytes_crossterm_writes() {
+        use crossterm::style::Colored;
+        let mut colors = vec![Color::Reset, Color::Rgb(0, 128, 255), Color::Rgb(7, 0, 99)];
+        colors.extend((0..=255).map(Color::Indexed));
+        colors.extend([
+            Color::Black,
+            Color::Red,
+            Color::Green,
+            Color::Yellow,
+            Color::Blue,
+            Color::Magenta,
+            Color::Cyan,
+            Color::Gray,
+            Color::DarkGray,
+            Color::LightRed,
+            Color::LightGreen,
+            Color::LightYellow,
+            Color::LightBlue,
+            Color::LightMagenta,
+            Color::LightCyan,
+            Color::White,
+        ]);
+        for c in colors {
+            let ct = c.into_crossterm();
+            for (layer, want) in [
+                (Layer::Fg, Colored::ForegroundColor(ct)),
+                (Layer::Bg, Colored::BackgroundColor(ct)),
+                (Layer::Underline, Colored::UnderlineColor(ct)),
+            ] {
+                let mut got = Vec::new();
+                push_color(&mut got, layer, c);
+                assert_eq!(String::from_utf8(got).unwrap(), want.to_string(), "{c:?}");
+            }
+        }
     }
 
     #[test]

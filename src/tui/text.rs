@@ -1,6 +1,8 @@
 //! Text geometry for the editor: lines without their line break, grapheme boundaries, display
 //! widths (tabs expanded, wide and combining characters at their real width), word motion.
 
+use std::borrow::Cow;
+
 use ropey::{Rope, RopeSlice};
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
@@ -24,6 +26,118 @@ pub fn eol_len(line: RopeSlice<'_>) -> usize {
         1
     } else {
         0
+    }
+}
+
+/// A line of the text, read without copying when it lies in one chunk of the rope.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineAt<'a> {
+    /// Which line (from 0).
+    pub line: usize,
+    /// The char index of its first char.
+    pub start: usize,
+    /// Its text without the line break.
+    pub body: Cow<'a, str>,
+}
+
+/// The line that char position `pos` is on (at most the text's length, which `len` gives
+/// when it is needed).
+///
+/// One descent to the chunk holding `pos`; the line is read from that chunk when all of it is
+/// there (nearly always), and only otherwise asked of the rope. Each query of a rope checks
+/// its bounds against the rope's length, and a rope whose text fits one leaf (under about
+/// 1 KiB) has no length but its text's: it scans all of it, for every query. A key asked a
+/// dozen.
+pub fn line_at_char(rope: &Rope, pos: usize, len: impl FnOnce() -> usize) -> LineAt<'_> {
+    let (chunk, _, c_char, c_line) = rope.chunk_at_char(pos);
+    let b = str_indices::chars::to_byte_idx(chunk, pos - c_char);
+    // What ropey's `char_to_line` counts, the same way.
+    let n = str_indices::lines::from_byte_idx(chunk, b);
+    let line = c_line + n;
+    match body_in_chunk(chunk, c_char, n, len) {
+        Some((start, body)) => LineAt {
+            line,
+            start,
+            body: Cow::Borrowed(body),
+        },
+        None => LineAt {
+            line,
+            start: rope.line_to_char(line),
+            body: Cow::Owned(line_text(rope, line)),
+        },
+    }
+}
+
+/// Line `line` (below the text's line count): [`line_at_char`] for a line given by its
+/// number.
+pub fn line_body(rope: &Rope, line: usize, len: impl FnOnce() -> usize) -> LineAt<'_> {
+    // The chunk holding the line break before the line (the start of the text is break 0).
+    let (chunk, _, c_char, c_line) = rope.chunk_at_line_break(line);
+    match body_in_chunk(chunk, c_char, line - c_line, len) {
+        Some((start, body)) => LineAt {
+            line,
+            start,
+            body: Cow::Borrowed(body),
+        },
+        None => LineAt {
+            line,
+            start: rope.line_to_char(line),
+            body: Cow::Owned(line_text(rope, line)),
+        },
+    }
+}
+
+/// The `n`th line (from 0) starting in `chunk`, whose first char is char `c_char` of a text
+/// of `len()` chars: its first char's index and its text without the line break, if all of it
+/// is in this chunk. (ropey never splits a CRLF pair between chunks.)
+fn body_in_chunk(
+    chunk: &str,
+    c_char: usize,
+    n: usize,
+    len: impl FnOnce() -> usize,
+) -> Option<(usize, &str)> {
+    // The line's start: after the chunk's `n`th line break, or the chunk's own start, which
+    // is a line's start only at the start of the text.
+    let start = if n == 0 {
+        (c_char == 0).then_some(0)?
+    } else {
+        str_indices::lines::to_byte_idx(chunk, n)
+    };
+    let end = str_indices::lines::to_byte_idx(chunk, n + 1);
+    let full = &chunk[start..end];
+    let body = strip_eol(full);
+    // Ended by the chunk, not by a line break: the line goes on in the next chunk, unless
+    // this is the last.
+    if body.len() == full.len()
+        && end == chunk.len()
+        && c_char + str_indices::chars::count(chunk) < len()
+    {
+        return None;
+    }
+    Some((c_char + str_indices::chars::count(&chunk[..start]), body))
+}
+
+/// The line char position `pos` is on (at most the text's length): ropey's `char_to_line`,
+/// with one descent and no check of the bounds (see [`line_at_char`]).
+pub fn line_of_char(rope: &Rope, pos: usize) -> usize {
+    let (chunk, _, c_char, c_line) = rope.chunk_at_char(pos);
+    c_line
+        + str_indices::lines::from_byte_idx(
+            chunk,
+            str_indices::chars::to_byte_idx(chunk, pos - c_char),
+        )
+}
+
+/// `line` without the line break it ends with, if any (CRLF is one).
+fn strip_eol(line: &str) -> &str {
+    if let Some(body) = line.strip_suffix("\r\n") {
+        return body;
+    }
+    match line.chars().next_back() {
+        Some(c @ ('\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}')) => {
+            &line[..line.len() - c.len_utf8()]
+        }
+        _ => line,
     }
 }
 
@@ -258,7 +372,53 @@ mod tests {
         assert_eq!(indent_of("  \tx", 4), "  \t");
     }
 
+    /// What [`line_at_char`] and [`line_body`] give, worked out with line queries.
+    fn queried(rope: &Rope, line: usize) -> LineAt<'static> {
+        LineAt {
+            line,
+            start: rope.line_to_char(line),
+            body: Cow::Owned(line_text(rope, line)),
+        }
+    }
+
     proptest::proptest! {
+        /// Lines read from a chunk are the lines the rope's queries give, for texts of many
+        /// chunks (built whole, or by inserts, which split chunks elsewhere), every line break
+        /// ropey knows, and chars of every UTF-8 length.
+        #[test]
+        fn lines_read_from_chunks_are_the_ropes_lines(
+            picks in proptest::collection::vec((0usize..16, 1usize..40), 0..64),
+            inserts in proptest::collection::vec((0usize..10_000, 0usize..16, 1usize..40), 0..12),
+        ) {
+            const PIECES: &[&str] = &[
+                "a", "bc", "\n", "\r\n", "\r", "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}",
+                "\u{2029}", "é", "漢", "👍", "\t", "xyz ", "\n\n",
+            ];
+            let text: String = picks.iter().map(|&(i, n)| PIECES[i].repeat(n)).collect();
+            let mut rope = Rope::from_str(&text);
+            for &(at, i, n) in &inserts {
+                let at = at % (rope.len_chars() + 1);
+                rope.insert(at, &PIECES[i].repeat(n));
+            }
+            let len = rope.len_chars();
+            let lines: Vec<_> = (0..rope.len_lines()).map(|l| queried(&rope, l)).collect();
+            for (line, want) in lines.iter().enumerate() {
+                proptest::prop_assert_eq!(&line_body(&rope, line, || len), want);
+            }
+            for pos in 0..=len {
+                let line = rope.char_to_line(pos);
+                proptest::prop_assert_eq!(line_of_char(&rope, pos), line);
+                let (at, want) = (line_at_char(&rope, pos, || len), &lines[line]);
+                if pos == want.start {
+                    proptest::prop_assert_eq!(&at, want, "at {}", pos);
+                } else {
+                    // The same line's text again: its length says enough.
+                    let got = (at.line, at.start, at.body.len());
+                    proptest::prop_assert_eq!(got, (line, want.start, want.body.len()), "at {}", pos);
+                }
+            }
+        }
+
         /// The ASCII shortcut gives the column segmenting gives, whatever the line.
         #[test]
         fn display_col_is_the_segmented_column(

@@ -90,7 +90,7 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
     let status_left = status_left(app, &st, members.len());
     let prompt_line = prompt_line(app);
     let text_cursor = {
-        let text = TextView::new(app, &st, text_area);
+        let text = TextView::new(app, &st, text_area, &remotes);
         let status_line = StatusLine {
             left: status_left,
             right: format!("Ln {}, Col {} ", text.at.line + 1, text.at.x + 1),
@@ -211,7 +211,8 @@ struct TextRow<'a> {
     spans: &'a Spans,
     /// The spans' version ([`super::highlight::Highlighter::versioned_lines`]).
     version: u64,
-    /// Char index of its first char, and its length in chars without the line break.
+    /// Char index of its first char, and its length in chars without the line break (both 0
+    /// when nothing needs them: no selection, no others' cursors).
     start: usize,
     len: usize,
 }
@@ -237,7 +238,12 @@ struct TextView<'a> {
 }
 
 impl<'a> TextView<'a> {
-    fn new(app: &'a mut App, st: &ClientState, area: Rect) -> TextView<'a> {
+    fn new(
+        app: &'a mut App,
+        st: &ClientState,
+        area: Rect,
+        remotes: &[RemoteCursor],
+    ) -> TextView<'a> {
         let rope = st.doc.rope();
         let lines = st.doc.len_lines();
         let gutter_w = (lines.to_string().len() + 1) as u16;
@@ -267,15 +273,22 @@ impl<'a> TextView<'a> {
         } else {
             h.versioned_lines(rope, top, area.height as usize)
         };
+        // Where each line starts only matters to selections and cursors drawn in the text:
+        // typing alone, the rope is not asked.
+        let offsets = selection.is_some() || !remotes.is_empty();
         // One iterator down the lines: asking the rope for each line's start (a descent from
         // the root, and a scan of the whole leaf when the text is small) cost more.
-        let mut start = rope.line_to_char(top.min(lines.saturating_sub(1)));
-        let mut iter = rope.lines_at(top.min(lines));
+        let mut start = if offsets {
+            rope.line_to_char(top.min(lines.saturating_sub(1)))
+        } else {
+            0
+        };
+        let mut iter = offsets.then(|| rope.lines_at(top.min(lines)));
         let rows = spans
             .into_iter()
             .enumerate()
             .map(|(i, (version, spans))| {
-                let slice = iter.next();
+                let slice = iter.as_mut().and_then(Iterator::next);
                 let all = slice.map_or(0, |s| s.len_chars());
                 let len = all - slice.map_or(0, text::eol_len);
                 let row = TextRow {
