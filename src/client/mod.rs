@@ -159,6 +159,9 @@ pub struct ClientState {
     cursor_chars: Option<(usize, usize)>,
     chat_log: VecDeque<ChatLine>,
     chat_seen: HashMap<u64, u64>,
+    /// [`ClientState::members`], kept until others' awareness changes: every frame asks for
+    /// it, and reading it parses each member's state.
+    members: std::cell::RefCell<Option<Vec<Member>>>,
 }
 
 impl ClientState {
@@ -190,11 +193,21 @@ impl ClientState {
             cursor_chars: None,
             chat_log: VecDeque::new(),
             chat_seen: HashMap::new(),
+            members: std::cell::RefCell::new(None),
         }
     }
 
     /// Everyone else in the room, as their awareness says.
     pub fn members(&self) -> Vec<Member> {
+        if let Some(members) = self.members.borrow().as_ref() {
+            return members.clone();
+        }
+        let members = self.read_members();
+        *self.members.borrow_mut() = Some(members.clone());
+        members
+    }
+
+    fn read_members(&self) -> Vec<Member> {
         let me = self.awareness.client_id();
         let mut members: Vec<Member> = self
             .awareness
@@ -370,6 +383,7 @@ impl ClientState {
                 }
                 Message::Sync(SyncMessage::Update(update)) => self.apply_remote(&update)?,
                 Message::Awareness(update) => {
+                    *self.members.get_mut() = None;
                     if let Ok(Some(summary)) = self.awareness.apply_update_summary(update) {
                         self.collect_chat(&summary.all_changes());
                     }
@@ -430,6 +444,7 @@ impl ClientState {
             let _ = fresh.apply_update(mine);
         }
         self.awareness = fresh;
+        *self.members.get_mut() = None;
     }
 
     /// Picks up new chat lines from members' awareness states.

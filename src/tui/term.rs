@@ -327,18 +327,19 @@ impl Screen {
                 drawn = true;
             }
         }
-        let mut backend = CrosstermBackend::new(&mut self.pending);
         let was = self.cursor.flatten();
         match cursor {
-            None if was.is_some() || self.cursor.is_none() => backend.hide_cursor()?,
+            None if was.is_some() || self.cursor.is_none() => {
+                CrosstermBackend::new(&mut self.pending).hide_cursor()?;
+            }
             None => {}
             Some(at) => {
                 if was.is_none() {
-                    backend.show_cursor()?;
+                    CrosstermBackend::new(&mut self.pending).show_cursor()?;
                 }
                 // Drawing cells moves the terminal's cursor: put it back.
                 if drawn || was != Some(at) {
-                    backend.set_cursor_position(at)?;
+                    move_to(&mut self.pending, at.x, at.y);
                 }
             }
         }
@@ -459,12 +460,7 @@ impl Pen {
     /// Writes `cell` at `(x, y)`.
     fn put(&mut self, out: &mut Vec<u8>, x: u16, y: u16, cell: &Cell) -> io::Result<()> {
         if !matches!(self.last, Some((px, py)) if x == px + 1 && y == py) {
-            // crossterm's `MoveTo`, without `fmt`.
-            out.extend_from_slice(b"\x1b[");
-            push_number(out, y + 1);
-            out.push(b';');
-            push_number(out, x + 1);
-            out.push(b'H');
+            move_to(out, x, y);
         }
         self.last = Some((x, y));
         if cell.modifier != self.modifier {
@@ -606,6 +602,15 @@ fn attribute(a: Attribute) -> &'static [u8] {
         .position(|u| *u == a)
         .and_then(|i| BYTES.get(i))
         .map_or(&[], Vec::as_slice)
+}
+
+/// crossterm's `MoveTo(x, y)`, without `fmt`.
+fn move_to(out: &mut Vec<u8>, x: u16, y: u16) {
+    out.extend_from_slice(b"\x1b[");
+    push_number(out, y.saturating_add(1));
+    out.push(b';');
+    push_number(out, x.saturating_add(1));
+    out.push(b'H');
 }
 
 /// `n` in decimal.

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use unicode_segmentation::UnicodeSegmentation;
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
 use super::app::{App, CursorAt, Mode};
@@ -93,7 +94,7 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
         let text = TextView::new(app, &st, text_area, &remotes);
         let status_line = StatusLine {
             left: status_left,
-            right: format!("Ln {}, Col {} ", text.at.line + 1, text.at.x + 1),
+            right: position(text.at),
         };
         // What each row shows, as a digest of everything drawn in it. For the text area: the
         // line and its highlighting, the gutter, the scroll, the selections and cursors that
@@ -246,7 +247,7 @@ impl<'a> TextView<'a> {
     ) -> TextView<'a> {
         let rope = st.doc.rope();
         let lines = st.doc.len_lines();
-        let gutter_w = (lines.to_string().len() + 1) as u16;
+        let gutter_w = (decimal_width(lines) + 1) as u16;
         app.view_height = area.height as usize;
         app.view_width = area.width.saturating_sub(gutter_w) as usize;
         app.clamp(&st.doc);
@@ -496,15 +497,21 @@ fn ago(ms: u64) -> String {
 /// The members panel's lines: how many are here, then two lines for each member.
 fn member_lines(app: &App, st: &ClientState, members: &[Member]) -> Vec<Line<'static>> {
     let mut lines = vec![
-        Line::from(format!(" {} here ", members.len() + 1)),
+        // Put together without `fmt`: this is on every frame.
+        Line::from({
+            let mut here = String::from(" ");
+            push_decimal(&mut here, members.len() + 1);
+            here.push_str(" here ");
+            here
+        }),
         Line::from(vec![
             Span::styled("● ", Style::default().fg(parse_color(st.color()))),
             Span::styled(
-                format!("{} (you)", st.name()),
+                [st.name(), " (you)"].concat(),
                 Style::default().add_modifier(Modifier::BOLD),
             ),
         ]),
-        Line::from(format!("  {}", st.role())),
+        Line::from(["  ", st.role().as_str()].concat()),
     ];
     for m in members {
         let mark = if app.follow == Some(m.client_id) {
@@ -576,40 +583,91 @@ struct StatusLine {
     right: String,
 }
 
+/// The status line's right part: where our cursor is (put together without `fmt`, as it is
+/// on every key).
+fn position(at: CursorAt) -> String {
+    let mut s = String::with_capacity(24);
+    s.push_str("Ln ");
+    push_decimal(&mut s, at.line + 1);
+    s.push_str(", Col ");
+    push_decimal(&mut s, at.x + 1);
+    s.push(' ');
+    s
+}
+
+/// How many digits `n` has in decimal.
+fn decimal_width(n: usize) -> usize {
+    let mut width = 1;
+    let mut n = n / 10;
+    while n > 0 {
+        width += 1;
+        n /= 10;
+    }
+    width
+}
+
+/// `n` in decimal.
+fn push_decimal(s: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
 /// The left part of the status line; `others`: how many others are in the room.
 fn status_left(app: &App, st: &ClientState, others: usize) -> String {
     // Our own file's name first: it needs no read of the document (which a host is still
     // loading into yrs just after its first frame).
-    let name = app
-        .path
-        .as_ref()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .or_else(|| st.doc.meta("name"))
-        .unwrap_or_else(|| "untitled".into());
-    let conn = match &st.connection {
-        Connection::Connecting => "connecting…".to_string(),
+    let name: Cow<'_, str> = match app.path.as_ref().and_then(|p| p.file_name()) {
+        Some(n) => n.to_string_lossy(),
+        None => st
+            .doc
+            .meta("name")
+            .map_or(Cow::Borrowed("untitled"), Cow::Owned),
+    };
+    // Put together without `fmt` when connected, as it is on every frame.
+    let conn: Cow<'_, str> = match &st.connection {
+        Connection::Connecting => "connecting…".into(),
         Connection::Reconnecting { attempt, reason } => {
             let queued = st.queued_updates();
-            format!("reconnecting (try {attempt}: {reason}) · {queued} edits queued")
+            format!("reconnecting (try {attempt}: {reason}) · {queued} edits queued").into()
         }
-        Connection::Connected if st.synced => "connected".to_string(),
-        Connection::Connected => "syncing".to_string(),
+        Connection::Connected if st.synced => "connected".into(),
+        Connection::Connected => "syncing".into(),
         Connection::Closed(reason) => {
             let queued = st.queued_updates();
             if queued > 0 {
-                format!("offline: {queued} edits queued ({reason})")
+                format!("offline: {queued} edits queued ({reason})").into()
             } else {
-                format!("offline ({reason})")
+                format!("offline ({reason})").into()
             }
         }
     };
-    let mut left = format!(
-        " {name} │ {} │ {} │ {conn} │ {} here",
-        app.highlighter.language(),
-        st.role(),
-        others + 1
-    );
+    let language = app.highlighter.language();
+    let mut left = String::with_capacity(48 + name.len() + language.len() + conn.len());
+    for piece in [
+        " ",
+        &name,
+        " │ ",
+        language,
+        " │ ",
+        st.role().as_str(),
+        " │ ",
+        &conn,
+        " │ ",
+    ] {
+        left.push_str(piece);
+    }
+    push_decimal(&mut left, others + 1);
+    left.push_str(" here");
     if app.dirty && app.path.is_some() {
         left.push_str(" │ [+] unsaved");
     }
@@ -681,29 +739,29 @@ fn draw_status(buf: &mut Buffer, line: &StatusLine, area: Rect, cols: (u16, u16)
 /// The prompt line: what it says, and whether it takes input (the cursor is then at its end).
 #[derive(Hash)]
 struct PromptLine {
-    text: String,
+    text: Cow<'static, str>,
     input: bool,
 }
 
 fn prompt_line(app: &App) -> PromptLine {
     let (text, input) = match &app.mode {
-        Mode::Find { query, .. } => (format!("find: {query}"), true),
-        Mode::GotoLine { input } => (format!("go to line: {input}"), true),
-        Mode::Chat { input } => (format!("say: {input}"), true),
+        Mode::Find { query, .. } => (format!("find: {query}").into(), true),
+        Mode::GotoLine { input } => (format!("go to line: {input}").into(), true),
+        Mode::Chat { input } => (format!("say: {input}").into(), true),
         Mode::ConfirmOverwrite => (
             "the file changed on disk since it was loaded. o: overwrite · w: write beside it (.pairedit) · any other key: cancel"
-                .to_string(),
+                .into(),
             false,
         ),
         Mode::ConfirmQuit => (
             "unsaved changes. y: save and quit · n: quit without saving · any other key: stay"
-                .to_string(),
+                .into(),
             false,
         ),
         _ => (
-            app.status.as_ref().map_or_else(
-                || "F1 help · Ctrl-T chat · Ctrl-Q quit".to_string(),
-                |(s, _)| s.clone(),
+            app.status.as_ref().map_or(
+                Cow::Borrowed("F1 help · Ctrl-T chat · Ctrl-Q quit"),
+                |(s, _)| Cow::Owned(s.clone()),
             ),
             false,
         ),
@@ -729,7 +787,7 @@ fn draw_prompt(buf: &mut Buffer, line: &PromptLine, area: Rect) {
 fn prompt_cursor(line: &PromptLine, area: Rect) -> Option<Position> {
     (line.input && area.area() > 0).then(|| {
         let x = area.x
-            + (unicode_width::UnicodeWidthStr::width(line.text.as_str()) as u16)
+            + (unicode_width::UnicodeWidthStr::width(&*line.text) as u16)
                 .min(area.width.saturating_sub(1));
         Position::new(x, area.y)
     })
