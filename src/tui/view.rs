@@ -681,8 +681,9 @@ impl StatusLine {
     /// Where the right part starts on a status line drawn in `area`: `None` when the left
     /// part leaves it no room (it is then not shown).
     fn split(&self, area: Rect) -> Option<u16> {
-        let rw = self.right.chars().count() as u16;
-        (area.width > rw + self.left.chars().count() as u16).then(|| area.x + area.width - rw)
+        // Counted in usize: a joiner's file name comes from the document, any length.
+        let rw = self.right.chars().count();
+        (usize::from(area.width) > rw + self.left.chars().count()).then(|| area.right() - rw as u16)
     }
 
     /// The row's key: the two parts apart, so that a key that only moves the cursor draws
@@ -956,6 +957,37 @@ impl<W: ratatui::widgets::Widget> RenderRef for W {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_line_longer_than_any_screen_is_cut_not_a_panic() {
+        let area = Rect::new(0, 0, 40, 1);
+        let at = CursorAt {
+            line: 0,
+            col: 0,
+            x: 0,
+            len: 0,
+        };
+        // Left parts of 65,530 chars (counted in u16 with the position, past its end) and of
+        // 65,541 (which a u16 count would take for 5).
+        for n in [65_516, 65_527] {
+            let line = StatusLine {
+                left: format!(" {} │ Plain Text", "n".repeat(n)),
+                right: position(at),
+            };
+            assert_eq!(line.split(area), None, "no room for the position");
+            let mut buf = Buffer::empty(area);
+            draw_status(&mut buf, &line, area, (0, 40));
+            let drawn: String = buf.content.iter().map(Cell::symbol).collect();
+            assert_eq!(drawn, format!(" {}", "n".repeat(39)));
+        }
+        // With room, the position is at the right end.
+        let short = StatusLine {
+            left: " a.txt".into(),
+            right: position(at),
+        };
+        assert_eq!(short.split(area), Some(40 - "Ln 1, Col 1 ".len() as u16));
+    }
+
     use proptest::prelude::*;
 
     /// Pieces a status or prompt line is made of: ASCII, box drawing, wide, combining,
@@ -989,6 +1021,63 @@ mod tests {
         "\u{FF9E}",
         "\u{FF9F}",
     ];
+
+    /// Draws `line` as the only row of `screen`, keyed in two parts (`split`) or not at all;
+    /// returns what was written.
+    fn status_frame(
+        screen: &mut super::super::term::Screen,
+        line: &StatusLine,
+        split: bool,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        screen
+            .draw_to(
+                |c| {
+                    let area = c.area();
+                    c.begin(&[if split { line.key(area) } else { RowKey::None }]);
+                    let cols = c.dirty_cols(area.y);
+                    if cols.0 < cols.1 {
+                        draw_status(c.buf(), line, area, cols);
+                    }
+                    None
+                },
+                &mut out,
+            )
+            .expect("into memory");
+        out
+    }
+
+    proptest! {
+        /// A status line keyed in two parts, frame after frame, shows and writes what one
+        /// drawn whole every time does: left parts kept or changed (wide, combining and
+        /// halfwidth pieces among them), positions of every width, the split moving or gone.
+        #[test]
+        fn a_split_status_line_is_a_whole_one(
+            width in 8u16..48,
+            frames in prop::collection::vec((0usize..3, 0usize..2, 0usize..3), 1..10),
+        ) {
+            let lefts = [
+                " a.txt │ Plain",
+                " 漢字.rs │ ｶﾞ e\u{301}",
+                " 👍🏽 │ ro",
+            ];
+            let (mut split, mut whole) = (
+                super::super::term::Screen::with_size(width, 1),
+                super::super::term::Screen::with_size(width, 1),
+            );
+            for (left, shown, col) in frames {
+                // Positions of one, two and three digits.
+                let col = [0, 9, 120][col];
+                let line = StatusLine {
+                    left: lefts[left].into(),
+                    right: position(CursorAt { line: shown * 500, col, x: col * 7, len: col }),
+                };
+                let (a, b) = (status_frame(&mut split, &line, true), status_frame(&mut whole, &line, false));
+                prop_assert_eq!(a, b);
+                prop_assert_eq!(split.shown(), whole.shown());
+            }
+        }
+    }
 
     proptest! {
         /// `put_str` leaves every cell as `set_stringn` would, whatever the text, the start and
