@@ -615,18 +615,23 @@ fn move_to(out: &mut Vec<u8>, x: u16, y: u16) {
 
 /// `n` in decimal.
 fn push_number(out: &mut Vec<u8>, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
+    out.extend_from_slice(decimal(n.into(), &mut [0; 20]));
+}
+
+/// `n`'s decimal digits, written at the end of `buf` (the escape sequences and the status
+/// line put numbers together without `fmt`).
+pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
     let mut n = n;
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    &buf[i..]
 }
 
 /// The attributes that take the terminal from modifiers `from` to `to`, in the order

@@ -54,18 +54,7 @@ pub fn line_at_char(rope: &Rope, pos: usize, len: impl FnOnce() -> usize) -> Lin
     // What ropey's `char_to_line` counts, the same way.
     let n = str_indices::lines::from_byte_idx(chunk, b);
     let line = c_line + n;
-    match body_in_chunk(chunk, c_char, n, len) {
-        Some((start, body)) => LineAt {
-            line,
-            start,
-            body: Cow::Borrowed(body),
-        },
-        None => LineAt {
-            line,
-            start: rope.line_to_char(line),
-            body: Cow::Owned(line_text(rope, line)),
-        },
-    }
+    line_from(rope, line, body_in_chunk(chunk, c_char, n, len))
 }
 
 /// Line `line` (below the text's line count): [`line_at_char`] for a line given by its
@@ -73,7 +62,13 @@ pub fn line_at_char(rope: &Rope, pos: usize, len: impl FnOnce() -> usize) -> Lin
 pub fn line_body(rope: &Rope, line: usize, len: impl FnOnce() -> usize) -> LineAt<'_> {
     // The chunk holding the line break before the line (the start of the text is break 0).
     let (chunk, _, c_char, c_line) = rope.chunk_at_line_break(line);
-    match body_in_chunk(chunk, c_char, line - c_line, len) {
+    line_from(rope, line, body_in_chunk(chunk, c_char, line - c_line, len))
+}
+
+/// Line `line` as read from a chunk (its first char's index and its text), or, when it was
+/// not all in the chunk (`None`), as the rope's line queries give it.
+fn line_from<'a>(rope: &'a Rope, line: usize, in_chunk: Option<(usize, &'a str)>) -> LineAt<'a> {
+    match in_chunk {
         Some((start, body)) => LineAt {
             line,
             start,

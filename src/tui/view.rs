@@ -608,18 +608,9 @@ fn decimal_width(n: usize) -> usize {
 
 /// `n` in decimal.
 fn push_decimal(s: &mut String, n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+    let mut buf = [0; 20];
+    let digits = super::term::decimal(n as u64, &mut buf);
+    s.extend(digits.iter().map(|&d| char::from(d)));
 }
 
 /// The left part of the status line; `others`: how many others are in the room.
