@@ -19,14 +19,19 @@ pub fn eol_len(line: RopeSlice<'_>) -> usize {
     let last = line.char(n - 1);
     if last == '\n' && n >= 2 && line.char(n - 2) == '\r' {
         2
-    } else if matches!(
-        last,
-        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
-    ) {
+    } else if is_line_break(last) {
         1
     } else {
         0
     }
+}
+
+/// The chars ropey ends a line at (CRLF, a pair, ends one too).
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
 }
 
 /// A line of the text, read without copying when it lies in one chunk of the rope.
@@ -49,12 +54,22 @@ pub struct LineAt<'a> {
 /// 1 KiB) has no length but its text's: it scans all of it, for every query. A key asked a
 /// dozen.
 pub fn line_at_char(rope: &Rope, pos: usize, len: impl FnOnce() -> usize) -> LineAt<'_> {
+    let (chunk, c_char, c_line, n) = locate(rope, pos);
+    line_from(rope, c_line + n, body_in_chunk(chunk, c_char, n, len))
+}
+
+/// The chunk holding char position `pos`, its first char's index and line, and how many
+/// line breaks of the chunk come before `pos`: what ropey's `char_to_line` counts, the
+/// same way.
+fn locate(rope: &Rope, pos: usize) -> (&str, usize, usize, usize) {
     let (chunk, _, c_char, c_line) = rope.chunk_at_char(pos);
     let b = str_indices::chars::to_byte_idx(chunk, pos - c_char);
-    // What ropey's `char_to_line` counts, the same way.
-    let n = str_indices::lines::from_byte_idx(chunk, b);
-    let line = c_line + n;
-    line_from(rope, line, body_in_chunk(chunk, c_char, n, len))
+    (
+        chunk,
+        c_char,
+        c_line,
+        str_indices::lines::from_byte_idx(chunk, b),
+    )
 }
 
 /// Line `line` (below the text's line count): [`line_at_char`] for a line given by its
@@ -115,12 +130,8 @@ fn body_in_chunk(
 /// The line char position `pos` is on (at most the text's length): ropey's `char_to_line`,
 /// with one descent and no check of the bounds (see [`line_at_char`]).
 pub fn line_of_char(rope: &Rope, pos: usize) -> usize {
-    let (chunk, _, c_char, c_line) = rope.chunk_at_char(pos);
-    c_line
-        + str_indices::lines::from_byte_idx(
-            chunk,
-            str_indices::chars::to_byte_idx(chunk, pos - c_char),
-        )
+    let (_, _, c_line, n) = locate(rope, pos);
+    c_line + n
 }
 
 /// `line` without the line break it ends with, if any (CRLF is one).
@@ -129,9 +140,7 @@ fn strip_eol(line: &str) -> &str {
         return body;
     }
     match line.chars().next_back() {
-        Some(c @ ('\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}')) => {
-            &line[..line.len() - c.len_utf8()]
-        }
+        Some(c) if is_line_break(c) => &line[..line.len() - c.len_utf8()],
         _ => line,
     }
 }
@@ -146,17 +155,6 @@ pub fn line_len(rope: &Rope, idx: usize) -> usize {
 pub fn line_text(rope: &Rope, idx: usize) -> String {
     let line = rope.line(idx);
     line.slice(..line.len_chars() - eol_len(line)).to_string()
-}
-
-/// Display column of char `col` of line `line` (as [`display_col`] of its text), without
-/// copying the line when it lies in one piece of the rope (a line almost always does).
-pub fn display_col_at(rope: &Rope, line: usize, col: usize) -> usize {
-    let slice = rope.line(line);
-    let body = slice.slice(..slice.len_chars() - eol_len(slice));
-    match body.as_str() {
-        Some(text) => display_col(text, col),
-        None => display_col(&body.to_string(), col),
-    }
 }
 
 /// Display width of one grapheme at display column `col`.
@@ -351,7 +349,7 @@ mod tests {
         let wide = Rope::from_str("a\t界x\r\nb");
         for col in 0..5 {
             assert_eq!(
-                display_col_at(&wide, 0, col),
+                display_col(&line_at_char(&wide, col, || wide.len_chars()).body, col),
                 display_col(&line_text(&wide, 0), col)
             );
         }

@@ -207,7 +207,6 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
                 app.say("stopped following");
             }
             st.doc.undo_boundary();
-            let rope = st.doc.rope();
             if !select && let Some((start, end)) = app.selection() {
                 // A plain Left/Right collapses the selection to that side.
                 app.anchor = None;
@@ -234,11 +233,9 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
                 motion,
                 Motion::Up | Motion::Down | Motion::PageUp | Motion::PageDown
             );
-            let (line, col) = App::line_col(rope, app.cursor);
-            let line_str = text::line_text(rope, line);
-            let want = app
-                .want_col
-                .unwrap_or_else(|| text::display_col(&line_str, col));
+            // The cursor's display column is worked out once per key (`App::cursor_at`).
+            let want = app.want_col.unwrap_or_else(|| app.cursor_at(&st.doc).x);
+            let rope = st.doc.rope();
             app.cursor = target(rope, app.cursor, motion, want, app.view_height);
             app.want_col = vertical.then_some(want);
             finish_move(app, &mut st);
@@ -249,9 +246,10 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
             finish_move(app, &mut st);
         }
         Action::Newline => {
-            let rope = st.doc.rope();
-            let (line, col) = App::line_col(rope, app.selection().map_or(app.cursor, |s| s.0));
-            let indent = text::indent_of(&text::line_text(rope, line), col);
+            let len = st.doc.len_chars();
+            let pos = app.selection().map_or(app.cursor, |s| s.0).min(len);
+            let at = text::line_at_char(st.doc.rope(), pos, || len);
+            let indent = text::indent_of(&at.body, pos - at.start);
             let edit = replace_selection(app, format!("{}{indent}", app.line_ending));
             app.edit(&mut st, edit);
             finish_move(app, &mut st);
@@ -265,10 +263,13 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
             let edit = match app.selection() {
                 Some((start, end)) => Some(Edit::delete(start, end - start)),
                 None => {
-                    let rope = st.doc.rope();
-                    let (line, col) = App::line_col(rope, app.cursor);
-                    let line_str = text::line_text(rope, line);
-                    let start = rope.line_to_char(line);
+                    let (rope, len) = (st.doc.rope(), st.doc.len_chars());
+                    let text::LineAt {
+                        line,
+                        start,
+                        body: line_str,
+                    } = text::line_at_char(rope, app.cursor.min(len), || len);
+                    let col = app.cursor.min(len) - start;
                     if action == Action::Backspace {
                         if col > 0 {
                             let prev = text::prev_boundary(&line_str, col);
