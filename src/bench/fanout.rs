@@ -7,6 +7,12 @@
 //! records when it sent it; a viewer finds markers in the update bytes it receives (the text of
 //! an insert is stored verbatim in a v1 update), so latency is send-to-receive of that update,
 //! whatever the server does to it (re-encoding, merging).
+//!
+//! Where the kernel can say (plain TCP on Linux), each viewer also records when its socket took
+//! in the update (`SO_TIMESTAMPNS`), beside when the generator read it: the "at the socket"
+//! figures. The generator shares the machine's cores with the server, and a server that keeps
+//! both cores busy while it sends holds the generator's reads back until it is done; the socket
+//! time is when the server's bytes reached the viewer, whoever then got to run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,6 +88,13 @@ pub struct FanoutRow {
     /// p99 of every run of this point, in run order (the row is the median one's).
     #[serde(default)]
     pub p99_runs_ms: Vec<f64>,
+    /// Writer-to-viewer latency to when the viewer's socket took the update in (kernel
+    /// timestamps; `None` where there are none), beside `p50_ms`/`p99_ms`, which are to when
+    /// the generator read it.
+    #[serde(default)]
+    pub socket_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub socket_p99_ms: Option<f64>,
 }
 
 /// The Node reference server's script, when bench/node's packages are installed.
@@ -236,11 +249,22 @@ fn markers(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
 /// Per room: when each marker was sent (µs since the run began; 0 = not yet).
 struct Sent {
     at: Vec<AtomicU64>,
+    /// The same moments by the wall clock (ns since the Unix epoch), which the kernel's
+    /// arrival stamps are read on.
+    wall_ns: Vec<AtomicU64>,
     count: AtomicUsize,
+}
+
+/// Now by the wall clock, in ns since the Unix epoch.
+fn wall_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 struct Viewer {
     latencies_us: Vec<u32>,
+    /// To when the socket took each update in (empty without kernel timestamps).
+    socket_us: Vec<u32>,
     received: usize,
     /// Which of its room's markers arrived.
     seen: Vec<bool>,
@@ -258,10 +282,12 @@ async fn run_viewer(
 ) -> anyhow::Result<Viewer> {
     let stream = crate::net::connect(&url, None).await?;
     let mut ws = super::rawws::RawWs::handshake(&url, stream).await?;
+    ws.stamp_arrivals();
     ws.send_binary(&crate::protocol::sync_step1(&yrs::StateVector::default()))
         .await?;
     let mut me = Viewer {
         latencies_us: Vec::new(),
+        socket_us: Vec::new(),
         received: 0,
         seen: vec![false; sent.at.len()],
         synced: false,
@@ -293,6 +319,12 @@ async fn run_viewer(
                     me.received += 1;
                     delivered.fetch_add(1, Ordering::Relaxed);
                     me.latencies_us.push(now.saturating_sub(t) as u32);
+                    if let Some(arrived) = ws.arrived() {
+                        let sent_ns = sent.wall_ns[seq].load(Ordering::Acquire);
+                        let ns = wall_ns(arrived).saturating_sub(sent_ns);
+                        me.socket_us
+                            .push(u32::try_from(ns / 1000).unwrap_or(u32::MAX));
+                    }
                 }
             }
         }
@@ -341,6 +373,7 @@ impl Writer {
                 text.insert(&mut txn, len, &format!("<{seq:06}>"));
                 txn.encode_update_v1()
             };
+            sent.wall_ns[seq].store(wall_ns(std::time::SystemTime::now()), Ordering::Release);
             sent.at[seq].store(start.elapsed().as_micros().max(1) as u64, Ordering::Release);
             sent.count.store(seq + 1, Ordering::Release);
             self.sink
@@ -388,6 +421,7 @@ pub async fn run_one(
         .map(|_| {
             Arc::new(Sent {
                 at: (0..max_updates).map(|_| AtomicU64::new(0)).collect(),
+                wall_ns: (0..max_updates).map(|_| AtomicU64::new(0)).collect(),
                 count: AtomicUsize::new(0),
             })
         })
@@ -464,8 +498,12 @@ pub async fn run_one(
     let busy_for = typing.elapsed().as_secs_f64();
     let (_, cpu_after) = server.usage();
     let ended_us = start.elapsed().as_micros() as u64;
+    let ended_ns = wall_ns(std::time::SystemTime::now());
     stop.cancel();
     let mut all = Vec::new();
+    let mut at_socket = Vec::new();
+    // Socket figures only if every viewer that got an update had its stamp (else a mix).
+    let mut stamped = true;
     let (mut complete, mut missing) = (0, 0);
     for (room, t) in tasks {
         if let Ok(Ok(v)) = t.await {
@@ -473,7 +511,9 @@ pub async fn run_one(
             if v.received == count && v.received > 0 {
                 complete += 1;
             }
+            stamped &= v.socket_us.len() == v.latencies_us.len();
             all.extend(v.latencies_us);
+            at_socket.extend(v.socket_us);
             // An update a synced viewer never got counts as late as the run's end: leaving it
             // out would flatter a server that drops what it cannot deliver in time.
             if v.synced {
@@ -482,6 +522,8 @@ pub async fn run_one(
                         missing += 1;
                         let t = sent[room].at[seq].load(Ordering::Acquire);
                         all.push(ended_us.saturating_sub(t) as u32);
+                        let t = sent[room].wall_ns[seq].load(Ordering::Acquire);
+                        at_socket.push((ended_ns.saturating_sub(t) / 1000) as u32);
                     }
                 }
             }
@@ -490,6 +532,8 @@ pub async fn run_one(
     let updates_sent = sent.iter().map(|s| s.count.load(Ordering::Acquire)).sum();
     server.stop().await;
     all.sort_unstable();
+    at_socket.sort_unstable();
+    let stamped = stamped && !at_socket.is_empty();
     let ticks_per_sec = 100.0;
     Ok(FanoutRow {
         server: kind.name().to_string(),
@@ -507,6 +551,8 @@ pub async fn run_one(
         cpu_pct: (cpu_after.saturating_sub(cpu_before)) as f64 / ticks_per_sec / busy_for * 100.0,
         connect_secs,
         p99_runs_ms: Vec::new(),
+        socket_p50_ms: stamped.then(|| percentile(&at_socket, 0.50)),
+        socket_p99_ms: stamped.then(|| percentile(&at_socket, 0.99)),
     })
 }
 
@@ -551,9 +597,9 @@ fn median_run(mut runs: Vec<FanoutRow>) -> Option<FanoutRow> {
 
 pub fn print_table(rows: &[FanoutRow]) {
     println!(
-        "| server | rooms | viewers | synced | got every update | never delivered | p50 ms | p99 ms | max ms | p99 × node | p99 of each run | RSS/viewer KiB | × node | CPU % |"
+        "| server | rooms | viewers | synced | got every update | never delivered | p50 ms | p99 ms | max ms | p99 × node | p99 of each run | at the socket: p50 / p99 ms | p99 × node | RSS/viewer KiB | × node | CPU % |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let node = rows
             .iter()
@@ -563,7 +609,7 @@ pub fn print_table(rows: &[FanoutRow]) {
             _ => "–".to_string(),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1} | {} | {:.0} |",
             r.server,
             r.rooms,
             r.viewers,
@@ -579,6 +625,14 @@ pub fn print_table(rows: &[FanoutRow]) {
                 .map(|p| format!("{p:.1}"))
                 .collect::<Vec<_>>()
                 .join(" / "),
+            match (r.socket_p50_ms, r.socket_p99_ms) {
+                (Some(p50), Some(p99)) => format!("{p50:.2} / {p99:.2}"),
+                _ => "–".to_string(),
+            },
+            match (r.socket_p99_ms, node.and_then(|n| n.socket_p99_ms)) {
+                (Some(ours), node) => ratio(ours, node),
+                _ => "–".to_string(),
+            },
             r.rss_per_conn_kib,
             ratio(r.rss_per_conn_kib, node.map(|n| n.rss_per_conn_kib)),
             r.cpu_pct

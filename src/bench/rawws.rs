@@ -8,6 +8,10 @@
 //! here it costs the read and a header parse. Only what a viewer needs: binary messages
 //! (fragmented or not), pings answered, a close ends the stream. Frames it sends are masked
 //! (RFC 6455 requires it of a client) with a zero key, which servers accept like any other.
+//!
+//! On Linux, over plain TCP, it can also tell when the kernel took in the bytes it read
+//! ([`RawWs::stamp_arrivals`], `SO_TIMESTAMPNS`): when the server's data reached the viewer, apart
+//! from when the generator got round to reading it.
 
 use anyhow::Context as _;
 use bytes::{Buf as _, BytesMut};
@@ -31,6 +35,11 @@ pub struct RawWs {
     partial: Vec<u8>,
     /// Whether the fragmented message being read is text (its pieces are dropped).
     partial_text: bool,
+    /// When the kernel took in the bytes read last (once [`RawWs::stamp_arrivals`] is on).
+    arrived: Option<std::time::SystemTime>,
+    /// Room for the timestamp's control message; `Some` once stamping is on.
+    #[cfg(target_os = "linux")]
+    cmsg: Option<Vec<u8>>,
 }
 
 /// One frame's header, parsed: its opcode, FIN bit, and where its payload lies in the buffer.
@@ -112,7 +121,46 @@ impl RawWs {
             buf,
             partial: Vec::new(),
             partial_text: false,
+            arrived: None,
+            #[cfg(target_os = "linux")]
+            cmsg: None,
         })
+    }
+
+    /// Asks the kernel to stamp what arrives with the time it arrived (see [`RawWs::arrived`]).
+    /// `false` where that is not available: over TLS, or off Linux.
+    pub fn stamp_arrivals(&mut self) -> bool {
+        #[cfg(target_os = "linux")]
+        if let tokio_util::either::Either::Left(tcp) = &self.stream {
+            use nix::sys::socket::{setsockopt, sockopt::ReceiveTimestampns};
+            if setsockopt(tcp, ReceiveTimestampns, &true).is_ok() {
+                self.cmsg = Some(nix::cmsg_space!(nix::sys::time::TimeSpec));
+                return true;
+            }
+        }
+        false
+    }
+
+    /// When the kernel took in the last bytes read, which end the message [`RawWs::next_binary`]
+    /// returned last (`None` unless [`RawWs::stamp_arrivals`] is on).
+    pub fn arrived(&self) -> Option<std::time::SystemTime> {
+        self.arrived
+    }
+
+    /// Reads what the socket has into the buffer; 0 at its end.
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        if let (Some(cmsg), tokio_util::either::Either::Left(tcp)) =
+            (self.cmsg.as_mut(), &self.stream)
+        {
+            let (n, at) = stamped::read(tcp, &mut self.buf, cmsg).await?;
+            // Bytes that came unstamped (the kernel turns stamping on a moment after it is
+            // asked) leave no stamp rather than the last one.
+            self.arrived = at;
+            return Ok(n);
+        }
+        self.buf.reserve(READ_CHUNK);
+        self.stream.read_buf(&mut self.buf).await
     }
 
     /// Sends `payload` as one binary message.
@@ -181,9 +229,82 @@ impl RawWs {
                     _ => {}
                 }
             }
-            self.buf.reserve(READ_CHUNK);
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            if self.read_more().await? == 0 {
                 return Ok(None);
+            }
+        }
+    }
+}
+
+/// Reads with `recvmsg`, for the kernel's arrival stamp beside the bytes.
+#[cfg(target_os = "linux")]
+mod stamped {
+    use std::cell::RefCell;
+    use std::io;
+    use std::os::fd::AsRawFd as _;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use bytes::BytesMut;
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+
+    thread_local! {
+        /// Where `recvmsg` reads to (it wants initialised memory), before the bytes are copied
+        /// to the connection's buffer: one per thread, not one per viewer.
+        static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; super::READ_CHUNK]);
+    }
+
+    /// Reads what `tcp` has (waiting until it has something) onto `buf`: how many bytes, and
+    /// when the kernel took in the last of them.
+    pub async fn read(
+        tcp: &TcpStream,
+        buf: &mut BytesMut,
+        cmsg: &mut [u8],
+    ) -> io::Result<(usize, Option<SystemTime>)> {
+        loop {
+            tcp.readable().await?;
+            let mut got = None;
+            let tried = tcp.try_io(Interest::READABLE, || {
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let (n, at) = {
+                        let mut iov = [io::IoSliceMut::new(scratch)];
+                        let msg = recvmsg::<()>(
+                            tcp.as_raw_fd(),
+                            &mut iov,
+                            Some(&mut *cmsg),
+                            MsgFlags::empty(),
+                        )?;
+                        let at = msg.cmsgs().ok().and_then(|mut all| {
+                            all.find_map(|c| match c {
+                                ControlMessageOwned::ScmTimestampns(ts) => {
+                                    let secs = u64::try_from(ts.tv_sec()).ok()?;
+                                    let nanos = u32::try_from(ts.tv_nsec()).ok()?;
+                                    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+                                }
+                                _ => None,
+                            })
+                        });
+                        (msg.bytes, at)
+                    };
+                    buf.extend_from_slice(&scratch[..n]);
+                    let whole = n == scratch.len();
+                    got = Some((n, at));
+                    // A read that did not fill the buffer emptied the socket: say so, so that
+                    // tokio forgets its readiness (as its own `read` does) rather than the next
+                    // read finding nothing, one wasted system call per message.
+                    if whole || n == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                })
+            });
+            match (got, tried) {
+                (Some(got), _) => return Ok(got),
+                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                (None, Err(e)) => return Err(e),
+                (None, Ok(())) => return Ok((0, None)),
             }
         }
     }
@@ -247,9 +368,24 @@ mod tests {
             &[0x88, 0x00],       // close
         ]
         .concat();
+        // Read plainly, and read with recvmsg for arrival stamps: the same messages.
+        for stamped in [false, true] {
+            let got = read_all(frames.clone(), stamped).await;
+            assert_eq!(
+                got,
+                vec![b"xy".to_vec(), b"z".to_vec()],
+                "stamped: {stamped}"
+            );
+        }
+    }
+
+    async fn read_all(frames: Vec<u8>, stamped: bool) -> Vec<Vec<u8>> {
         let (url, server) = serve(frames).await;
         let stream = crate::net::connect(&url, None).await.unwrap();
         let mut ws = RawWs::handshake(&url, stream).await.unwrap();
+        if stamped {
+            assert_eq!(ws.stamp_arrivals(), cfg!(target_os = "linux"));
+        }
         let mut got = Vec::new();
         while let Some(m) =
             tokio::time::timeout(std::time::Duration::from_secs(5), ws.next_binary())
@@ -259,8 +395,71 @@ mod tests {
         {
             got.push(m);
         }
-        assert_eq!(got, vec![b"xy".to_vec(), b"z".to_vec()]);
         drop(ws);
+        server.await.unwrap();
+        got
+    }
+
+    /// The stamp is when the kernel took the bytes in, not when they were read: it falls
+    /// between the server's write and the client's being told of it, though the read comes
+    /// later. (The kernel turns stamping on for the system a moment after the first socket asks,
+    /// so the first frames may come unstamped: the client asks for frames until one is.)
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn arrival_stamps_are_the_kernels_not_the_reads() {
+        use std::time::SystemTime;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/r", listener.local_addr().unwrap());
+        let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel(1);
+        let (go_tx, mut go_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(s.read(&mut b).await.unwrap(), 1);
+                head.push(b[0]);
+            }
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .await
+                .unwrap();
+            // A frame each time the client asks.
+            while go_rx.recv().await.is_some() {
+                let before = SystemTime::now();
+                s.write_all(&[0x82, 0x02, b'h', b'i']).await.unwrap();
+                sent_tx.send(before).await.unwrap();
+            }
+        });
+        let stream = crate::net::connect(&url, None).await.unwrap();
+        let mut ws = RawWs::handshake(&url, stream).await.unwrap();
+        assert!(ws.stamp_arrivals(), "plain TCP on Linux takes stamps");
+        assert_eq!(ws.arrived(), None);
+        let mut stamped = 0;
+        for _ in 0..50 {
+            go_tx.send(()).await.unwrap();
+            let before_send = sent_rx.recv().await.unwrap();
+            let told = SystemTime::now();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next_binary())
+                .await
+                .expect("the frame arrives")
+                .unwrap();
+            assert_eq!(got.as_deref(), Some(&b"hi"[..]));
+            let Some(arrived) = ws.arrived() else {
+                continue;
+            };
+            assert!(before_send <= arrived, "{arrived:?} is before the write");
+            assert!(
+                arrived <= told,
+                "{arrived:?} is after the client was told, {told:?}"
+            );
+            stamped += 1;
+            if stamped == 3 {
+                break;
+            }
+        }
+        assert_eq!(stamped, 3, "frames came stamped");
+        drop(go_tx);
         server.await.unwrap();
     }
 }
