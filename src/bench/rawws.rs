@@ -302,7 +302,11 @@ mod stamped {
             });
             match (got, tried) {
                 (Some(got), _) => return Ok(got),
-                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                (None, Err(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
                 (None, Err(e)) => return Err(e),
                 (None, Ok(())) => return Ok((0, None)),
             }
