@@ -265,6 +265,8 @@ struct Viewer {
     latencies_us: Vec<u32>,
     /// To when the socket took each update in (empty without kernel timestamps).
     socket_us: Vec<u32>,
+    /// Whether the kernel stamps what it receives ([`super::rawws::RawWs::stamp_arrivals`]).
+    stamping: bool,
     received: usize,
     /// Which of its room's markers arrived.
     seen: Vec<bool>,
@@ -282,12 +284,13 @@ async fn run_viewer(
 ) -> anyhow::Result<Viewer> {
     let stream = crate::net::connect(&url, None).await?;
     let mut ws = super::rawws::RawWs::handshake(&url, stream).await?;
-    ws.stamp_arrivals();
+    let stamping = ws.stamp_arrivals();
     ws.send_binary(&crate::protocol::sync_step1(&yrs::StateVector::default()))
         .await?;
     let mut me = Viewer {
         latencies_us: Vec::new(),
         socket_us: Vec::new(),
+        stamping,
         received: 0,
         seen: vec![false; sent.at.len()],
         synced: false,
@@ -504,6 +507,7 @@ pub async fn run_one(
     let mut at_socket = Vec::new();
     // Socket figures only if every viewer that got an update had its stamp (else a mix).
     let mut stamped = true;
+    let mut unstamped = 0usize;
     let (mut complete, mut missing) = (0, 0);
     for (room, t) in tasks {
         if let Ok(Ok(v)) = t.await {
@@ -511,7 +515,10 @@ pub async fn run_one(
             if v.received == count && v.received > 0 {
                 complete += 1;
             }
-            stamped &= v.socket_us.len() == v.latencies_us.len();
+            stamped &= v.stamping && v.socket_us.len() == v.latencies_us.len();
+            if v.stamping {
+                unstamped += v.latencies_us.len().saturating_sub(v.socket_us.len());
+            }
             all.extend(v.latencies_us);
             at_socket.extend(v.socket_us);
             // An update a synced viewer never got counts as late as the run's end: leaving it
@@ -523,7 +530,8 @@ pub async fn run_one(
                         let t = sent[room].at[seq].load(Ordering::Acquire);
                         all.push(ended_us.saturating_sub(t) as u32);
                         let t = sent[room].wall_ns[seq].load(Ordering::Acquire);
-                        at_socket.push((ended_ns.saturating_sub(t) / 1000) as u32);
+                        let us = ended_ns.saturating_sub(t) / 1000;
+                        at_socket.push(u32::try_from(us).unwrap_or(u32::MAX));
                     }
                 }
             }
@@ -534,6 +542,12 @@ pub async fn run_one(
     all.sort_unstable();
     at_socket.sort_unstable();
     let stamped = stamped && !at_socket.is_empty();
+    if unstamped > 0 {
+        eprintln!(
+            "fanout: {unstamped} update(s) came without an arrival stamp of their own (read \
+             together with a later message): no figures at the socket for this run"
+        );
+    }
     let ticks_per_sec = 100.0;
     Ok(FanoutRow {
         server: kind.name().to_string(),

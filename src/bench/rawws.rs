@@ -141,10 +141,13 @@ impl RawWs {
         false
     }
 
-    /// When the kernel took in the last bytes read, which end the message [`RawWs::next_binary`]
-    /// returned last (`None` unless [`RawWs::stamp_arrivals`] is on).
+    /// When the message [`RawWs::next_binary`] returned last reached the socket: the kernel's
+    /// stamp of the read that took in its last bytes. `None` unless [`RawWs::stamp_arrivals`]
+    /// is on, and `None` when that read also took in bytes after the message: TCP gives one
+    /// stamp per read, the last packet's (and a packet merged into an earlier one passes its
+    /// stamp on), so the message may have arrived well before it.
     pub fn arrived(&self) -> Option<std::time::SystemTime> {
-        self.arrived
+        self.arrived.filter(|_| self.buf.is_empty())
     }
 
     /// Reads what the socket has into the buffer; 0 at its end.
@@ -463,6 +466,20 @@ mod tests {
             }
         }
         assert_eq!(stamped, 3, "frames came stamped");
+        // Two frames taken in by one read: the stamp is the second's, so the first has none.
+        go_tx.send(()).await.unwrap();
+        go_tx.send(()).await.unwrap();
+        sent_rx.recv().await.unwrap();
+        sent_rx.recv().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(ws.next_binary().await.unwrap().as_deref(), Some(&b"hi"[..]));
+        assert_eq!(
+            ws.arrived(),
+            None,
+            "a frame with another behind it in its read"
+        );
+        assert_eq!(ws.next_binary().await.unwrap().as_deref(), Some(&b"hi"[..]));
+        assert!(ws.arrived().is_some(), "the read's last frame");
         drop(go_tx);
         server.await.unwrap();
     }
