@@ -255,10 +255,15 @@ struct Sent {
     count: AtomicUsize,
 }
 
-/// Now by the wall clock, in ns since the Unix epoch.
+/// A wall-clock time in ns since the Unix epoch.
 fn wall_ns(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// µs from `from_ns` to `to_ns` (wall clock), as a latency sample.
+fn micros_between(from_ns: u64, to_ns: u64) -> u32 {
+    u32::try_from(to_ns.saturating_sub(from_ns) / 1000).unwrap_or(u32::MAX)
 }
 
 struct Viewer {
@@ -324,9 +329,7 @@ async fn run_viewer(
                     me.latencies_us.push(now.saturating_sub(t) as u32);
                     if let Some(arrived) = ws.arrived() {
                         let sent_ns = sent.wall_ns[seq].load(Ordering::Acquire);
-                        let ns = wall_ns(arrived).saturating_sub(sent_ns);
-                        me.socket_us
-                            .push(u32::try_from(ns / 1000).unwrap_or(u32::MAX));
+                        me.socket_us.push(micros_between(sent_ns, wall_ns(arrived)));
                     }
                 }
             }
@@ -505,8 +508,8 @@ pub async fn run_one(
     stop.cancel();
     let mut all = Vec::new();
     let mut at_socket = Vec::new();
-    // Socket figures only if every viewer that got an update had its stamp (else a mix).
-    let mut stamped = true;
+    // Socket figures only if every viewer stamps and every update had its stamp (else a mix).
+    let mut all_stamping = true;
     let mut unstamped = 0usize;
     let (mut complete, mut missing) = (0, 0);
     for (room, t) in tasks {
@@ -515,7 +518,7 @@ pub async fn run_one(
             if v.received == count && v.received > 0 {
                 complete += 1;
             }
-            stamped &= v.stamping && v.socket_us.len() == v.latencies_us.len();
+            all_stamping &= v.stamping;
             if v.stamping {
                 unstamped += v.latencies_us.len().saturating_sub(v.socket_us.len());
             }
@@ -530,8 +533,7 @@ pub async fn run_one(
                         let t = sent[room].at[seq].load(Ordering::Acquire);
                         all.push(ended_us.saturating_sub(t) as u32);
                         let t = sent[room].wall_ns[seq].load(Ordering::Acquire);
-                        let us = ended_ns.saturating_sub(t) / 1000;
-                        at_socket.push(u32::try_from(us).unwrap_or(u32::MAX));
+                        at_socket.push(micros_between(t, ended_ns));
                     }
                 }
             }
@@ -541,7 +543,7 @@ pub async fn run_one(
     server.stop().await;
     all.sort_unstable();
     at_socket.sort_unstable();
-    let stamped = stamped && !at_socket.is_empty();
+    let stamped = all_stamping && unstamped == 0 && !at_socket.is_empty();
     if unstamped > 0 {
         eprintln!(
             "fanout: {unstamped} update(s) came without an arrival stamp of their own (read \
@@ -643,10 +645,10 @@ pub fn print_table(rows: &[FanoutRow]) {
                 (Some(p50), Some(p99)) => format!("{p50:.2} / {p99:.2}"),
                 _ => "–".to_string(),
             },
-            match (r.socket_p99_ms, node.and_then(|n| n.socket_p99_ms)) {
-                (Some(ours), node) => ratio(ours, node),
-                _ => "–".to_string(),
-            },
+            r.socket_p99_ms.map_or_else(
+                || "–".to_string(),
+                |ours| ratio(ours, node.and_then(|n| n.socket_p99_ms))
+            ),
             r.rss_per_conn_kib,
             ratio(r.rss_per_conn_kib, node.map(|n| n.rss_per_conn_kib)),
             r.cpu_pct

@@ -269,51 +269,55 @@ mod stamped {
             tcp.readable().await?;
             let mut got = None;
             let tried = tcp.try_io(Interest::READABLE, || {
-                SCRATCH.with_borrow_mut(|scratch| {
-                    let (n, at) = {
-                        let mut iov = [io::IoSliceMut::new(scratch)];
-                        let msg = recvmsg::<()>(
-                            tcp.as_raw_fd(),
-                            &mut iov,
-                            Some(&mut *cmsg),
-                            MsgFlags::empty(),
-                        )?;
-                        let at = msg.cmsgs().ok().and_then(|mut all| {
-                            all.find_map(|c| match c {
-                                ControlMessageOwned::ScmTimestampns(ts) => {
-                                    let secs = u64::try_from(ts.tv_sec()).ok()?;
-                                    let nanos = u32::try_from(ts.tv_nsec()).ok()?;
-                                    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-                                }
-                                _ => None,
-                            })
-                        });
-                        (msg.bytes, at)
-                    };
+                let (n, at) = SCRATCH.with_borrow_mut(|scratch| {
+                    let (n, at) = recv_stamped(tcp, scratch, cmsg)?;
                     buf.extend_from_slice(&scratch[..n]);
-                    let whole = n == scratch.len();
-                    got = Some((n, at));
-                    // A read that did not fill the buffer emptied the socket: say so, so that
-                    // tokio forgets its readiness (as its own `read` does) rather than the next
-                    // read finding nothing, one wasted system call per message.
-                    if whole || n == 0 {
-                        Ok(())
-                    } else {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                })
+                    io::Result::Ok((n, at))
+                })?;
+                got = Some((n, at));
+                // A read that did not fill the buffer emptied the socket: say so, so that
+                // tokio forgets its readiness (as its own `read` does) rather than the next
+                // read finding nothing, one wasted system call per message.
+                if n == 0 || n == super::READ_CHUNK {
+                    Ok(())
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
             });
-            match (got, tried) {
-                (Some(got), _) => return Ok(got),
-                (None, Err(e))
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
-                (None, Err(e)) => return Err(e),
-                (None, Ok(())) => return Ok((0, None)),
+            if let Some(got) = got {
+                return Ok(got);
+            }
+            // No bytes: nothing there after all, or a signal; anything else ends the read.
+            if let Err(e) = tried
+                && !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                )
+            {
+                return Err(e);
             }
         }
+    }
+
+    /// One `recvmsg` into `into`: how many bytes, and the kernel's stamp if it gave one.
+    fn recv_stamped(
+        tcp: &TcpStream,
+        into: &mut [u8],
+        cmsg: &mut [u8],
+    ) -> io::Result<(usize, Option<SystemTime>)> {
+        let mut iov = [io::IoSliceMut::new(into)];
+        let msg = recvmsg::<()>(tcp.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())?;
+        let at = msg.cmsgs().ok().and_then(|mut all| {
+            all.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => {
+                    let secs = u64::try_from(ts.tv_sec()).ok()?;
+                    let nanos = u32::try_from(ts.tv_nsec()).ok()?;
+                    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+                }
+                _ => None,
+            })
+        });
+        Ok((msg.bytes, at))
     }
 }
 
