@@ -266,7 +266,16 @@ fn micros_between(from_ns: u64, to_ns: u64) -> u32 {
     u32::try_from(to_ns.saturating_sub(from_ns) / 1000).unwrap_or(u32::MAX)
 }
 
+/// One viewer's record of the run, kept by a reader thread ([`super::readers`]).
 struct Viewer {
+    room: usize,
+    sent: Arc<Sent>,
+    start: Instant,
+    /// The room's count of viewers that got their sync step 2.
+    synced_count: Arc<AtomicUsize>,
+    /// Updates delivered, counted per reader thread (one shared counter would be a cache line
+    /// both threads write for every frame).
+    delivered: Arc<AtomicUsize>,
     latencies_us: Vec<u32>,
     /// To when the socket took each update in (empty without kernel timestamps).
     socket_us: Vec<u32>,
@@ -279,63 +288,72 @@ struct Viewer {
     synced: bool,
 }
 
-async fn run_viewer(
-    url: String,
-    sent: Arc<Sent>,
-    start: Instant,
-    synced: Arc<AtomicUsize>,
-    delivered: Arc<AtomicUsize>,
-    stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Viewer> {
-    let stream = crate::net::connect(&url, None).await?;
-    let mut ws = super::rawws::RawWs::handshake(&url, stream).await?;
-    let stamping = ws.stamp_arrivals();
-    ws.send_binary(&crate::protocol::sync_step1(&yrs::StateVector::default()))
-        .await?;
-    let mut me = Viewer {
-        latencies_us: Vec::new(),
-        socket_us: Vec::new(),
-        stamping,
-        received: 0,
-        seen: vec![false; sent.at.len()],
-        synced: false,
-    };
-    // One waiter on the token for the whole run: a fresh `cancelled()` per message took the
-    // token's lock twice per frame, on every viewer (7 % of the generator's time at 1,000).
-    let cancelled = stop.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        let msg = tokio::select! {
-            biased;
-            msg = ws.next_binary() => msg,
-            _ = &mut cancelled => break,
-        };
-        let Ok(Some(bytes)) = msg else { break };
+impl super::readers::Handler for Viewer {
+    fn message(&mut self, bytes: &[u8], arrived: Option<std::time::SystemTime>) {
         if bytes.first() != Some(&0) {
-            continue; // awareness and the like
+            return; // awareness and the like
         }
-        if !me.synced {
-            me.synced = true;
-            synced.fetch_add(1, Ordering::Relaxed);
+        if !self.synced {
+            self.synced = true;
+            self.synced_count.fetch_add(1, Ordering::Relaxed);
         }
-        let now = start.elapsed().as_micros() as u64;
-        for seq in markers(&bytes) {
-            if seq < me.seen.len() && !me.seen[seq] {
-                me.seen[seq] = true;
-                let t = sent.at[seq].load(Ordering::Acquire);
+        let now = self.start.elapsed().as_micros() as u64;
+        for seq in markers(bytes) {
+            if seq < self.seen.len() && !self.seen[seq] {
+                self.seen[seq] = true;
+                let t = self.sent.at[seq].load(Ordering::Acquire);
                 if t > 0 {
-                    me.received += 1;
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    me.latencies_us.push(now.saturating_sub(t) as u32);
-                    if let Some(arrived) = ws.arrived() {
-                        let sent_ns = sent.wall_ns[seq].load(Ordering::Acquire);
-                        me.socket_us.push(micros_between(sent_ns, wall_ns(arrived)));
+                    self.received += 1;
+                    self.delivered.fetch_add(1, Ordering::Relaxed);
+                    self.latencies_us.push(now.saturating_sub(t) as u32);
+                    if let Some(arrived) = arrived {
+                        let sent_ns = self.sent.wall_ns[seq].load(Ordering::Acquire);
+                        self.socket_us
+                            .push(micros_between(sent_ns, wall_ns(arrived)));
                     }
                 }
             }
         }
     }
-    Ok(me)
+}
+
+impl Viewer {
+    fn new(
+        room: usize,
+        sent: Arc<Sent>,
+        start: Instant,
+        synced_count: Arc<AtomicUsize>,
+        delivered: Arc<AtomicUsize>,
+    ) -> Viewer {
+        Viewer {
+            room,
+            seen: vec![false; sent.at.len()],
+            sent,
+            start,
+            synced_count,
+            delivered,
+            latencies_us: Vec::new(),
+            socket_us: Vec::new(),
+            stamping: false,
+            received: 0,
+            synced: false,
+        }
+    }
+}
+
+/// Connects `viewer` to `url`, asks for the document and hands it to reader thread `thread`.
+async fn connect_viewer(
+    url: String,
+    thread: usize,
+    mut viewer: Viewer,
+    readers: super::readers::Adder<Viewer>,
+) -> anyhow::Result<()> {
+    let stream = crate::net::connect(&url, None).await?;
+    let mut ws = super::rawws::RawWs::handshake(&url, stream).await?;
+    viewer.stamping = ws.stamp_arrivals();
+    ws.send_binary(&crate::protocol::sync_step1(&yrs::StateVector::default()))
+        .await?;
+    readers.add(thread, ws, viewer)
 }
 
 /// A room's writer, connected (and so holding its room open on either server) before the
@@ -439,30 +457,54 @@ pub async fn run_one(
             .map(|s| s.load(Ordering::Relaxed))
             .sum::<usize>()
     };
-    let delivered = Arc::new(AtomicUsize::new(0));
-    let stop = tokio_util::sync::CancellationToken::new();
+    // As many reader threads as the runtime has workers: the generator's parallelism is the
+    // runtime's, as when each viewer was a task on it.
+    let readers = super::readers::Readers::<Viewer>::start(
+        tokio::runtime::Handle::current().metrics().num_workers(),
+    )?;
+    let delivered: Vec<Arc<AtomicUsize>> = (0..readers.threads()).map(|_| Arc::default()).collect();
+    let total_delivered = || {
+        delivered
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    let adder = readers.adder();
     let connecting = Instant::now();
-    let mut tasks = Vec::with_capacity(viewers);
     // Connect in waves so the listen backlog never overflows.
     for wave in (0..viewers).step_by(200) {
         let wave = wave..(wave + 200).min(viewers);
         let before = total_synced();
+        let mut tasks = Vec::with_capacity(wave.len());
         for i in wave.clone() {
             let room = i % rooms;
-            tasks.push((
+            let thread = i % delivered.len();
+            let viewer = Viewer::new(
                 room,
-                tokio::spawn(run_viewer(
-                    urls[room].clone(),
-                    sent[room].clone(),
-                    start,
-                    synced[room].clone(),
-                    delivered.clone(),
-                    stop.clone(),
-                )),
-            ));
+                sent[room].clone(),
+                start,
+                synced[room].clone(),
+                delivered[thread].clone(),
+            );
+            tasks.push(tokio::spawn(connect_viewer(
+                urls[room].clone(),
+                thread,
+                viewer,
+                adder.clone(),
+            )));
         }
+        // A viewer that could not connect (or not within the wave's time) will never sync.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while total_synced() < before + wave.len() && Instant::now() < deadline {
+        let mut failed = 0;
+        for t in tasks {
+            if !matches!(
+                tokio::time::timeout_at(deadline.into(), t).await,
+                Ok(Ok(Ok(())))
+            ) {
+                failed += 1;
+            }
+        }
+        while total_synced() + failed < before + wave.len() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -498,22 +540,23 @@ pub async fn run_one(
         .map(|r| synced[r].load(Ordering::Relaxed) * sent[r].count.load(Ordering::Acquire))
         .sum();
     let grace = Instant::now() + Duration::from_secs(10);
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < grace {
+    while total_delivered() < expected && Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let busy_for = typing.elapsed().as_secs_f64();
     let (_, cpu_after) = server.usage();
     let ended_us = start.elapsed().as_micros() as u64;
     let ended_ns = wall_ns(std::time::SystemTime::now());
-    stop.cancel();
+    let viewers_seen = readers.finish();
     let mut all = Vec::new();
     let mut at_socket = Vec::new();
     // Socket figures only if every viewer stamps and every update had its stamp (else a mix).
     let mut all_stamping = true;
     let mut unstamped = 0usize;
     let (mut complete, mut missing) = (0, 0);
-    for (room, t) in tasks {
-        if let Ok(Ok(v)) = t.await {
+    for v in viewers_seen {
+        let room = v.room;
+        {
             let count = sent[room].count.load(Ordering::Acquire);
             if v.received == count && v.received > 0 {
                 complete += 1;

@@ -3,6 +3,7 @@
 
 pub mod fanout;
 mod rawws;
+mod readers;
 pub mod replay;
 pub mod svg;
 
