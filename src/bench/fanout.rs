@@ -266,6 +266,11 @@ fn micros_between(from_ns: u64, to_ns: u64) -> u32 {
     u32::try_from(to_ns.saturating_sub(from_ns) / 1000).unwrap_or(u32::MAX)
 }
 
+/// A counter on a cache line of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Tally(AtomicUsize);
+
 /// One viewer's record of the run, kept by a reader thread ([`super::readers`]).
 struct Viewer {
     room: usize,
@@ -275,7 +280,7 @@ struct Viewer {
     synced_count: Arc<AtomicUsize>,
     /// Updates delivered, counted per reader thread (one shared counter would be a cache line
     /// both threads write for every frame).
-    delivered: Arc<AtomicUsize>,
+    delivered: Arc<Tally>,
     latencies_us: Vec<u32>,
     /// To when the socket took each update in (empty without kernel timestamps).
     socket_us: Vec<u32>,
@@ -304,7 +309,7 @@ impl super::readers::Handler for Viewer {
                 let t = self.sent.at[seq].load(Ordering::Acquire);
                 if t > 0 {
                     self.received += 1;
-                    self.delivered.fetch_add(1, Ordering::Relaxed);
+                    self.delivered.0.fetch_add(1, Ordering::Relaxed);
                     self.latencies_us.push(now.saturating_sub(t) as u32);
                     if let Some(arrived) = arrived {
                         let sent_ns = self.sent.wall_ns[seq].load(Ordering::Acquire);
@@ -323,7 +328,7 @@ impl Viewer {
         sent: Arc<Sent>,
         start: Instant,
         synced_count: Arc<AtomicUsize>,
-        delivered: Arc<AtomicUsize>,
+        delivered: Arc<Tally>,
     ) -> Viewer {
         Viewer {
             room,
@@ -462,11 +467,11 @@ pub async fn run_one(
     let readers = super::readers::Readers::<Viewer>::start(
         tokio::runtime::Handle::current().metrics().num_workers(),
     )?;
-    let delivered: Vec<Arc<AtomicUsize>> = (0..readers.threads()).map(|_| Arc::default()).collect();
+    let delivered: Vec<Arc<Tally>> = (0..readers.threads()).map(|_| Arc::default()).collect();
     let total_delivered = || {
         delivered
             .iter()
-            .map(|d| d.load(Ordering::Relaxed))
+            .map(|d| d.0.load(Ordering::Relaxed))
             .sum::<usize>()
     };
     let adder = readers.adder();
@@ -496,12 +501,15 @@ pub async fn run_one(
         // A viewer that could not connect (or not within the wave's time) will never sync.
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut failed = 0;
-        for t in tasks {
-            if !matches!(
-                tokio::time::timeout_at(deadline.into(), t).await,
-                Ok(Ok(Ok(())))
-            ) {
-                failed += 1;
+        for mut t in tasks {
+            match tokio::time::timeout_at(deadline.into(), &mut t).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(_) => failed += 1,
+                // Not connected in time: it must not join later, in the middle of the typing.
+                Err(_) => {
+                    t.abort();
+                    failed += 1;
+                }
             }
         }
         while total_synced() + failed < before + wave.len() && Instant::now() < deadline {
@@ -547,7 +555,7 @@ pub async fn run_one(
     let (_, cpu_after) = server.usage();
     let ended_us = start.elapsed().as_micros() as u64;
     let ended_ns = wall_ns(std::time::SystemTime::now());
-    let viewers_seen = readers.finish();
+    let viewers_seen = tokio::task::spawn_blocking(move || readers.finish()).await?;
     let mut all = Vec::new();
     let mut at_socket = Vec::new();
     // Socket figures only if every viewer stamps and every update had its stamp (else a mix).
@@ -556,28 +564,26 @@ pub async fn run_one(
     let (mut complete, mut missing) = (0, 0);
     for v in viewers_seen {
         let room = v.room;
-        {
-            let count = sent[room].count.load(Ordering::Acquire);
-            if v.received == count && v.received > 0 {
-                complete += 1;
-            }
-            all_stamping &= v.stamping;
-            if v.stamping {
-                unstamped += v.latencies_us.len().saturating_sub(v.socket_us.len());
-            }
-            all.extend(v.latencies_us);
-            at_socket.extend(v.socket_us);
-            // An update a synced viewer never got counts as late as the run's end: leaving it
-            // out would flatter a server that drops what it cannot deliver in time.
-            if v.synced {
-                for (seq, seen) in v.seen.iter().enumerate().take(count) {
-                    if !seen {
-                        missing += 1;
-                        let t = sent[room].at[seq].load(Ordering::Acquire);
-                        all.push(ended_us.saturating_sub(t) as u32);
-                        let t = sent[room].wall_ns[seq].load(Ordering::Acquire);
-                        at_socket.push(micros_between(t, ended_ns));
-                    }
+        let count = sent[room].count.load(Ordering::Acquire);
+        if v.received == count && v.received > 0 {
+            complete += 1;
+        }
+        all_stamping &= v.stamping;
+        if v.stamping {
+            unstamped += v.latencies_us.len().saturating_sub(v.socket_us.len());
+        }
+        all.extend(v.latencies_us);
+        at_socket.extend(v.socket_us);
+        // An update a synced viewer never got counts as late as the run's end: leaving it
+        // out would flatter a server that drops what it cannot deliver in time.
+        if v.synced {
+            for (seq, seen) in v.seen.iter().enumerate().take(count) {
+                if !seen {
+                    missing += 1;
+                    let t = sent[room].at[seq].load(Ordering::Acquire);
+                    all.push(ended_us.saturating_sub(t) as u32);
+                    let t = sent[room].wall_ns[seq].load(Ordering::Acquire);
+                    at_socket.push(micros_between(t, ended_ns));
                 }
             }
         }

@@ -78,36 +78,39 @@ impl Frames {
             if self.buf.len() < h.start + h.len {
                 break;
             }
-            let payload = self.buf[h.start..h.start + h.len].to_vec();
-            self.buf.advance(h.start + h.len);
-            match h.opcode {
-                0x8 => return Ok(Some(Frame::Close)),
-                0x9 => return Ok(Some(Frame::Ping(payload))),
+            let payload = h.start..h.start + h.len;
+            let got = match h.opcode {
+                0x8 => Some(Frame::Close),
+                0x9 => Some(Frame::Ping(self.buf[payload].to_vec())),
                 // A message's first frame: binary is kept, text (not part of the protocol)
                 // dropped, with the continuations of either.
                 0x1 | 0x2 => {
                     self.partial_text = h.opcode == 0x1;
                     self.partial.clear();
-                    if h.fin {
-                        if !self.partial_text {
-                            return Ok(Some(Frame::Binary(payload)));
-                        }
-                    } else if !self.partial_text {
-                        self.partial = payload;
+                    if self.partial_text {
+                        None
+                    } else if h.fin {
+                        Some(Frame::Binary(self.buf[payload].to_vec()))
+                    } else {
+                        self.partial.extend_from_slice(&self.buf[payload]);
+                        None
                     }
                 }
                 0x0 if !self.partial_text => {
                     anyhow::ensure!(
-                        self.partial.len() + payload.len() <= MAX_MESSAGE,
+                        self.partial.len() + h.len <= MAX_MESSAGE,
                         "a message over {MAX_MESSAGE} bytes"
                     );
-                    self.partial.extend_from_slice(&payload);
-                    if h.fin {
-                        return Ok(Some(Frame::Binary(std::mem::take(&mut self.partial))));
-                    }
+                    self.partial.extend_from_slice(&self.buf[payload]);
+                    h.fin
+                        .then(|| Frame::Binary(std::mem::take(&mut self.partial)))
                 }
                 // Pongs, and a text message's continuations.
-                _ => {}
+                _ => None,
+            };
+            self.buf.advance(h.start + h.len);
+            if got.is_some() {
+                return Ok(got);
             }
         }
         Ok(None)

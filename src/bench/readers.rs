@@ -112,19 +112,36 @@ impl<H: Handler> Readers<H> {
         }
     }
 
-    /// Stops the threads and gives back the handlers of every viewer they were given.
-    pub fn finish(self) -> Vec<H> {
-        self.stop.store(true, Ordering::Release);
+    /// Stops the threads and gives back the handlers of every viewer they were given, after
+    /// a last read of every socket. Blocks until the threads are done (within one poll).
+    pub fn finish(mut self) -> Vec<H> {
+        self.stop();
         let mut handlers = Vec::new();
-        for t in self.threads {
-            // A thread that cannot be woken still sees `stop` within its poll timeout.
-            let _ = t.waker.wake();
-            drop(t.tx);
-            if let Ok(mine) = t.handle.join() {
-                handlers.extend(mine);
+        for t in std::mem::take(&mut self.threads) {
+            match t.handle.join() {
+                Ok(mine) => handlers.extend(mine),
+                Err(_) => eprintln!("fanout: a reader thread panicked; its viewers are lost"),
             }
         }
         handlers
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for t in &self.threads {
+            // A thread that cannot be woken still sees `stop` within its poll timeout.
+            let _ = t.waker.wake();
+        }
+    }
+}
+
+/// Readers left without [`Readers::finish`] (a run that failed part-way) stop too.
+impl<H> Drop for Readers<H> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for t in &self.threads {
+            let _ = t.waker.wake();
+        }
     }
 }
 
@@ -137,25 +154,28 @@ impl<H: Handler> Adder<H> {
         tx.send(conn)
             .ok()
             .context("the reader thread has stopped")?;
-        waker.wake()?;
+        // The viewer is the thread's now; a failed wake-up only delays it to the poll's timeout.
+        let _ = waker.wake();
         Ok(())
     }
 }
 
-/// A reader thread: waits for its sockets, reads what arrives, until `stop`.
+/// A reader thread: waits for its sockets, reads what arrives, until `stop`; then reads every
+/// socket once more (what came before the run ended counts) and gives back the handlers.
 fn run<H: Handler>(mut poll: Poll, rx: &mpsc::Receiver<Conn<H>>, stop: &AtomicBool) -> Vec<H> {
     let mut conns: Vec<Conn<H>> = Vec::new();
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; READ_CHUNK];
     loop {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100)))
-            && e.kind() != io::ErrorKind::Interrupted
-        {
-            break;
+        let mut stopping = false;
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            events.clear();
+            if e.kind() != io::ErrorKind::Interrupted {
+                eprintln!("fanout: a reader thread cannot wait for its sockets: {e}");
+                stopping = true;
+            }
         }
-        if stop.load(Ordering::Acquire) {
-            break;
-        }
+        stopping |= stop.load(Ordering::Acquire);
         for ev in &events {
             if let Some(conn) = conns.get_mut(ev.token().0) {
                 conn.readable(&mut scratch);
@@ -163,18 +183,24 @@ fn run<H: Handler>(mut poll: Poll, rx: &mpsc::Receiver<Conn<H>>, stop: &AtomicBo
         }
         while let Ok(mut conn) = rx.try_recv() {
             let token = Token(conns.len());
-            if poll
+            if let Err(e) = poll
                 .registry()
                 .register(&mut conn.stream, token, Interest::READABLE)
-                .is_err()
             {
-                conn.open = false;
+                eprintln!("fanout: a viewer's socket cannot be watched: {e}");
+                conn.close();
             }
             // What the handshake read past the upgrade, then what waits in the socket (an
             // edge-triggered poll reports only what arrives from now on... or was there).
             conn.take_messages(None);
             conn.readable(&mut scratch);
             conns.push(conn);
+        }
+        if stopping {
+            for conn in &mut conns {
+                conn.readable(&mut scratch);
+            }
+            break;
         }
     }
     conns.into_iter().map(|c| c.handler).collect()
@@ -209,7 +235,7 @@ impl<H: Handler> Conn<H> {
                 Err(_) => (0, None),
             };
             if n == 0 {
-                self.open = false;
+                self.close();
                 break;
             }
             self.frames.extend(&scratch[..n]);
@@ -221,6 +247,15 @@ impl<H: Handler> Conn<H> {
             }
         }
         self.flush();
+    }
+
+    /// Stops reading, and tells the server so (a viewer that no longer reads must not look to
+    /// it like one that is slow).
+    fn close(&mut self) {
+        if self.open {
+            self.open = false;
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     fn recv(&mut self, scratch: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
@@ -243,7 +278,7 @@ impl<H: Handler> Conn<H> {
                 Ok(Some(Frame::Ping(payload))) => {
                     self.out.extend_from_slice(&client_frame(0xA, &payload));
                 }
-                Ok(Some(Frame::Close)) | Err(_) => self.open = false,
+                Ok(Some(Frame::Close)) | Err(_) => self.close(),
                 Ok(None) => break,
             }
         }
@@ -254,13 +289,13 @@ impl<H: Handler> Conn<H> {
     fn flush(&mut self) {
         while self.open && !self.out.is_empty() {
             match (&self.stream).write(&self.out) {
-                Ok(0) => self.open = false,
+                Ok(0) => self.close(),
                 Ok(n) => {
                     self.out.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => self.open = false,
+                Err(_) => self.close(),
             }
         }
     }
@@ -343,7 +378,7 @@ mod tests {
         }
     }
 
-    /// A close ends the reading; messages before it still count.
+    /// A close ends the reading and shuts the socket; messages before it still count.
     #[tokio::test]
     async fn a_close_ends_the_connection() {
         let frames = [&[0x82, 0x01, b'a'][..], &[0x88, 0x00], &[0x82, 0x01, b'b']].concat();
@@ -359,8 +394,13 @@ mod tests {
         assert!(!conn.open);
         assert_eq!(rx.try_recv().unwrap().0, b"a");
         assert!(rx.try_recv().is_err(), "nothing after the close");
+        // The viewer told the server it is gone, though the connection is still held.
+        let back = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the socket is shut after the close")
+            .unwrap();
+        assert!(back.is_empty());
         drop(conn);
-        assert!(server.await.unwrap().is_empty());
     }
 
     /// The stamp is when the kernel took the bytes in, not when they were read: it falls
