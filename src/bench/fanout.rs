@@ -289,6 +289,8 @@ struct Viewer {
     received: usize,
     /// Which of its room's markers arrived.
     seen: Vec<bool>,
+    /// Each update's latency in µs, by its marker (`u32::MAX`: not received).
+    by_update: Vec<u32>,
     /// Got its sync step 2 (counted as connected).
     synced: bool,
 }
@@ -310,7 +312,9 @@ impl super::readers::Handler for Viewer {
                 if t > 0 {
                     self.received += 1;
                     self.delivered.0.fetch_add(1, Ordering::Relaxed);
-                    self.latencies_us.push(now.saturating_sub(t) as u32);
+                    let latency = now.saturating_sub(t) as u32;
+                    self.latencies_us.push(latency);
+                    self.by_update[seq] = latency;
                     if let Some(arrived) = arrived {
                         let sent_ns = self.sent.wall_ns[seq].load(Ordering::Acquire);
                         self.socket_us
@@ -333,6 +337,7 @@ impl Viewer {
         Viewer {
             room,
             seen: vec![false; sent.at.len()],
+            by_update: vec![u32::MAX; sent.at.len()],
             sent,
             start,
             synced_count,
@@ -413,6 +418,59 @@ impl Writer {
         self.reader.abort();
         Ok(())
     }
+}
+
+/// The run's three slowest updates by their p99 over the viewers that got them, and the
+/// median update's p99: whether a run's p99 is all its updates or one late update (a run's
+/// p99 is 1 % of its samples, and one update of 50 is 2 %).
+fn slowest_updates(viewers: &[Viewer], sent: &[Arc<Sent>], typing_us: u64) -> Option<String> {
+    let mut updates = Vec::new();
+    for (room, sent) in sent.iter().enumerate() {
+        for seq in 0..sent.count.load(Ordering::Acquire) {
+            let mut got: Vec<u32> = viewers
+                .iter()
+                .filter(|v| v.room == room)
+                .filter_map(|v| v.by_update.get(seq).copied())
+                .filter(|&l| l != u32::MAX)
+                .collect();
+            if got.is_empty() {
+                continue;
+            }
+            got.sort_unstable();
+            let at_us = sent.at[seq]
+                .load(Ordering::Acquire)
+                .saturating_sub(typing_us);
+            updates.push((
+                room,
+                seq,
+                at_us,
+                percentile(&got, 0.5),
+                percentile(&got, 0.99),
+            ));
+        }
+    }
+    describe_updates(updates)
+}
+
+/// See [`slowest_updates`]: `updates` are (room, update, sent µs into the typing, p50, p99).
+fn describe_updates(mut updates: Vec<(usize, usize, u64, f64, f64)>) -> Option<String> {
+    if updates.is_empty() {
+        return None;
+    }
+    updates.sort_by(|a, b| b.4.total_cmp(&a.4));
+    let median = updates[updates.len() / 2].4;
+    let worst: Vec<String> = updates
+        .iter()
+        .take(3)
+        .map(|&(room, seq, at_us, p50, p99)| {
+            let at = at_us as f64 / 1e6;
+            format!("room {room} #{seq} at {at:.1} s {p50:.1} / {p99:.1} ms")
+        })
+        .collect();
+    Some(format!(
+        "slowest updates (p50 / p99 over their viewers): {}; the median update's p99: {median:.1} ms",
+        worst.join(", ")
+    ))
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -562,6 +620,10 @@ pub async fn run_one(
     let mut all_stamping = true;
     let mut unstamped = 0usize;
     let (mut complete, mut missing) = (0, 0);
+    let typing_us = typing.duration_since(start).as_micros() as u64;
+    if let Some(line) = slowest_updates(&viewers_seen, &sent, typing_us) {
+        eprintln!("fanout: {line}");
+    }
     for v in viewers_seen {
         let room = v.room;
         let count = sent[room].count.load(Ordering::Acquire);
@@ -746,4 +808,29 @@ fn write_outputs(dir: &Path, rows: &[FanoutRow]) -> anyhow::Result<()> {
         std::fs::write(dir.join(file), chart)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_updates_and_the_median_ones_p99() {
+        assert_eq!(describe_updates(Vec::new()), None);
+        // Five updates of one room; #3 came late to everyone, #1 to a few.
+        let updates = vec![
+            (0, 0, 0, 4.0, 8.0),
+            (0, 1, 200_000, 5.0, 15.0),
+            (0, 2, 400_000, 4.5, 9.0),
+            (0, 3, 600_000, 29.0, 36.0),
+            (0, 4, 800_000, 4.0, 7.0),
+        ];
+        let line = describe_updates(updates).unwrap();
+        assert_eq!(
+            line,
+            "slowest updates (p50 / p99 over their viewers): room 0 #3 at 0.6 s 29.0 / 36.0 ms, \
+             room 0 #1 at 0.2 s 5.0 / 15.0 ms, room 0 #2 at 0.4 s 4.5 / 9.0 ms; the median \
+             update's p99: 9.0 ms"
+        );
+    }
 }
