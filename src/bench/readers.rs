@@ -125,7 +125,9 @@ impl<H: Handler> Readers<H> {
         }
         handlers
     }
+}
 
+impl<H> Readers<H> {
     fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         for t in &self.threads {
@@ -138,10 +140,7 @@ impl<H: Handler> Readers<H> {
 /// Readers left without [`Readers::finish`] (a run that failed part-way) stop too.
 impl<H> Drop for Readers<H> {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        for t in &self.threads {
-            let _ = t.waker.wake();
-        }
+        self.stop();
     }
 }
 
