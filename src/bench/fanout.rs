@@ -271,6 +271,9 @@ fn micros_between(from_ns: u64, to_ns: u64) -> u32 {
 #[repr(align(128))]
 struct Tally(AtomicUsize);
 
+/// [`Viewer::by_update`] of an update that was not received.
+const NOT_RECEIVED: u32 = u32::MAX;
+
 /// One viewer's record of the run, kept by a reader thread ([`super::readers`]).
 struct Viewer {
     room: usize,
@@ -281,15 +284,14 @@ struct Viewer {
     /// Updates delivered, counted per reader thread (one shared counter would be a cache line
     /// both threads write for every frame).
     delivered: Arc<Tally>,
-    latencies_us: Vec<u32>,
     /// To when the socket took each update in (empty without kernel timestamps).
     socket_us: Vec<u32>,
     /// Whether the kernel stamps what it receives ([`super::rawws::RawWs::stamp_arrivals`]).
     stamping: bool,
-    received: usize,
     /// Which of its room's markers arrived.
     seen: Vec<bool>,
-    /// Each update's latency in µs, by its marker (`u32::MAX`: not received).
+    /// Each update's latency in µs, by its marker (`NOT_RECEIVED`: not received, or its
+    /// sending time was not yet known when it arrived).
     by_update: Vec<u32>,
     /// Got its sync step 2 (counted as connected).
     synced: bool,
@@ -310,11 +312,9 @@ impl super::readers::Handler for Viewer {
                 self.seen[seq] = true;
                 let t = self.sent.at[seq].load(Ordering::Acquire);
                 if t > 0 {
-                    self.received += 1;
                     self.delivered.0.fetch_add(1, Ordering::Relaxed);
-                    let latency = now.saturating_sub(t) as u32;
-                    self.latencies_us.push(latency);
-                    self.by_update[seq] = latency;
+                    // Clamped below the mark of an update not received.
+                    self.by_update[seq] = (now.saturating_sub(t) as u32).min(NOT_RECEIVED - 1);
                     if let Some(arrived) = arrived {
                         let sent_ns = self.sent.wall_ns[seq].load(Ordering::Acquire);
                         self.socket_us
@@ -327,6 +327,14 @@ impl super::readers::Handler for Viewer {
 }
 
 impl Viewer {
+    /// The latencies (µs) of the updates it received.
+    fn latencies(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_update
+            .iter()
+            .copied()
+            .filter(|&l| l != NOT_RECEIVED)
+    }
+
     fn new(
         room: usize,
         sent: Arc<Sent>,
@@ -337,15 +345,13 @@ impl Viewer {
         Viewer {
             room,
             seen: vec![false; sent.at.len()],
-            by_update: vec![u32::MAX; sent.at.len()],
+            by_update: vec![NOT_RECEIVED; sent.at.len()],
             sent,
             start,
             synced_count,
             delivered,
-            latencies_us: Vec::new(),
             socket_us: Vec::new(),
             stamping: false,
-            received: 0,
             synced: false,
         }
     }
@@ -420,51 +426,71 @@ impl Writer {
     }
 }
 
+/// One update's latencies over the viewers that got it, summed up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct UpdateTail {
+    room: usize,
+    seq: usize,
+    /// When it was sent, µs into the typing.
+    at_us: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
 /// The run's three slowest updates by their p99 over the viewers that got them, and the
 /// median update's p99: whether a run's p99 is all its updates or one late update (a run's
 /// p99 is 1 % of its samples, and one update of 50 is 2 %).
 fn slowest_updates(viewers: &[Viewer], sent: &[Arc<Sent>], typing_us: u64) -> Option<String> {
+    // Each update's latencies, gathered in one pass over the viewers: [room][update].
+    let mut got: Vec<Vec<Vec<u32>>> = sent
+        .iter()
+        .map(|s| vec![Vec::new(); s.count.load(Ordering::Acquire)])
+        .collect();
+    for v in viewers {
+        for (seq, bucket) in got[v.room].iter_mut().enumerate() {
+            match v.by_update.get(seq) {
+                Some(&l) if l != NOT_RECEIVED => bucket.push(l),
+                _ => {}
+            }
+        }
+    }
     let mut updates = Vec::new();
-    for (room, sent) in sent.iter().enumerate() {
-        for seq in 0..sent.count.load(Ordering::Acquire) {
-            let mut got: Vec<u32> = viewers
-                .iter()
-                .filter(|v| v.room == room)
-                .filter_map(|v| v.by_update.get(seq).copied())
-                .filter(|&l| l != u32::MAX)
-                .collect();
-            if got.is_empty() {
+    for (room, per_update) in got.iter_mut().enumerate() {
+        for (seq, latencies) in per_update.iter_mut().enumerate() {
+            if latencies.is_empty() {
                 continue;
             }
-            got.sort_unstable();
-            let at_us = sent.at[seq]
-                .load(Ordering::Acquire)
-                .saturating_sub(typing_us);
-            updates.push((
+            latencies.sort_unstable();
+            updates.push(UpdateTail {
                 room,
                 seq,
-                at_us,
-                percentile(&got, 0.5),
-                percentile(&got, 0.99),
-            ));
+                at_us: sent[room].at[seq]
+                    .load(Ordering::Acquire)
+                    .saturating_sub(typing_us),
+                p50_ms: percentile(latencies, 0.5),
+                p99_ms: percentile(latencies, 0.99),
+            });
         }
     }
     describe_updates(updates)
 }
 
-/// See [`slowest_updates`]: `updates` are (room, update, sent µs into the typing, p50, p99).
-fn describe_updates(mut updates: Vec<(usize, usize, u64, f64, f64)>) -> Option<String> {
+/// See [`slowest_updates`].
+fn describe_updates(mut updates: Vec<UpdateTail>) -> Option<String> {
     if updates.is_empty() {
         return None;
     }
-    updates.sort_by(|a, b| b.4.total_cmp(&a.4));
-    let median = updates[updates.len() / 2].4;
+    updates.sort_by(|a, b| b.p99_ms.total_cmp(&a.p99_ms));
+    let median = updates[updates.len() / 2].p99_ms;
     let worst: Vec<String> = updates
         .iter()
         .take(3)
-        .map(|&(room, seq, at_us, p50, p99)| {
-            let at = at_us as f64 / 1e6;
-            format!("room {room} #{seq} at {at:.1} s {p50:.1} / {p99:.1} ms")
+        .map(|u| {
+            let at = u.at_us as f64 / 1e6;
+            format!(
+                "room {} #{} at {at:.1} s {:.1} / {:.1} ms",
+                u.room, u.seq, u.p50_ms, u.p99_ms
+            )
         })
         .collect();
     Some(format!(
@@ -627,14 +653,15 @@ pub async fn run_one(
     for v in viewers_seen {
         let room = v.room;
         let count = sent[room].count.load(Ordering::Acquire);
-        if v.received == count && v.received > 0 {
+        let received = v.latencies().count();
+        if received == count && received > 0 {
             complete += 1;
         }
         all_stamping &= v.stamping;
         if v.stamping {
-            unstamped += v.latencies_us.len().saturating_sub(v.socket_us.len());
+            unstamped += received.saturating_sub(v.socket_us.len());
         }
-        all.extend(v.latencies_us);
+        all.extend(v.latencies());
         at_socket.extend(v.socket_us);
         // An update a synced viewer never got counts as late as the run's end: leaving it
         // out would flatter a server that drops what it cannot deliver in time.
@@ -818,12 +845,19 @@ mod tests {
     fn the_slowest_updates_and_the_median_ones_p99() {
         assert_eq!(describe_updates(Vec::new()), None);
         // Five updates of one room; #3 came late to everyone, #1 to a few.
+        let update = |seq: usize, p50_ms, p99_ms| UpdateTail {
+            room: 0,
+            seq,
+            at_us: seq as u64 * 200_000,
+            p50_ms,
+            p99_ms,
+        };
         let updates = vec![
-            (0, 0, 0, 4.0, 8.0),
-            (0, 1, 200_000, 5.0, 15.0),
-            (0, 2, 400_000, 4.5, 9.0),
-            (0, 3, 600_000, 29.0, 36.0),
-            (0, 4, 800_000, 4.0, 7.0),
+            update(0, 4.0, 8.0),
+            update(1, 5.0, 15.0),
+            update(2, 4.5, 9.0),
+            update(3, 29.0, 36.0),
+            update(4, 4.0, 7.0),
         ];
         let line = describe_updates(updates).unwrap();
         assert_eq!(
@@ -831,6 +865,44 @@ mod tests {
             "slowest updates (p50 / p99 over their viewers): room 0 #3 at 0.6 s 29.0 / 36.0 ms, \
              room 0 #1 at 0.2 s 5.0 / 15.0 ms, room 0 #2 at 0.4 s 4.5 / 9.0 ms; the median \
              update's p99: 9.0 ms"
+        );
+    }
+
+    /// Latencies are grouped by room and update over all viewers; an update nobody got is left
+    /// out, and a viewer's missing update does not count as a latency.
+    #[test]
+    fn updates_are_summed_up_per_room() {
+        let sent = |sent_at: &[u64]| {
+            Arc::new(Sent {
+                at: sent_at.iter().map(|&t| AtomicU64::new(t)).collect(),
+                wall_ns: sent_at.iter().map(|_| AtomicU64::new(0)).collect(),
+                count: AtomicUsize::new(sent_at.len()),
+            })
+        };
+        let rooms = [sent(&[1_000, 201_000]), sent(&[101_000, 301_000, 501_000])];
+        let start = Instant::now();
+        let viewer = |room: usize, by_update: &[u32]| {
+            let mut v = Viewer::new(
+                room,
+                rooms[room].clone(),
+                start,
+                Arc::default(),
+                Arc::default(),
+            );
+            v.by_update[..by_update.len()].copy_from_slice(by_update);
+            v
+        };
+        let viewers = [
+            viewer(0, &[2_000, 4_000]),
+            viewer(0, &[2_000, NOT_RECEIVED]),
+            viewer(1, &[3_000, 30_000, NOT_RECEIVED]),
+            viewer(1, &[3_000, 20_000, NOT_RECEIVED]),
+        ];
+        assert_eq!(
+            slowest_updates(&viewers, &rooms, 1_000).unwrap(),
+            "slowest updates (p50 / p99 over their viewers): room 1 #1 at 0.3 s 30.0 / 30.0 ms, \
+             room 0 #1 at 0.2 s 4.0 / 4.0 ms, room 1 #0 at 0.1 s 3.0 / 3.0 ms; the median \
+             update's p99: 3.0 ms"
         );
     }
 }
