@@ -13,6 +13,11 @@
 //! figures. The generator shares the machine's cores with the server, and a server that keeps
 //! both cores busy while it sends holds the generator's reads back until it is done; the socket
 //! time is when the server's bytes reached the viewer, whoever then got to run.
+//!
+//! While the writers type, a probe on each core times a fixed piece of arithmetic by its own
+//! CPU time ([`super::hostprobe`]): where the host slowed the machine down, the run says which
+//! updates were being delivered then, and the p99 over the other updates beside the p99 over
+//! all of them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -95,6 +100,21 @@ pub struct FanoutRow {
     pub socket_p50_ms: Option<f64>,
     #[serde(default)]
     pub socket_p99_ms: Option<f64>,
+    /// The share of the host probe's looks the host slowed ([`super::hostprobe`]); `None`
+    /// where it could not look.
+    #[serde(default)]
+    pub host_slowed_share: Option<f64>,
+    /// Updates whose delivery the host slowed (a slowed look from just before the update was
+    /// sent until its last viewer read it).
+    #[serde(default)]
+    pub host_slowed_updates: Option<usize>,
+    /// p99 over the updates the host did not slow: how the server does when the machine runs
+    /// at its usual speed. A diagnosis beside `p99_ms`, which counts every update.
+    #[serde(default)]
+    pub p99_unslowed_ms: Option<f64>,
+    /// `p99_unslowed_ms` of every run of this point, in run order.
+    #[serde(default)]
+    pub p99_unslowed_runs_ms: Vec<Option<f64>>,
 }
 
 /// The Node reference server's script, when bench/node's packages are installed.
@@ -437,6 +457,51 @@ struct UpdateTail {
     p99_ms: f64,
 }
 
+/// Which updates the host slowed while they were delivered, [room][update]: a look of the
+/// probe slowed from one look before the update was sent until its last viewer read it (or the
+/// run ended, for an update some viewer never got).
+fn host_slowed(
+    viewers: &[Viewer],
+    sent: &[Arc<Sent>],
+    host: &[super::hostprobe::Sample],
+    ended_us: u64,
+) -> Vec<Vec<bool>> {
+    let sent_at = |room: usize, seq: usize| sent[room].at[seq].load(Ordering::Acquire);
+    // When each update's delivery ended, µs since the start.
+    let mut done: Vec<Vec<u64>> = sent
+        .iter()
+        .enumerate()
+        .map(|(room, s)| {
+            (0..s.count.load(Ordering::Acquire))
+                .map(|seq| sent_at(room, seq))
+                .collect()
+        })
+        .collect();
+    for v in viewers {
+        for (seq, end) in done[v.room].iter_mut().enumerate() {
+            let got = match v.by_update.get(seq) {
+                Some(&l) if l != NOT_RECEIVED => sent_at(v.room, seq) + u64::from(l),
+                _ if v.synced && !v.seen.get(seq).copied().unwrap_or(false) => ended_us,
+                _ => continue,
+            };
+            *end = (*end).max(got);
+        }
+    }
+    let before = super::hostprobe::EVERY.as_micros() as u64;
+    done.iter()
+        .enumerate()
+        .map(|(room, ends)| {
+            ends.iter()
+                .enumerate()
+                .map(|(seq, &end)| {
+                    let from = sent_at(room, seq).saturating_sub(before);
+                    super::hostprobe::slowed_between(host, from, end)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The run's three slowest updates by their p99 over the viewers that got them, and the
 /// median update's p99: whether a run's p99 is all its updates or one late update (a run's
 /// p99 is 1 % of its samples, and one update of 50 is 2 %).
@@ -607,6 +672,7 @@ pub async fn run_one(
 
     let typing = Instant::now();
     let until = typing + Duration::from_secs_f64(seconds);
+    let probe = super::hostprobe::HostProbe::start(start, super::hostprobe::EVERY);
     let typists: Vec<_> = writers
         .into_iter()
         .enumerate()
@@ -640,6 +706,14 @@ pub async fn run_one(
     let ended_us = start.elapsed().as_micros() as u64;
     let ended_ns = wall_ns(std::time::SystemTime::now());
     let viewers_seen = tokio::task::spawn_blocking(move || readers.finish()).await?;
+    let host = match probe {
+        Some(probe) => Some(tokio::task::spawn_blocking(move || probe.finish()).await?),
+        None => None,
+    };
+    let slowed = host
+        .as_deref()
+        .map(|host| host_slowed(&viewers_seen, &sent, host, ended_us));
+    let mut calm = Vec::new();
     let mut all = Vec::new();
     let mut at_socket = Vec::new();
     // Socket figures only if every viewer stamps and every update had its stamp (else a mix).
@@ -661,7 +735,19 @@ pub async fn run_one(
         if v.stamping {
             unstamped += received.saturating_sub(v.socket_us.len());
         }
-        all.extend(v.latencies());
+        let calm_update = |seq: usize| {
+            slowed
+                .as_ref()
+                .is_some_and(|s| !s[room].get(seq).copied().unwrap_or(true))
+        };
+        for (seq, latency) in v.by_update.iter().enumerate() {
+            if *latency != NOT_RECEIVED {
+                all.push(*latency);
+                if calm_update(seq) {
+                    calm.push(*latency);
+                }
+            }
+        }
         at_socket.extend(v.socket_us);
         // An update a synced viewer never got counts as late as the run's end: leaving it
         // out would flatter a server that drops what it cannot deliver in time.
@@ -670,14 +756,36 @@ pub async fn run_one(
                 if !seen {
                     missing += 1;
                     let t = sent[room].at[seq].load(Ordering::Acquire);
-                    all.push(ended_us.saturating_sub(t) as u32);
+                    let late = ended_us.saturating_sub(t) as u32;
+                    all.push(late);
+                    if calm_update(seq) {
+                        calm.push(late);
+                    }
                     let t = sent[room].wall_ns[seq].load(Ordering::Acquire);
                     at_socket.push(micros_between(t, ended_ns));
                 }
             }
         }
     }
+    calm.sort_unstable();
+    let host_slowed_updates = slowed
+        .as_ref()
+        .map(|s| s.iter().flatten().filter(|&&slowed| slowed).count());
+    let host_slowed_share = host.as_deref().and_then(super::hostprobe::slowed_share);
     let updates_sent = sent.iter().map(|s| s.count.load(Ordering::Acquire)).sum();
+    if let (Some(share), Some(n)) = (host_slowed_share, host_slowed_updates) {
+        let others = if calm.is_empty() {
+            "none left".to_string()
+        } else {
+            format!("{:.1} ms", percentile(&calm, 0.99))
+        };
+        eprintln!(
+            "fanout: {}: the host slowed {:.1} % of the probe's looks and the delivery of {n} \
+             of {updates_sent} updates; p99 over the others: {others}",
+            kind.name(),
+            share * 100.0,
+        );
+    }
     server.stop().await;
     all.sort_unstable();
     at_socket.sort_unstable();
@@ -707,6 +815,10 @@ pub async fn run_one(
         p99_runs_ms: Vec::new(),
         socket_p50_ms: stamped.then(|| percentile(&at_socket, 0.50)),
         socket_p99_ms: stamped.then(|| percentile(&at_socket, 0.99)),
+        host_slowed_share,
+        host_slowed_updates,
+        p99_unslowed_ms: (!calm.is_empty()).then(|| percentile(&calm, 0.99)),
+        p99_unslowed_runs_ms: Vec::new(),
     })
 }
 
@@ -742,18 +854,20 @@ pub async fn run(config: &FanoutConfig) -> anyhow::Result<Vec<FanoutRow>> {
 /// The run with the median p99 (the lower middle for an even count), listing every run's p99.
 fn median_run(mut runs: Vec<FanoutRow>) -> Option<FanoutRow> {
     let p99s: Vec<f64> = runs.iter().map(|r| r.p99_ms).collect();
+    let unslowed: Vec<Option<f64>> = runs.iter().map(|r| r.p99_unslowed_ms).collect();
     runs.sort_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
     let mid = runs.len().checked_sub(1)? / 2;
     let mut row = runs.swap_remove(mid);
     row.p99_runs_ms = p99s;
+    row.p99_unslowed_runs_ms = unslowed;
     Some(row)
 }
 
 pub fn print_table(rows: &[FanoutRow]) {
     println!(
-        "| server | rooms | viewers | synced | got every update | never delivered | p50 ms | p99 ms | max ms | p99 × node | p99 of each run | at the socket: p50 / p99 ms | p99 × node | RSS/viewer KiB | × node | CPU % |"
+        "| server | rooms | viewers | synced | got every update | never delivered | p50 ms | p99 ms | max ms | p99 × node | p99 of each run | at the socket: p50 / p99 ms | p99 × node | RSS/viewer KiB | × node | CPU % | host slowed: looks, updates | p99 of the other updates, each run |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let node = rows
             .iter()
@@ -763,7 +877,7 @@ pub fn print_table(rows: &[FanoutRow]) {
             _ => "–".to_string(),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1} | {} | {:.0} | {} | {} |",
             r.server,
             r.rooms,
             r.viewers,
@@ -789,7 +903,18 @@ pub fn print_table(rows: &[FanoutRow]) {
             ),
             r.rss_per_conn_kib,
             ratio(r.rss_per_conn_kib, node.map(|n| n.rss_per_conn_kib)),
-            r.cpu_pct
+            r.cpu_pct,
+            match (r.host_slowed_share, r.host_slowed_updates) {
+                (Some(share), Some(n)) => {
+                    format!("{:.1} %, {n} of {}", share * 100.0, r.updates_sent)
+                }
+                _ => "–".to_string(),
+            },
+            r.p99_unslowed_runs_ms
+                .iter()
+                .map(|p| p.map_or_else(|| "–".to_string(), |p| format!("{p:.1}")))
+                .collect::<Vec<_>>()
+                .join(" / "),
         );
     }
 }
@@ -903,6 +1028,55 @@ mod tests {
             "slowest updates (p50 / p99 over their viewers): room 1 #1 at 0.3 s 30.0 / 30.0 ms, \
              room 0 #1 at 0.2 s 4.0 / 4.0 ms, room 1 #0 at 0.1 s 3.0 / 3.0 ms; the median \
              update's p99: 3.0 ms"
+        );
+    }
+
+    /// An update is slowed by a slowed look from one look before it was sent until its last
+    /// viewer read it, or until the run's end when a synced viewer never got it.
+    #[test]
+    fn updates_slowed_by_the_host_are_those_a_slowed_look_overlaps() {
+        let sent = Arc::new(Sent {
+            at: [1_000u64, 201_000, 401_000]
+                .iter()
+                .map(|&t| AtomicU64::new(t))
+                .collect(),
+            wall_ns: (0..3).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicUsize::new(3),
+        });
+        let viewer = |by_update: &[u32], seen: &[bool], synced: bool| {
+            let mut v = Viewer::new(
+                0,
+                sent.clone(),
+                Instant::now(),
+                Arc::default(),
+                Arc::default(),
+            );
+            v.by_update[..by_update.len()].copy_from_slice(by_update);
+            v.seen[..seen.len()].copy_from_slice(seen);
+            v.synced = synced;
+            v
+        };
+        let look = |at_us, slowdown| super::super::hostprobe::Sample { at_us, slowdown };
+        // Under the line during #0; between updates; inside #1's 30 ms; near the run's end.
+        let host = [
+            look(3_000, 2.0),
+            look(100_000, 9.0),
+            look(220_000, 5.0),
+            look(800_000, 4.0),
+        ];
+        let rooms = [sent.clone()];
+        let on_time = viewer(&[2_000, 4_000, 3_000], &[true; 3], true);
+        let slow = |synced| viewer(&[2_500, 30_000, NOT_RECEIVED], &[true, true, false], synced);
+        assert_eq!(
+            host_slowed(&[on_time, slow(true)], &rooms, &host, 900_000),
+            vec![vec![false, true, true]],
+            "the missed update was in delivery until the end"
+        );
+        let on_time = viewer(&[2_000, 4_000, 3_000], &[true; 3], true);
+        assert_eq!(
+            host_slowed(&[on_time, slow(false)], &rooms, &host, 900_000),
+            vec![vec![false, true, false]],
+            "a viewer that never synced waits for nothing"
         );
     }
 }
