@@ -213,10 +213,12 @@ pub enum FanoutServers {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Fan-out: one writer per room typing (one update per flush tick), N viewers; writer-to-
-    /// viewer latency, completeness, server RSS per viewer and CPU, for pairedit's relay and the
-    /// Node reference server (`npm ci --prefix bench/node`) in the same run. Raise `ulimit -n`
-    /// above the viewer count first.
+    /// Fan-out: one writer per room typing (one update per flush tick), N viewers;
+    /// writer-to-viewer latency, completeness, server RSS per viewer and CPU, for pairedit's relay
+    /// and the Node reference server (`npm ci --prefix bench/node`) in the same run. A probe on each
+    /// core says which updates were sent while the host slowed the machine down, and gives the
+    /// p99 over the others beside the p99 over all. Raise `ulimit -n` above the viewer count
+    /// first.
     ///
     /// Example: pairedit bench fanout --viewers 100,1000,10000 --out bench/results
     Fanout {
