@@ -339,3 +339,70 @@ fn a_client_listed_twice_is_refused_and_the_text_kept() {
         assert_eq!(reader.ytext(), reader.text());
     }
 }
+
+/// An update yrs stops in the middle of: `high` puts "ab" before the writer's first character,
+/// then `low`'s "x" names the writer's string item as its parent, which yrs refuses
+/// (InvalidParent) after integrating `high` (it goes from the highest client down).
+fn half_way_update(wclient: u64) -> Vec<u8> {
+    let (high, low) = (
+        wclient.wrapping_add(2).max(3),
+        1u64.max(wclient.wrapping_add(1)),
+    );
+    let (high, low) = if high > low { (high, low) } else { (low, high) };
+    let mut u = Vec::new();
+    put_varuint(&mut u, 2);
+    for v in [1, high, 0] {
+        put_varuint(&mut u, v);
+    }
+    u.push(4 | 0x40);
+    for v in [wclient, 0, 2] {
+        put_varuint(&mut u, v);
+    }
+    u.extend_from_slice(b"ab");
+    for v in [1, low, 0] {
+        put_varuint(&mut u, v);
+    }
+    u.push(4);
+    for v in [0, wclient, 1, 1] {
+        put_varuint(&mut u, v);
+    }
+    u.push(b'x');
+    put_varuint(&mut u, 0);
+    u
+}
+
+/// A document that has "hello" from `writer`.
+fn reader_of_hello() -> (SharedDoc, u64) {
+    let mut writer = SharedDoc::new();
+    writer.apply_local(&Edit::insert(0, "hello")).unwrap();
+    let mut reader = SharedDoc::new();
+    for u in writer.take_outgoing() {
+        reader.apply_remote(&u).unwrap();
+    }
+    (reader, writer.doc().client_id().get())
+}
+
+/// What went in before yrs stopped stays in the text; the mirror follows it byte for byte, and
+/// the edits that come with the error say how the text changed, so a client's view hears of it.
+#[test]
+fn an_update_stopped_half_way_reports_what_went_in() {
+    let (mut reader, wclient) = reader_of_hello();
+    let old = reader.text();
+    match reader.apply_remote(&half_way_update(wclient)) {
+        Err(pairedit::sync::DocError::PartlyApplied { edits, .. }) => {
+            assert_eq!(reader.text(), "abhello");
+            assert_eq!(reader.ytext(), reader.text());
+            assert_eq!(replayed(&old, &edits), Some(reader.text()));
+        }
+        other => panic!("expected a partly applied update, got {other:?}"),
+    }
+
+    let (reader, wclient) = reader_of_hello();
+    let mut client = ClientState::detached(reader, Role::Viewer, "v");
+    client.record_remote_edits(true);
+    let frame = protocol::sync_update(half_way_update(wclient));
+    assert!(client.receive(&frame).is_err(), "still refused");
+    let edits = client.take_remote_edits();
+    assert_eq!(replayed("hello", &edits), Some("abhello".to_string()));
+    assert_eq!(client.doc.text(), "abhello");
+}

@@ -404,22 +404,30 @@ impl ClientState {
     /// Integrates a remote update handed over in-process (a built-in relay applying a member's
     /// update to the document this session lent it), as if it had come in on the socket.
     pub fn integrate(&mut self, update: &[u8]) -> Result<(), String> {
-        self.apply_remote(update).map_err(|e| e.to_string())?;
+        let applied = self.apply_remote(update);
+        // Counted even when refused: a refused update may have changed the text part-way.
         self.version += 1;
-        Ok(())
+        applied.map_err(|e| e.to_string())
     }
 
     fn apply_remote(&mut self, update: &[u8]) -> Result<(), protocol::ProtocolError> {
         // The selection's char offsets are about the text before this update.
         self.settle_cursor();
-        let edits = self
-            .doc
-            .apply_remote(update)
-            .map_err(|e| protocol::ProtocolError::Malformed(e.to_string()))?;
+        let (edits, refused) = match self.doc.apply_remote(update) {
+            Ok(edits) => (edits, None),
+            // What went in before yrs stopped is in the text: the view hears of it all the same.
+            Err(DocError::PartlyApplied { reason, edits }) => {
+                (edits, Some(format!("update only partly applied: {reason}")))
+            }
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
         if let Some(log) = &mut self.remote_edits {
             log.extend(edits);
         }
-        Ok(())
+        match refused {
+            Some(reason) => Err(protocol::ProtocolError::Malformed(reason)),
+            None => Ok(()),
+        }
     }
 
     /// A (re)connection starts with the sync handshake, whose step 2 carries every local edit

@@ -85,6 +85,10 @@ pub enum DocError {
     Malformed(String),
     #[error("could not apply update: {0}")]
     Apply(String),
+    /// yrs stopped part-way through the update: what it integrated before stopping is in the
+    /// document and the mirror, and `edits` say how the text changed.
+    #[error("update only partly applied: {reason}")]
+    PartlyApplied { reason: String, edits: Vec<Edit> },
 }
 
 /// Local edits that are in the rope but not yet in yrs: one contiguous region of the text as yrs
@@ -1068,7 +1072,16 @@ impl SharedDoc {
             tracing::warn!("a peer's update cut a character in two; rebuilt the mirror");
             edits.push(self.rebuild_mirror());
         }
-        applied.map_err(|e| DocError::Apply(e.to_string()))?;
+        if let Err(e) = applied {
+            return Err(if edits.is_empty() {
+                DocError::Apply(e.to_string())
+            } else {
+                DocError::PartlyApplied {
+                    reason: e.to_string(),
+                    edits,
+                }
+            });
+        }
         // An update that left the text alone (held back, or only `meta`) keeps the tail.
         let kept = tail.filter(|t| t.seen == self.changes.load(Ordering::Relaxed));
         self.remote_tail = read
