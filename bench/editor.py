@@ -13,6 +13,10 @@
              The programs are all open at once and typed into key by key in turn (the same
              keys, the order shuffled for each key), so a busy moment of the machine falls
              on all of them alike.
+             While they type, `pairedit bench probe` times a fixed piece of arithmetic on
+             each core (as `bench fanout` does): keys sent while the virtual machine's host
+             had slowed the cores are counted, and a p99 over the other keys is given beside
+             the p99 over all (`--no-probe` to run without it).
   bigfile:   time from starting the editor on a big file until its first line is on screen,
              and the editor's peak RSS (VmHWM) once it has settled.
 
@@ -20,6 +24,7 @@ Usage: bench/editor.py [--keys N] [--bigfile PATH] [--bin target/release/pairedi
 Needs tmux; vim/nvim are measured when installed (apt-get install vim-nox neovim).
 """
 import argparse
+import bisect
 import os
 import random
 import shutil
@@ -141,8 +146,8 @@ def vm(pid, key):
 
 
 def one_key(ctl, target, pane, c, tail, exact, i):
-    """Sends key `c` to `target`; returns ms until `tail` (the line's end, the key included)
-    was on its screen."""
+    """Sends key `c` to `target`; returns when it was sent (perf_counter seconds) and the ms
+    until `tail` (the line's end, the key included) was on its screen."""
     # Let the last key's output settle, so none of it is taken for this key's.
     time.sleep(0.002)
     ctl.outputs.clear()
@@ -173,7 +178,7 @@ def one_key(ctl, target, pane, c, tail, exact, i):
     ms = (done - t0) * 1000
     if os.environ.get("BENCH_DEBUG") and ms > 20:
         print(f"slow key {i} {c!r} in {target} took {ms:.1f} ms", file=sys.stderr)
-    return ms
+    return t0, ms
 
 
 def keystrokes(ctl, targets, n, exact):
@@ -182,7 +187,8 @@ def keystrokes(ctl, targets, n, exact):
     right after the same other one), before key i + 1 goes to any; a busy moment of the
     machine falls on all of them alike. Every line starts with a marker (`007:`, typed and
     waited for, not timed), so the letters looked for on screen are never already there.
-    Returns per-key latencies in ms for each target (see the module doc for the two clocks)."""
+    Returns, for each target, each key's send time (perf_counter seconds) and latency in ms
+    (see the module doc for the two clocks)."""
     panes = {t: ctl.cmd(f"display -p -t {t} '#{{pane_id}}'")[0] for t in targets}
     rng = random.Random(7)
     keys = [rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n)]
@@ -217,12 +223,53 @@ def keystrokes(ctl, targets, n, exact):
     return lat
 
 
+# A key has the host against it if a look of the host probe (`pairedit bench probe`) at
+# SLOWED times its fastest or more fell from SLOWED_BEFORE before it was sent to SLOWED_AFTER
+# after: the same window for every program, whatever its key took.
+SLOWED = 3.0
+SLOWED_BEFORE = 0.006
+SLOWED_AFTER = 0.005
+
+
+def start_probe(pe_bin):
+    """`pairedit bench probe` in the background (it looks until its stdin closes), or None."""
+    try:
+        return subprocess.Popen([pe_bin, "bench", "probe"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+    except OSError as e:
+        print(f"host probe not started: {e}", file=sys.stderr)
+        return None
+
+
+def finish_probe(probe):
+    """Every look as (perf_counter seconds, slowdown), in time order; [] without a probe."""
+    if probe is None:
+        return []
+    out, _ = probe.communicate(timeout=30)
+    if probe.returncode != 0:
+        print("host probe failed: no figures without its looks", file=sys.stderr)
+        return []
+    looks = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            looks.append((int(parts[0]) / 1e6, float(parts[2])))
+    looks.sort()
+    return looks
+
+
+def slowed_near(slowed_times, t0):
+    """Whether a slowed look fell near a key sent at t0 (slowed_times sorted)."""
+    i = bisect.bisect_left(slowed_times, t0 - SLOWED_BEFORE)
+    return i < len(slowed_times) and slowed_times[i] <= t0 + SLOWED_AFTER
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
-def bench_keys(ctl, pe_bins, n, exact):
+def bench_keys(ctl, pe_bins, n, exact, use_probe=True):
     tmp = tempfile.mkdtemp()
     empty = os.path.join(tmp, "empty.txt")
     open(empty, "w").close()
@@ -248,26 +295,41 @@ def bench_keys(ctl, pe_bins, n, exact):
         ctl.wait(target, ready)
         targets.append(target)
     time.sleep(0.5)
-    lat = keystrokes(ctl, targets, n, exact)
+    probe = start_probe(pe_bins[0]) if use_probe else None
+    timed = keystrokes(ctl, targets, n, exact)
+    looks = finish_probe(probe)
+    slowed_times = [t for t, x in looks if x >= SLOWED]
     rows = []
     for (name, _, _), target in zip(editors, targets):
-        xs = lat[target]
-        rows.append((name, statistics.median(xs), pct(xs, 99), max(xs)))
+        xs = [ms for _, ms in timed[target]]
+        calm = [ms for t0, ms in timed[target] if not slowed_near(slowed_times, t0)]
+        rows.append((name, statistics.median(xs), pct(xs, 99), max(xs),
+                     pct(calm, 99) if looks and calm else None, len(xs) - len(calm)))
         if os.environ.get("BENCH_DEBUG"):
             slow = sorted(range(len(xs)), key=lambda i: -xs[i])[:8]
             print(name, "slowest keys:", [(i, round(xs[i], 1)) for i in slow], file=sys.stderr)
         ctl.cmd(f"kill-window -t {target}")
     floor = rows[0][1]
-    vim_p99 = next((p99 for name, _, p99, _ in rows if name.startswith("vim")), None)
+    vim_p99 = next((r[2] for r in rows if r[0].startswith("vim")), None)
+    vim_calm = next((r[4] for r in rows if r[0].startswith("vim")), None)
     clock = ("exact: the last %output before the capture that shows the key" if exact
              else "polled: capture-pane 0.5 ms apart")
     print(f"\n## Keystroke to screen ({n} keys to each program, interleaved key by key; "
           f"tmux control mode, {clock})\n")
-    print("| program | p50 ms | p99 ms | max ms | p50 − floor ms | p99 ÷ vim's |")
-    print("|---|---|---|---|---|---|")
-    for name, p50, p99, mx in rows:
+    if looks:
+        share = sum(1 for _, x in looks if x >= SLOWED) / len(looks)
+        print(f"host probe: {share * 100:.1f} % of {len(looks)} looks ran at {SLOWED:g}x their "
+              f"fastest or slower; a key with one from {SLOWED_BEFORE * 1000:g} ms before it "
+              f"was sent to {SLOWED_AFTER * 1000:g} ms after is left out of the last columns\n")
+    print("| program | p50 ms | p99 ms | max ms | p50 − floor ms | p99 ÷ vim's "
+          "| keys with a slowed look | p99 of the others ms | ÷ vim's |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, p50, p99, mx, calm99, slowed in rows:
         ratio = f"{p99 / vim_p99:.2f}" if vim_p99 else "–"
-        print(f"| {name} | {p50:.2f} | {p99:.2f} | {mx:.2f} | {p50 - floor:.2f} | {ratio} |")
+        calm_ratio = f"{calm99 / vim_calm:.2f}" if calm99 and vim_calm else "–"
+        calm_col = f"{calm99:.2f}" if calm99 is not None else "–"
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {mx:.2f} | {p50 - floor:.2f} | {ratio} "
+              f"| {slowed if looks else '–'} | {calm_col} | {calm_ratio} |")
 
 
 def bench_bigfile(ctl, pe_bin, path, runs):
@@ -307,6 +369,8 @@ def main():
     ap.add_argument("--bin", default="target/release/pairedit")
     ap.add_argument("--ab", metavar="BIN", action="append", default=[],
                     help="another pairedit binary to type into in the same run (an A/B comparison)")
+    ap.add_argument("--no-probe", action="store_true",
+                    help="run without the host probe (`pairedit bench probe`, ~1 %% of each core)")
     ap.add_argument("--polled", action="store_true",
                     help="also time keys by polling capture-pane (the clock used before 2026-11-27)")
     a = ap.parse_args()
@@ -317,9 +381,9 @@ def main():
     ctl = Control()
     try:
         print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}; tmux {subprocess.run(['tmux', '-V'], capture_output=True, text=True).stdout.strip()}")
-        bench_keys(ctl, pe_bins, a.keys, exact=True)
+        bench_keys(ctl, pe_bins, a.keys, exact=True, use_probe=not a.no_probe)
         if a.polled:
-            bench_keys(ctl, pe_bins, a.keys, exact=False)
+            bench_keys(ctl, pe_bins, a.keys, exact=False, use_probe=not a.no_probe)
         if a.bigfile:
             bench_bigfile(ctl, pe_bin, a.bigfile, a.runs)
     finally:

@@ -302,4 +302,10 @@ pub enum BenchCommand {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Run the host probe (a thread on each core timing a fixed piece of arithmetic by its own
+    /// CPU time, as `bench fanout` does) until standard input closes, then print one line per
+    /// look: `MICROS CPU SLOWDOWN`, MICROS on the monotonic clock (Python's
+    /// `time.perf_counter()` on Linux), SLOWDOWN against that thread's fastest look. For
+    /// benches written in other languages (`bench/editor.py`).
+    Probe,
 }

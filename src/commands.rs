@@ -45,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             flush_ms,
         }) => bench_updates(&trace, rate, flush_ms),
         Command::Bench(BenchCommand::Highlight { file, theme }) => bench_highlight(&file, &theme),
+        Command::Bench(BenchCommand::Probe) => crate::bench::hostprobe::run_until_stdin_closes(),
         Command::Bench(BenchCommand::Fanout {
             viewers,
             rooms,

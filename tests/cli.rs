@@ -140,3 +140,59 @@ async fn host_refuses_binary_and_invalid_utf8_files_before_touching_the_terminal
         "lists the shipped themes"
     );
 }
+
+/// `bench probe` looks until its standard input closes, then prints every look as
+/// `MICROS CPU SLOWDOWN` on the monotonic clock, each CPU's fastest look at 1.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn bench_probe_prints_its_looks_when_stdin_closes() {
+    use tokio::io::AsyncWriteExt as _;
+    let before = std::time::Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["bench", "probe"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pairedit");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"ignored\n").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("stopped when stdin closed")
+        .expect("output");
+    assert!(out.status.success());
+    let looks: Vec<(u64, usize, f64)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.len(), 3, "{l}");
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!looks.is_empty(), "no looks in 300 ms");
+    assert!(looks.windows(2).all(|w| w[0].0 <= w[1].0), "in time order");
+    // On the same clock as this process's: between its start and now.
+    let now_us = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| std::time::Duration::from(t).as_micros() as u64)
+        .unwrap();
+    let started_us = now_us - before.elapsed().as_micros() as u64;
+    assert!(looks.iter().all(|l| (started_us..=now_us).contains(&l.0)));
+    let mut cpus: Vec<usize> = looks.iter().map(|l| l.1).collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    for cpu in cpus {
+        let fastest = looks
+            .iter()
+            .filter(|l| l.1 == cpu)
+            .map(|l| l.2)
+            .fold(f64::MAX, f64::min);
+        assert_eq!(fastest, 1.0, "CPU {cpu}");
+    }
+}

@@ -223,6 +223,37 @@ fn usable_cpus() -> Vec<usize> {
 #[cfg(not(target_os = "linux"))]
 fn keep_on(_cpu: usize) {}
 
+/// `pairedit bench probe`: looks until standard input closes, then prints each look as
+/// `MICROS CPU SLOWDOWN`, MICROS on the monotonic clock.
+pub fn run_until_stdin_closes() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let start = Instant::now();
+    let base_us = monotonic_us().ok_or_else(|| anyhow::anyhow!("no monotonic clock here"))?;
+    let probe = HostProbe::start(start, EVERY)
+        .ok_or_else(|| anyhow::anyhow!("the host probe cannot run here (no thread CPU clock)"))?;
+    // Whatever comes in is ignored: the end of it is the signal to stop.
+    std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
+    let samples = probe.finish();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for s in samples {
+        writeln!(out, "{} {} {:.3}", base_us + s.at_us, s.cpu, s.slowdown)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The monotonic clock (`CLOCK_MONOTONIC`, what `Instant` and Python's `perf_counter` read), µs.
+#[cfg(target_os = "linux")]
+fn monotonic_us() -> Option<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    Some(Duration::from(t).as_micros() as u64)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn monotonic_us() -> Option<u64> {
+    None
+}
+
 /// Whether any look from `from_us` to `to_us` (inclusive) was slowed by the host. `samples`
 /// must be in time order, as [`HostProbe::finish`] returns them.
 pub fn slowed_between(samples: &[Sample], from_us: u64, to_us: u64) -> bool {

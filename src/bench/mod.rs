@@ -2,7 +2,7 @@
 //! peer measured in the same run.
 
 pub mod fanout;
-mod hostprobe;
+pub mod hostprobe;
 mod rawws;
 mod readers;
 pub mod replay;
