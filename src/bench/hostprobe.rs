@@ -54,19 +54,19 @@ impl HostProbe {
     /// `every` and timing its looks from `start`. `None` where a thread's own CPU time cannot
     /// be read to the microsecond, or no thread could be started.
     pub fn start(start: Instant, every: Duration) -> Option<HostProbe> {
-        if thread_cpu_resolution()? > Duration::from_micros(1) {
+        if os::resolution(os::THREAD_CPU)? > Duration::from_micros(1) {
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        for cpu in usable_cpus() {
+        for cpu in os::usable_cpus() {
             let spawned = std::thread::Builder::new()
                 .name(format!("host-probe-{cpu}"))
                 .spawn({
                     let stop = stop.clone();
                     move || {
                         // Unpinned, it still looks, wherever the scheduler puts it.
-                        keep_on(cpu);
+                        os::keep_on(cpu);
                         probe(start, every, cpu, &stop)
                     }
                 });
@@ -154,9 +154,9 @@ fn calibrate() -> Option<u64> {
 
 /// The CPU time this thread spent on `rounds` of [`work`].
 fn timed(rounds: u64) -> Option<Duration> {
-    let before = thread_cpu()?;
+    let before = os::now(os::THREAD_CPU)?;
     std::hint::black_box(work(std::hint::black_box(rounds)));
-    Some(thread_cpu()?.saturating_sub(before))
+    Some(os::now(os::THREAD_CPU)?.saturating_sub(before))
 }
 
 /// Arithmetic that touches no memory (so caches and the other core's traffic do not change
@@ -171,64 +171,78 @@ fn work(rounds: u64) -> u64 {
     x
 }
 
-/// This thread's CPU time so far.
+/// What the probe needs of the system: clocks and CPU affinity. Linux has them; elsewhere
+/// there is nothing to read, and the probe does not start.
 #[cfg(target_os = "linux")]
-fn thread_cpu() -> Option<Duration> {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
-    Some(Duration::from(t))
-}
+mod os {
+    use std::time::Duration;
 
-#[cfg(target_os = "linux")]
-fn thread_cpu_resolution() -> Option<Duration> {
-    let t = nix::time::clock_getres(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
-    Some(Duration::from(t))
-}
-
-/// The CPUs this process may run on.
-#[cfg(target_os = "linux")]
-fn usable_cpus() -> Vec<usize> {
     use nix::sched::CpuSet;
-    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
-        Ok(set) => (0..CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-            .collect(),
-        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    use nix::time::ClockId;
+    use nix::unistd::Pid;
+
+    /// The calling thread's CPU time.
+    pub const THREAD_CPU: ClockId = ClockId::CLOCK_THREAD_CPUTIME_ID;
+    /// What `Instant` and Python's `time.perf_counter()` read.
+    pub const MONOTONIC: ClockId = ClockId::CLOCK_MONOTONIC;
+
+    pub fn now(clock: ClockId) -> Option<Duration> {
+        nix::time::clock_gettime(clock).ok().map(Duration::from)
+    }
+
+    pub fn resolution(clock: ClockId) -> Option<Duration> {
+        nix::time::clock_getres(clock).ok().map(Duration::from)
+    }
+
+    /// The CPUs this process may run on.
+    pub fn usable_cpus() -> Vec<usize> {
+        match nix::sched::sched_getaffinity(Pid::from_raw(0)) {
+            Ok(set) => (0..CpuSet::count())
+                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+                .collect(),
+            Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+        }
+    }
+
+    /// Keeps this thread on `cpu`, where the system allows it.
+    pub fn keep_on(cpu: usize) {
+        let mut set = CpuSet::new();
+        if set.set(cpu).is_ok() {
+            let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), &set);
+        }
     }
 }
 
-/// Keeps this thread on `cpu`, where the system allows it.
-#[cfg(target_os = "linux")]
-fn keep_on(cpu: usize) {
-    let mut set = nix::sched::CpuSet::new();
-    if set.set(cpu).is_ok() {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+#[cfg(not(target_os = "linux"))]
+mod os {
+    use std::time::Duration;
+
+    pub const THREAD_CPU: () = ();
+    pub const MONOTONIC: () = ();
+
+    pub fn now(_clock: ()) -> Option<Duration> {
+        None
     }
-}
 
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu() -> Option<Duration> {
-    None
-}
+    pub fn resolution(_clock: ()) -> Option<Duration> {
+        None
+    }
 
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu_resolution() -> Option<Duration> {
-    None
-}
+    pub fn usable_cpus() -> Vec<usize> {
+        Vec::new()
+    }
 
-#[cfg(not(target_os = "linux"))]
-fn usable_cpus() -> Vec<usize> {
-    Vec::new()
+    pub fn keep_on(_cpu: usize) {}
 }
-
-#[cfg(not(target_os = "linux"))]
-fn keep_on(_cpu: usize) {}
 
 /// `pairedit bench probe`: looks until standard input closes, then prints each look as
 /// `MICROS CPU SLOWDOWN`, MICROS on the monotonic clock.
 pub fn run_until_stdin_closes() -> anyhow::Result<()> {
     use std::io::Write as _;
     let start = Instant::now();
-    let base_us = monotonic_us().ok_or_else(|| anyhow::anyhow!("no monotonic clock here"))?;
+    let base_us = os::now(os::MONOTONIC)
+        .ok_or_else(|| anyhow::anyhow!("no monotonic clock here"))?
+        .as_micros() as u64;
     let probe = HostProbe::start(start, EVERY)
         .ok_or_else(|| anyhow::anyhow!("the host probe cannot run here (no thread CPU clock)"))?;
     // Whatever comes in is ignored: the end of it is the signal to stop.
@@ -240,18 +254,6 @@ pub fn run_until_stdin_closes() -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-/// The monotonic clock (`CLOCK_MONOTONIC`, what `Instant` and Python's `perf_counter` read), µs.
-#[cfg(target_os = "linux")]
-fn monotonic_us() -> Option<u64> {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
-    Some(Duration::from(t).as_micros() as u64)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn monotonic_us() -> Option<u64> {
-    None
 }
 
 /// Whether any look from `from_us` to `to_us` (inclusive) was slowed by the host. `samples`
@@ -323,7 +325,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_thread_on_each_cpu_looks_until_stopped() {
-        let cpus = usable_cpus();
+        let cpus = os::usable_cpus();
         assert!(!cpus.is_empty());
         let mut last = String::new();
         for _ in 0..10 {

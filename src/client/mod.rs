@@ -415,11 +415,15 @@ impl ClientState {
         self.settle_cursor();
         let (edits, refused) = match self.doc.apply_remote(update) {
             Ok(edits) => (edits, None),
-            // What went in before yrs stopped is in the text: the view hears of it all the same.
-            Err(DocError::PartlyApplied { reason, edits }) => {
-                (edits, Some(format!("update only partly applied: {reason}")))
+            Err(mut e) => {
+                // What went in before yrs stopped is in the text: the view hears of it all the
+                // same.
+                let edits = match &mut e {
+                    DocError::PartlyApplied { edits, .. } => std::mem::take(edits),
+                    _ => Vec::new(),
+                };
+                (edits, Some(e.to_string()))
             }
-            Err(e) => (Vec::new(), Some(e.to_string())),
         };
         if let Some(log) = &mut self.remote_edits {
             log.extend(edits);
