@@ -7,6 +7,15 @@ use std::path::Path;
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename over it, fsync the
 /// directory. An existing file's permissions are kept.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_chunks(path, [bytes])
+}
+
+/// [`write_atomic`] for text held in pieces, such as a rope's chunks (a snapshot of a rope is
+/// written without first being copied into one string).
+pub fn write_atomic_chunks<'a>(
+    path: &Path,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -14,8 +23,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.pairedit-{}.tmp", std::process::id()));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        // Whole megabytes at a time: a rope's chunks are about a kilobyte each.
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
+        for chunk in chunks {
+            f.write_all(chunk)?;
+        }
+        let f = f
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         if let Ok(meta) = fs::metadata(path) {
             f.set_permissions(meta.permissions())?;
         }
@@ -141,11 +156,12 @@ pub enum SaveError {
     Io(String),
 }
 
-/// Saves atomically, unless the file changed on disk since `expect` (someone else wrote it) and
-/// `force` is off. Returns the new stamp.
+/// Saves `text` (a rope: a snapshot taken in constant time, written from its chunks) atomically,
+/// unless the file changed on disk since `expect` (someone else wrote it) and `force` is off.
+/// Returns the new stamp.
 pub fn save_checked(
     path: &Path,
-    text: &str,
+    text: &ropey::Rope,
     expect: Option<Stamp>,
     force: bool,
 ) -> Result<Stamp, SaveError> {
@@ -155,7 +171,7 @@ pub fn save_checked(
     {
         return Err(SaveError::ChangedOnDisk(path.display().to_string()));
     }
-    write_atomic(path, text.as_bytes())
+    write_atomic_chunks(path, text.chunks().map(str::as_bytes))
         .map_err(|e| SaveError::Io(format!("{}: {e}", path.display())))?;
     stamp(path).ok_or_else(|| SaveError::Io(format!("{}: written but unreadable", path.display())))
 }
@@ -170,17 +186,17 @@ mod save_tests {
         let p = dir.path().join("f.txt");
         fs::write(&p, "v1").unwrap();
         let loaded = stamp(&p);
-        let s2 = save_checked(&p, "ours", loaded, false).unwrap();
+        let s2 = save_checked(&p, &"ours".into(), loaded, false).unwrap();
         fs::write(&p, "someone else's longer text").unwrap();
         assert_eq!(
-            save_checked(&p, "ours again", Some(s2), false),
+            save_checked(&p, &"ours again".into(), Some(s2), false),
             Err(SaveError::ChangedOnDisk(p.display().to_string()))
         );
         assert_eq!(
             fs::read_to_string(&p).unwrap(),
             "someone else's longer text"
         );
-        save_checked(&p, "ours again", Some(s2), true).unwrap();
+        save_checked(&p, &"ours again".into(), Some(s2), true).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "ours again");
     }
 }

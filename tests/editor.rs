@@ -432,6 +432,58 @@ fn a_file_changed_on_disk_asks_before_overwriting() {
     assert_eq!(path, file);
 }
 
+/// A save and the crash-recovery copy write the text as it was when they were asked for, byte
+/// for byte, however long it is (many rope chunks, more than one write buffer) and whatever is
+/// typed before they are written: the editor hands them a snapshot of the rope.
+#[test]
+fn saves_and_recovery_copies_write_the_text_as_it_was_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.txt");
+    let body: String = (0..100_000)
+        .map(|i| format!("line {i}\té — 👍🏽 e\u{301}\r\n"))
+        .collect();
+    assert!(body.len() > 2 << 20);
+    std::fs::write(&file, &body).unwrap();
+    let mut a = app(&body);
+    a.path = Some(file.clone());
+    a.disk = pairedit::fsutil::stamp(&file);
+    type_str(&mut a, "first ");
+    let asked = text(&a);
+    let Some(Effect::Save {
+        path,
+        text: snapshot,
+        expect,
+        force,
+        ..
+    }) = ctrl(&mut a, 's').pop()
+    else {
+        panic!("expected a save");
+    };
+    type_str(&mut a, "then more ");
+    let ticked = text(&a);
+    let Some(Effect::WriteRecovery {
+        path: recovery,
+        text: copy,
+    }) = update(&mut a, Msg::Tick).pop()
+    else {
+        panic!("expected a recovery copy");
+    };
+    type_str(&mut a, "and more still");
+    pairedit::fsutil::save_checked(&path, &snapshot, expect, force).unwrap();
+    pairedit::fsutil::write_atomic_chunks(&recovery, copy.chunks().map(str::as_bytes)).unwrap();
+    for (written, want) in [(&file, &asked), (&recovery, &ticked)] {
+        let got = std::fs::read(written).unwrap();
+        assert!(
+            got == want.as_bytes(),
+            "{}: {} bytes written, {} asked for",
+            written.display(),
+            got.len(),
+            want.len()
+        );
+    }
+    assert!(text(&a).starts_with("first then more and more still"));
+}
+
 #[test]
 fn snapshot_highlighted_code() {
     let mut a = app("// greet\nfn main() {\n\tlet s = \"hi\";\n}\n");

@@ -382,7 +382,8 @@ fn event_loop(
                 Effect::Flush => app.session.flush(),
                 Effect::WriteRecovery { path, text } => {
                     runtime.spawn_blocking(move || {
-                        if let Err(e) = crate::fsutil::write_atomic(&path, text.as_bytes()) {
+                        let chunks = text.chunks().map(str::as_bytes);
+                        if let Err(e) = crate::fsutil::write_atomic_chunks(&path, chunks) {
                             tracing::warn!(
                                 "cannot write the recovery copy {}: {e}",
                                 path.display()

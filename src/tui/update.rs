@@ -30,19 +30,21 @@ pub enum Msg {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Write `text` to `path` atomically; answer with [`Msg::Saved`].
+    /// Write `text` to `path` atomically; answer with [`Msg::Saved`]. The text is a snapshot
+    /// of the document's rope: taken in constant time, so a save never holds up the editor
+    /// for a copy of the whole text.
     Save {
         path: PathBuf,
-        text: String,
+        text: ropey::Rope,
         generation: u64,
         /// The file as last seen: if it no longer matches, someone else wrote it.
         expect: Option<crate::fsutil::Stamp>,
         force: bool,
     },
-    /// Write the crash-recovery copy of unsaved text.
+    /// Write the crash-recovery copy of unsaved text (a snapshot, as for [`Effect::Save`]).
     WriteRecovery {
         path: PathBuf,
-        text: String,
+        text: ropey::Rope,
     },
     /// The text is saved (or deliberately discarded): the recovery copy goes.
     RemoveRecovery {
@@ -129,7 +131,7 @@ fn recovery(app: &mut App, effects: &mut Vec<Effect>) {
     let recovery = crate::fsutil::recovery_path(path);
     if app.dirty && app.recovered_gen != Some(app.change_gen) {
         app.recovered_gen = Some(app.change_gen);
-        let text = app.session.lock().doc.text();
+        let text = app.session.lock().doc.rope().clone();
         effects.push(Effect::WriteRecovery {
             path: recovery,
             text,
@@ -495,7 +497,7 @@ fn save_to(app: &mut App, effects: &mut Vec<Effect>, beside: Option<PathBuf>, fo
         return;
     }
     app.saving = true;
-    let text = app.session.lock().doc.text();
+    let text = app.session.lock().doc.rope().clone();
     effects.push(Effect::Save {
         path,
         text,
