@@ -269,33 +269,25 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
-def bench_keys(ctl, pe_bins, n, exact, use_probe=True):
-    tmp = tempfile.mkdtemp()
-    empty = os.path.join(tmp, "empty.txt")
-    open(empty, "w").close()
-    editors = [("floor (cat)", "cat", lambda s: True)]
-    if shutil.which("vim"):
-        # vim shows the file message, then "-- INSERT --" over it: either means it is up.
-        editors.append(("vim -u NONE", f"vim -u NONE -N -c startinsert {empty}",
-                        lambda s: "0L, 0B" in s or "-- INSERT --" in s))
-    if shutil.which("nvim"):
-        editors.append(("nvim --clean", f"nvim --clean -c startinsert {empty}", lambda s: "INSERT" in s))
-    for j, pe_bin in enumerate(pe_bins):
-        pe_file = os.path.join(tmp, f"pe{j}.txt")
-        open(pe_file, "w").close()
-        name = "pairedit host" if j == 0 else f"pairedit host ({pe_bin})"
-        editors.append((name, f"{pe_bin} host {pe_file} --log-file {tmp}/pe{j}.log {os.environ.get('PE_ARGS', '')}",
-                        lambda s: "connected" in s))
+def open_editors(ctl, editors, prefix, timeout=30.0):
+    """Starts each (name, command, ready) in a window of its own and waits until `ready` holds
+    for its screen (pairedit's join codes are closed with Escape first). Returns the targets."""
     targets = []
     for i, (name, command, ready) in enumerate(editors):
-        target = window(ctl, f"k{i}", command)
+        target = window(ctl, f"{prefix}{i}", command)
         if name.startswith("pairedit"):
-            ctl.wait(target, lambda s: "join codes" in s)
+            ctl.wait(target, lambda s: "join codes" in s, timeout=timeout)
             ctl.cmd(f"send-keys -t {target} Escape")
-        ctl.wait(target, ready)
+        ctl.wait(target, ready, timeout=timeout)
         targets.append(target)
     time.sleep(0.5)
-    probe = start_probe(pe_bins[0]) if use_probe else None
+    return targets
+
+
+def time_keys(ctl, editors, targets, n, exact, use_probe, pe_bin, heading):
+    """Types n keys into the open editors (the first is the floor, `cat`), prints the table
+    under `heading`, and closes their windows."""
+    probe = start_probe(pe_bin) if use_probe else None
     timed = keystrokes(ctl, targets, n, exact)
     looks = finish_probe(probe)
     slowed_times = [t for t, x in looks if x >= SLOWED]
@@ -314,7 +306,7 @@ def bench_keys(ctl, pe_bins, n, exact, use_probe=True):
     vim_calm = next((r[4] for r in rows if r[0].startswith("vim")), None)
     clock = ("exact: the last %output before the capture that shows the key" if exact
              else "polled: capture-pane 0.5 ms apart")
-    print(f"\n## Keystroke to screen ({n} keys to each program, interleaved key by key; "
+    print(f"\n## {heading} ({n} keys to each program, interleaved key by key; "
           f"tmux control mode, {clock})\n")
     if looks:
         share = sum(1 for _, x in looks if x >= SLOWED) / len(looks)
@@ -330,6 +322,65 @@ def bench_keys(ctl, pe_bins, n, exact, use_probe=True):
         calm_col = f"{calm99:.2f}" if calm99 is not None else "–"
         print(f"| {name} | {p50:.2f} | {p99:.2f} | {mx:.2f} | {p50 - floor:.2f} | {ratio} "
               f"| {slowed if looks else '–'} | {calm_col} | {calm_ratio} |")
+
+
+def bench_keys(ctl, pe_bins, n, exact, use_probe=True):
+    tmp = tempfile.mkdtemp()
+    empty = os.path.join(tmp, "empty.txt")
+    open(empty, "w").close()
+    editors = [("floor (cat)", "cat", lambda s: True)]
+    if shutil.which("vim"):
+        # vim shows the file message, then "-- INSERT --" over it: either means it is up.
+        editors.append(("vim -u NONE", f"vim -u NONE -N -c startinsert {empty}",
+                        lambda s: "0L, 0B" in s or "-- INSERT --" in s))
+    if shutil.which("nvim"):
+        editors.append(("nvim --clean", f"nvim --clean -c startinsert {empty}", lambda s: "INSERT" in s))
+    for j, pe_bin in enumerate(pe_bins):
+        pe_file = os.path.join(tmp, f"pe{j}.txt")
+        open(pe_file, "w").close()
+        name = "pairedit host" if j == 0 else f"pairedit host ({pe_bin})"
+        editors.append((name, f"{pe_bin} host {pe_file} --log-file {tmp}/pe{j}.log {os.environ.get('PE_ARGS', '')}",
+                        lambda s: "connected" in s))
+    targets = open_editors(ctl, editors, "k")
+    time_keys(ctl, editors, targets, n, exact, use_probe, pe_bins[0], "Keystroke to screen")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_bigfile_keys(ctl, pe_bin, path, n, use_probe=True):
+    """Keystroke to screen with each editor holding the big file, typing at its top: what a
+    file of that size costs a key (a recovery copy, a swap file, an index over the text). Each
+    editor gets its own hard link to the file in a directory of its own, so their swap and
+    recovery files never meet and the file itself is never written."""
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)))
+    name = os.path.basename(path)
+
+    def link(who):
+        os.mkdir(os.path.join(tmp, who))
+        dest = os.path.join(tmp, who, name)
+        try:
+            os.link(path, dest)
+        except OSError:
+            shutil.copyfile(path, dest)
+        return dest
+
+    # vim shows the file's size, then "-- INSERT --" over it (or not, for a big one): either.
+    loaded = f"{os.path.getsize(path)}B"
+    editors = [("floor (cat)", "cat", lambda s: True)]
+    if shutil.which("vim"):
+        editors.append(("vim -u NONE", f"vim -u NONE -N -c startinsert {link('vim')}",
+                        lambda s: "-- INSERT --" in s or loaded in s))
+    if shutil.which("nvim"):
+        editors.append(("nvim --clean", f"nvim --clean -c startinsert {link('nvim')}",
+                        lambda s: "INSERT" in s))
+    editors.append(("pairedit host", f"{pe_bin} host {link('pe')} --log-file {tmp}/pe.log",
+                    lambda s: "connected" in s))
+    try:
+        targets = open_editors(ctl, editors, "bk", timeout=120)
+        time_keys(ctl, editors, targets, n, True, use_probe, pe_bin,
+                  f"Keystroke to screen in {path} ({os.path.getsize(path) / 1e6:.0f} MB), "
+                  f"typed at its top")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_bigfile(ctl, pe_bin, path, runs):
@@ -386,6 +437,7 @@ def main():
             bench_keys(ctl, pe_bins, a.keys, exact=False, use_probe=not a.no_probe)
         if a.bigfile:
             bench_bigfile(ctl, pe_bin, a.bigfile, a.runs)
+            bench_bigfile_keys(ctl, pe_bin, a.bigfile, a.keys, use_probe=not a.no_probe)
     finally:
         ctl.close()
 

@@ -589,14 +589,20 @@ fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
         samples[samples.len() / 2].as_secs_f64() * 1000.0,
         samples[samples.len() - 1].as_secs_f64() * 1000.0
     );
+    let (frames, idle) = bench_frames(&text, &language, theme, false)?;
     println!(
         "a key typed (50 at the start of each of the first 10 lines) and the whole {}x{} screen drawn and encoded for the terminal: {}",
         FRAME_SIZE.0,
         FRAME_SIZE.1,
-        spread_ms(&bench_frames(&text, &language, theme, false)?)
+        spread_ms(&frames)
+    );
+    println!(
+        "then, no key waiting, the typed line parsed and the screen drawn again ({} of the keys): {}",
+        idle.len(),
+        spread_ms(&idle)
     );
     for cold in [false, true] {
-        let frames = bench_frames("", &language_for("empty.txt"), theme, cold)?;
+        let (frames, _) = bench_frames("", &language_for("empty.txt"), theme, cold)?;
         println!(
             "the same into an empty text file (60 keys a line, then Enter: the tmux keystroke bench's case){}: {}",
             if cold {
@@ -626,10 +632,17 @@ const FRAME_SIZE: (u16, u16) = (120, 50);
 
 /// Seconds each of 500 keys took from the editor's update to its frame drawn and encoded for
 /// the terminal (into memory), sorted: the editor's own share of keystroke-to-screen (no
-/// terminal, no network). The keys go in at the start of lines 1 to 10, 50 on each: typing
+/// terminal, no network). Beside them, sorted, the seconds of the idle step after each key
+/// that left one ([`Msg::Idle`]: the typed line parsed and the frame drawn again), which the
+/// key's frame does not wait for. The keys go in at the start of lines 1 to 10, 50 on each: typing
 /// into code that is already there. Into an empty `text`, they are typed as the tmux bench
 /// types them: 60 on a line, then Enter (not timed).
-fn bench_frames(text: &str, language: &str, theme: &str, cold: bool) -> anyhow::Result<Vec<f64>> {
+fn bench_frames(
+    text: &str,
+    language: &str,
+    theme: &str,
+    cold: bool,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     use crate::client::{ClientState, SessionHandle};
     use crate::tui::update::{Msg, update};
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -650,7 +663,7 @@ fn bench_frames(text: &str, language: &str, theme: &str, cold: bool) -> anyhow::
     let mut screen = crate::tui::term::Screen::with_size(FRAME_SIZE.0, FRAME_SIZE.1);
     let mut out = Vec::new();
     screen.draw_to(|buf| crate::tui::view::render(buf, &mut app), &mut out)?;
-    let mut frames = Vec::with_capacity(500);
+    let (mut frames, mut idle) = (Vec::with_capacity(500), Vec::with_capacity(500));
     // Between two keys a person types, the terminal and everything else run: the editor
     // starts each key with its data out of the CPU's caches. `cold` does that on purpose.
     let mut sweep = if cold {
@@ -684,9 +697,18 @@ fn bench_frames(text: &str, language: &str, theme: &str, cold: bool) -> anyhow::
         );
         screen.draw_to(|buf| crate::tui::view::render(buf, &mut app), &mut out)?;
         frames.push(t.elapsed().as_secs_f64());
+        // What the loop does next with no key waiting: the typed line parsed, and the frame
+        // drawn again (written only if its colours changed).
+        if app.idle_work() {
+            let t = Instant::now();
+            let _ = update(&mut app, Msg::Idle);
+            screen.draw_to(|buf| crate::tui::view::render(buf, &mut app), &mut out)?;
+            idle.push(t.elapsed().as_secs_f64());
+        }
     }
     frames.sort_by(f64::total_cmp);
-    Ok(frames)
+    idle.sort_by(f64::total_cmp);
+    Ok((frames, idle))
 }
 
 /// Opens `viewers` WebSocket connections that only sync and then sit idle.

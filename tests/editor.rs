@@ -484,6 +484,62 @@ fn saves_and_recovery_copies_write_the_text_as_it_was_when_asked() {
     assert!(text(&a).starts_with("first then more and more still"));
 }
 
+/// The text area's cells (rows `0..rows`), for comparing colours between two editors.
+fn text_cells(t: &Terminal<TestBackend>, rows: u16) -> Vec<ratatui::buffer::Cell> {
+    let buf = t.backend().buffer();
+    let w = buf.area.width as usize;
+    buf.content[..w * rows as usize].to_vec()
+}
+
+/// A key's frame does not wait for the parser: the typed text is on screen at once in the
+/// colours around it, and once the editor is idle it is coloured as an editor opened on the
+/// same text colours it (a comment typed at a line's end; a quote that turns every line
+/// after it into a string).
+#[test]
+fn typed_code_is_on_screen_at_once_and_coloured_when_the_editor_is_idle() {
+    let code = "fn main() {\n    let x = 1;\n    let y = 2;\n}\n";
+    let mut a = app(code);
+    screen(&mut a, 40, 8);
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::End);
+    type_str(&mut a, " // note");
+    assert!(a.idle_work(), "the typed line waits for its parse");
+    let typed = screen(&mut a, 40, 8);
+    let (x, y) = cell_of(&typed, "// note");
+    let semicolon = typed.backend().buffer()[(x - 2, y)].fg;
+    assert_eq!(
+        typed.backend().buffer()[(x, y)].fg,
+        semicolon,
+        "until parsed, in the colour of the character before"
+    );
+    assert!(update(&mut a, Msg::Idle).is_empty());
+    assert!(!a.idle_work());
+    let settled = screen(&mut a, 40, 8);
+    let mut fresh = app(&text(&a));
+    let want = screen(&mut fresh, 40, 8);
+    assert_ne!(
+        settled.backend().buffer()[(x, y)].fg,
+        semicolon,
+        "a comment's colour"
+    );
+    assert_eq!(text_cells(&settled, 4), text_cells(&want, 4));
+    // A quote opened on line 3: the lines after it change too.
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Home);
+    type_str(&mut a, "\"");
+    let before_idle = screen(&mut a, 40, 8);
+    update(&mut a, Msg::Idle);
+    let settled = screen(&mut a, 40, 8);
+    let mut fresh = app(&text(&a));
+    let want = screen(&mut fresh, 40, 8);
+    assert_eq!(text_cells(&settled, 4), text_cells(&want, 4));
+    assert_ne!(
+        text_cells(&before_idle, 4)[3 * 40..],
+        text_cells(&want, 4)[3 * 40..],
+        "the last line became part of the string only once parsed"
+    );
+}
+
 #[test]
 fn snapshot_highlighted_code() {
     let mut a = app("// greet\nfn main() {\n\tlet s = \"hi\";\n}\n");

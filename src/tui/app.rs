@@ -275,6 +275,11 @@ impl App {
         }
     }
 
+    /// Whether there is work for when no key is waiting ([`super::update::Msg::Idle`]).
+    pub fn idle_work(&self) -> bool {
+        self.highlighter.unsettled()
+    }
+
     pub fn mark_changed(&mut self) {
         self.dirty = true;
         self.change_gen += 1;

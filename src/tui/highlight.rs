@@ -9,8 +9,14 @@
 //! Typing within one line re-parses that line only: the state before each line on screen is
 //! kept, and if the edited line leaves the parser in the state the next line started from,
 //! nothing after it can have changed ([`Highlighter::line_changed`]).
+//!
+//! That parse is not on the key's way to the screen. A line typed into keeps its colours, the
+//! typed text taking those of the character before it ([`patch`]), and the frame goes out
+//! with that; the editor parses the line once no key is waiting ([`Highlighter::settle`]) and
+//! draws again only if the colours changed. A burst of keys (a paste, fast typing) is parsed
+//! once, after the last of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::OnceLock;
 
@@ -101,6 +107,9 @@ pub struct Highlighter {
     starts: BTreeMap<usize, Checkpoint>,
     /// The state after the last line parsed (scrolling down resumes here, not at a checkpoint).
     resume: Option<(usize, Checkpoint, bool)>,
+    /// Lines typed into whose cached spans were patched, not parsed: [`Highlighter::settle`]
+    /// parses them.
+    unsettled: BTreeSet<usize>,
     pub background: Color,
     pub foreground: Color,
     pub selection: Color,
@@ -134,6 +143,7 @@ impl Highlighter {
             cache: BTreeMap::new(),
             starts: BTreeMap::new(),
             resume: None,
+            unsettled: BTreeSet::new(),
             background,
             foreground,
             selection,
@@ -199,6 +209,7 @@ impl Highlighter {
             self.checkpoints.push(fresh);
         }
         let _ = self.cache.split_off(&line);
+        let _ = self.unsettled.split_off(&line);
         // The state before `line` does not depend on it.
         let _ = self.starts.split_off(&(line + 1));
         if self.resume.as_ref().is_some_and(|(at, _, _)| *at > line) {
@@ -206,9 +217,10 @@ impl Highlighter {
         }
     }
 
-    /// After an edit within `line` that left the number of lines alone (typing, not Enter): the
-    /// line is parsed again now, and if the parser ends it in the state the next line started
-    /// from, every other line keeps its colours. Otherwise as [`Highlighter::invalidate_from`].
+    /// After an edit within `line` that left the number of lines alone (typing, not Enter):
+    /// the line keeps its colours for now, the new text in those of the character before it
+    /// ([`patch`]), and is parsed by [`Highlighter::settle`]. A line with nothing to patch
+    /// (not on the last frame) is settled at once.
     pub fn line_changed(&mut self, rope: &Rope, line: usize) {
         if self.plain.is_some() {
             // Plain text has no parser state: the line is all that changed.
@@ -216,6 +228,39 @@ impl Highlighter {
             store(&mut self.cache, line, spans);
             return;
         }
+        if line + 1 < rope.len_lines()
+            && self.starts.contains_key(&line)
+            && self.starts.contains_key(&(line + 1))
+            && let Some((_, old)) = self.cache.get(&line)
+        {
+            let body = super::text::line_body(rope, line, || rope.len_chars()).body;
+            let spans = patch(old, &body);
+            store(&mut self.cache, line, spans);
+            self.unsettled.insert(line);
+            return;
+        }
+        self.reparse(rope, line);
+    }
+
+    /// Whether lines typed into wait for [`Highlighter::settle`].
+    pub fn unsettled(&self) -> bool {
+        !self.unsettled.is_empty()
+    }
+
+    /// Parses the lines typed into since the last call ([`Highlighter::line_changed`]). If a
+    /// line leaves the parser in the state the next line started from, only its own colours
+    /// can have changed; otherwise everything after it is parsed again when next shown.
+    /// Returns whether any line's colours changed (the screen needs drawing again).
+    pub fn settle(&mut self, rope: &Rope) -> bool {
+        let mut changed = false;
+        for line in std::mem::take(&mut self.unsettled) {
+            changed |= self.reparse(rope, line);
+        }
+        changed
+    }
+
+    /// Parses `line` again from the state before it: see [`Highlighter::settle`].
+    fn reparse(&mut self, rope: &Rope, line: usize) -> bool {
         if line + 1 < rope.len_lines()
             && let (Some(start), Some(next)) =
                 (self.starts.get(&line), self.starts.get(&(line + 1)))
@@ -227,11 +272,11 @@ impl Highlighter {
                 self.parse_line(rope, line, &mut state, &highlighter, &mut String::new());
             self.parsed_lines += u64::from(parsed);
             if state == next {
-                store(&mut self.cache, line, spans);
-                return;
+                return store(&mut self.cache, line, spans);
             }
         }
         self.invalidate_from(line);
+        true
     }
 
     /// Line `line`'s spans in plain text: one span, unparsed.
@@ -331,14 +376,29 @@ impl Highlighter {
         {
             (line, state) = (*at, resumed.clone());
         }
-        let exact = exact
+        let mut exact = exact
             || self
                 .resume
                 .as_ref()
                 .is_some_and(|(at, _, e)| *e && *at == line);
+        // Lines from `first` that are still cached need no parse: start at the first one that
+        // is not, from the exact state the last frame had before it, if it had one (an edit in
+        // the middle of the screen is parsed from its line, not from a checkpoint up to
+        // [`CHECKPOINT`] lines above the screen).
+        let missing = (first..end)
+            .find(|l| !self.cache.contains_key(l))
+            .unwrap_or(end);
+        let _ = self.starts.split_off(&(missing + 1));
+        self.starts = self.starts.split_off(&first);
+        if missing > line
+            && let Some(known) = self.starts.get(&missing)
+        {
+            (line, state, exact) = (missing, known.clone(), true);
+        } else {
+            self.starts.clear();
+        }
         let highlighter = SynHighlighter::new(&self.theme);
         let mut buf = String::new();
-        self.starts.clear();
         while line < end {
             if exact && line % CHECKPOINT == 0 && line / CHECKPOINT == self.checkpoints.len() {
                 self.checkpoints.push(state.clone());
@@ -364,14 +424,86 @@ impl Highlighter {
     }
 }
 
-/// Caches `spans` for `line`, with a new version unless they are the ones it has.
-fn store(cache: &mut BTreeMap<usize, (u64, Spans)>, line: usize, spans: Spans) {
+/// Caches `spans` for `line`, with a new version unless they are the ones it has. Returns
+/// whether they were new.
+fn store(cache: &mut BTreeMap<usize, (u64, Spans)>, line: usize, spans: Spans) -> bool {
     match cache.get(&line) {
-        Some((_, had)) if *had == spans => {}
+        Some((_, had)) if *had == spans => false,
         _ => {
             cache.insert(line, (crate::sync::next_version(), spans));
+            true
         }
     }
+}
+
+/// A line's spans after an edit, before it is parsed: `old`'s spans over the text they share
+/// with `body` at its start and end, and what is new between in the style of the character
+/// before it (or after it, at the start of the line). The spans' text is `body`, and
+/// neighbours of one style are one span (a character and the marks typed onto it stay in one
+/// piece, as the view draws them).
+fn patch(old: &Spans, body: &str) -> Spans {
+    let was: String = old.iter().map(|(_, t)| t.as_str()).collect();
+    let mut head = was
+        .bytes()
+        .zip(body.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    while !body.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = was[head..]
+        .bytes()
+        .rev()
+        .zip(body[head..].bytes().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    while !body.is_char_boundary(body.len() - tail) {
+        tail -= 1;
+    }
+    // The style at a byte of the old text (the last one's past its end).
+    let style_at = |at: usize| {
+        let mut start = 0;
+        for (style, t) in old {
+            if at < start + t.len() {
+                return Some(*style);
+            }
+            start += t.len();
+        }
+        old.last().map(|(style, _)| *style)
+    };
+    let typed = if head > 0 {
+        style_at(head - 1)
+    } else {
+        style_at(0)
+    };
+    let mut out: Spans = Vec::with_capacity(old.len() + 1);
+    let mut push = |style: Style, t: &str| {
+        if t.is_empty() {
+            return;
+        }
+        match out.last_mut() {
+            Some((s, text)) if *s == style => text.push_str(t),
+            _ => out.push((style, t.to_string())),
+        }
+    };
+    let (cut_old, cut_new) = (was.len() - tail, body.len() - tail);
+    let mut start = 0;
+    for (style, t) in old {
+        let end = start + t.len();
+        // The part of this span before the new text.
+        push(*style, &was[start.min(head)..end.min(head)]);
+        start = end;
+    }
+    // Into an empty line: the theme's own colours.
+    push(typed.unwrap_or_default(), &body[head..cut_new]);
+    let mut start = 0;
+    for (style, t) in old {
+        let end = start + t.len();
+        // The part of this span after the new text.
+        push(*style, &was[start.max(cut_old)..end.max(cut_old)]);
+        start = end;
+    }
+    out
 }
 
 fn convert(style: syntect::highlighting::Style) -> Style {
@@ -466,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn an_edit_reparses_from_the_nearest_checkpoint_only() {
+    fn an_edit_reparses_from_its_line_on_screen_or_the_nearest_checkpoint_above_it() {
         let text: String = (0..2000)
             .map(|i| format!("let x{i} = {i}; // line\n"))
             .collect();
@@ -475,13 +607,29 @@ mod tests {
         h.lines(&rope, 1900, 50);
         let full = h.parsed_lines;
         assert!(full >= 1950);
-        // Edit line 1910 and show the same screen: only from checkpoint 1792 onwards is parsed.
+        // Edit line 1910 and show the same screen: only the lines from the edit to the end of
+        // the screen are parsed (not from checkpoint 1792), and as a fresh highlighter has them.
         let at = rope.line_to_char(1910);
-        rope.insert(at, "/* */");
+        rope.insert(at, "/* ");
         h.invalidate_from(1910);
-        h.lines(&rope, 1900, 50);
+        let shown: Vec<Spans> = h.lines(&rope, 1900, 50).into_iter().cloned().collect();
         let again = h.parsed_lines - full;
-        assert!(again <= (1950 - 1792) as u64, "re-parsed {again} lines");
+        assert_eq!(again, 1950 - 1910, "re-parsed {again} lines");
+        assert_eq!(
+            shown.iter().collect::<Vec<_>>(),
+            rust().lines(&rope, 1900, 50)
+        );
+        // An edit above the screen: from the nearest checkpoint, as before.
+        let at = rope.line_to_char(1800);
+        rope.insert(at, "// ");
+        h.invalidate_from(1800);
+        let before = h.parsed_lines;
+        let shown: Vec<Spans> = h.lines(&rope, 1900, 50).into_iter().cloned().collect();
+        assert_eq!(h.parsed_lines - before, 1950 - 1792);
+        assert_eq!(
+            shown.iter().collect::<Vec<_>>(),
+            rust().lines(&rope, 1900, 50)
+        );
         // Scrolling back over cached lines parses nothing.
         let before = h.parsed_lines;
         h.lines(&rope, 1900, 10);
@@ -495,22 +643,136 @@ mod tests {
         let mut h = rust();
         h.lines(&rope, 0, 50);
         let shown: Vec<Spans> = h.lines(&rope, 0, 50).into_iter().cloned().collect();
-        // Typing on line 3: one line parsed, the rest kept.
+        // Typing on line 3: nothing parsed for the frame, the typed text in the colour of
+        // the identifier it went into; then, settled, one line parsed and the rest kept.
         let before = h.parsed_lines;
         rope.insert(rope.line_to_char(3) + 4, "yz");
         h.line_changed(&rope, 3);
+        assert!(h.unsettled());
+        let patched: Vec<Spans> = h.lines(&rope, 0, 50).into_iter().cloned().collect();
+        assert_eq!(h.parsed_lines, before);
+        let line3: String = patched[3].iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(line3, "let yzx3 = 3;");
+        let x3 = shown[3].iter().find(|(_, t)| t.contains("x3")).unwrap().0;
+        let yzx3 = patched[3]
+            .iter()
+            .find(|(_, t)| t.contains("yzx3"))
+            .unwrap()
+            .0;
+        assert_eq!(yzx3, x3);
+        assert!(!h.settle(&rope), "an identifier typed into: same colours");
+        assert!(!h.unsettled());
         let after: Vec<Spans> = h.lines(&rope, 0, 50).into_iter().cloned().collect();
         assert_eq!(h.parsed_lines - before, 1);
         assert_eq!(after[4..], shown[4..]);
-        let line3: String = after[3].iter().map(|(_, t)| t.as_str()).collect();
-        assert_eq!(line3, "let yzx3 = 3;");
-        // Opening a comment changes every line after it: they are parsed again, and coloured
-        // as a fresh highlighter colours them.
+        assert_eq!(after, patched);
+        assert_eq!(after.iter().collect::<Vec<_>>(), rust().lines(&rope, 0, 50));
+        // Opening a comment changes every line after it: settled, they are parsed again, and
+        // coloured as a fresh highlighter colours them.
         rope.insert(rope.line_to_char(5), "/* ");
         h.line_changed(&rope, 5);
+        assert!(h.settle(&rope));
         let after: Vec<Spans> = h.lines(&rope, 0, 50).into_iter().cloned().collect();
         assert!(h.parsed_lines - before > 40);
         assert_eq!(after.iter().collect::<Vec<_>>(), rust().lines(&rope, 0, 50));
+        // A keyword finished by typing is coloured as one once settled.
+        let (mut rope, mut h) = (Rope::from_str("f\nx\n"), rust());
+        h.lines(&rope, 0, 2);
+        rope.insert(1, "n main() {}");
+        h.line_changed(&rope, 0);
+        assert!(h.settle(&rope), "`fn` is now a keyword");
+        assert_eq!(h.lines(&rope, 0, 2), rust().lines(&rope, 0, 2));
+    }
+
+    /// Where the edited line's text is unsettled and another edit comes before the settle:
+    /// an edit below keeps the line to settle, one above forgets it (its line moved).
+    #[test]
+    fn an_unsettled_line_survives_edits_below_it_and_goes_with_edits_above_it() {
+        let text: String = (0..100).map(|i| format!("let x{i} = {i};\n")).collect();
+        let mut rope = Rope::from_str(&text);
+        let mut h = rust();
+        h.lines(&rope, 0, 50);
+        rope.insert(rope.line_to_char(10) + 4, "q");
+        h.line_changed(&rope, 10);
+        // Below: a line break typed on line 20.
+        rope.insert(rope.line_to_char(20), "\n");
+        h.invalidate_from(20);
+        assert!(h.unsettled());
+        h.settle(&rope);
+        assert_eq!(h.lines(&rope, 0, 50), rust().lines(&rope, 0, 50));
+        rope.insert(rope.line_to_char(30) + 4, "\"");
+        h.line_changed(&rope, 30);
+        // Above: a teammate's line break on line 2.
+        rope.insert(rope.line_to_char(2), "\n");
+        h.invalidate_from(2);
+        assert!(!h.unsettled());
+        assert_eq!(h.lines(&rope, 0, 50), rust().lines(&rope, 0, 50));
+    }
+
+    #[test]
+    fn a_patched_line_keeps_the_colours_around_the_edit() {
+        let (a, b, c) = (
+            Style::default().fg(Color::Red),
+            Style::default().fg(Color::Green),
+            Style::default().fg(Color::Blue),
+        );
+        let spans =
+            |v: &[(Style, &str)]| -> Spans { v.iter().map(|(s, t)| (*s, t.to_string())).collect() };
+        let old = spans(&[(a, "let"), (b, " x"), (c, " = 1;")]);
+        // Typed inside, at the end of a span, at the start, at the end.
+        assert_eq!(
+            patch(&old, "let xy = 1;"),
+            spans(&[(a, "let"), (b, " xy"), (c, " = 1;")])
+        );
+        assert_eq!(
+            patch(&old, "letz x = 1;"),
+            spans(&[(a, "letz"), (b, " x"), (c, " = 1;")])
+        );
+        assert_eq!(
+            patch(&old, "#let x = 1;"),
+            spans(&[(a, "#let"), (b, " x"), (c, " = 1;")])
+        );
+        assert_eq!(
+            patch(&old, "let x = 1; ok"),
+            spans(&[(a, "let"), (b, " x"), (c, " = 1; ok")])
+        );
+        // Deleted across a span's edge; everything deleted.
+        assert_eq!(patch(&old, "le = 1;"), spans(&[(a, "le"), (c, " = 1;")]));
+        assert_eq!(patch(&old, ""), Spans::new());
+        // Into an empty line: the theme's colours.
+        assert_eq!(
+            patch(&Spans::new(), "ab"),
+            spans(&[(Style::default(), "ab")])
+        );
+        // A mark typed onto a character stays with it; a changed multi-byte character is
+        // replaced whole.
+        let old = spans(&[(a, "caf"), (b, "e")]);
+        assert_eq!(
+            patch(&old, "cafe\u{301}"),
+            spans(&[(a, "caf"), (b, "e\u{301}")])
+        );
+        let old = spans(&[(a, "x"), (b, "é"), (c, "y")]);
+        assert_eq!(patch(&old, "xèy"), spans(&[(a, "xè"), (c, "y")]));
+    }
+
+    proptest::proptest! {
+        /// Whatever the old spans and the new text, the patched spans spell the new text, with
+        /// no empty span and no two neighbours of one style.
+        #[test]
+        fn a_patched_line_spells_the_new_text(
+            old in proptest::collection::vec((0u8..3, "[a-cé\u{301} ]{0,6}"), 0..6),
+            body in "[a-cé\u{301} ]{0,20}",
+        ) {
+            let old: Spans = old
+                .into_iter()
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(s, t)| (Style::default().fg(Color::Indexed(s)), t))
+                .collect();
+            let out = patch(&old, &body);
+            proptest::prop_assert_eq!(out.iter().map(|(_, t)| t.as_str()).collect::<String>(), body);
+            proptest::prop_assert!(out.iter().all(|(_, t)| !t.is_empty()));
+            proptest::prop_assert!(out.windows(2).all(|w| w[0].0 != w[1].0));
+        }
     }
 
     #[test]

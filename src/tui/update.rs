@@ -26,6 +26,10 @@ pub enum Msg {
         result: Result<(PathBuf, crate::fsutil::Stamp), crate::fsutil::SaveError>,
     },
     Tick,
+    /// Nothing is waiting for the editor: time for the work a key's frame did not wait for
+    /// (parsing the lines typed into, [`super::highlight::Highlighter::settle`]). The loop
+    /// sends it only while there is some ([`App::idle_work`]).
+    Idle,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -106,6 +110,11 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                     app.say(format!("save failed: {e}"));
                 }
             }
+        }
+        Msg::Idle => {
+            let session = app.session.clone();
+            let st = session.lock();
+            app.highlighter.settle(st.doc.rope());
         }
         Msg::Tick => {
             if app
