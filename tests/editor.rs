@@ -661,6 +661,78 @@ fn remote_edits_above_keep_the_cursor_on_its_text() {
     assert_eq!(text(&a), "new\nline1\nline2\nlXine3\n");
 }
 
+/// A teammate's typing within lines is on our screen at once in the colours around it, and
+/// coloured as a fresh editor colours it once ours is idle; a line break of theirs is
+/// coloured from its line on in the frame that shows it.
+#[test]
+fn a_teammates_typing_is_coloured_as_our_own() {
+    let code = "fn main() {\n    let x = 1;\n    let y = 2;\n}\n";
+    let ana = session(code, Role::Writer, "ana");
+    let bo = joiner(Role::Writer, "bo");
+    sync_pair(&ana, &bo);
+    let mut a = app_on(ana.clone());
+    screen(&mut a, 40, 8);
+    // bo: a comment at the end of line 2 and a quote opening line 3's text, in one update.
+    {
+        let mut st = bo.lock();
+        let end2 = st.doc.rope().line_to_char(2) - 1;
+        st.doc.apply_local(&Edit::insert(end2, " // note")).unwrap();
+        let line3 = st.doc.rope().line_to_char(2);
+        st.doc.apply_local(&Edit::insert(line3 + 4, "\"")).unwrap();
+    }
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    assert!(
+        a.idle_work(),
+        "their lines wait for the parse, as typed ones do"
+    );
+    let shown = screen(&mut a, 40, 8);
+    assert!(screen_text(&shown).contains("let x = 1; // note"));
+    assert!(screen_text(&shown).contains("\"let y = 2;"));
+    update(&mut a, Msg::Idle);
+    let settled = screen(&mut a, 40, 8);
+    let want = screen(&mut app(&text(&a)), 40, 8);
+    assert_eq!(text_cells(&settled, 4), text_cells(&want, 4));
+    // Two updates before our next frame: one on line 3, then a longer one on line 2 (which
+    // moves where line 3's edit is in the text).
+    let line = |st: &ClientState, l: usize| st.doc.rope().line_to_char(l);
+    {
+        let mut st = bo.lock();
+        let at = line(&st, 2) + 5;
+        st.doc.apply_local(&Edit::insert(at, "z")).unwrap();
+    }
+    exchange(&ana, &bo);
+    {
+        let mut st = bo.lock();
+        let at = line(&st, 1) + 4;
+        st.doc
+            .apply_local(&Edit::insert(at, "abcdefghijkl"))
+            .unwrap();
+    }
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    let shown = screen_text(&screen(&mut a, 40, 8));
+    assert!(
+        shown.contains("abcdefghijkllet x") && shown.contains("\"zlet y"),
+        "{shown}"
+    );
+    update(&mut a, Msg::Idle);
+    let settled = screen(&mut a, 40, 8);
+    let want = screen(&mut app(&text(&a)), 40, 8);
+    assert_eq!(text_cells(&settled, 4), text_cells(&want, 4));
+    // bo: a line break above everything.
+    bo.lock()
+        .doc
+        .apply_local(&Edit::insert(0, "/* top */\n"))
+        .unwrap();
+    exchange(&ana, &bo);
+    update(&mut a, Msg::Remote);
+    assert!(!a.idle_work());
+    let shown = screen(&mut a, 40, 8);
+    let want = screen(&mut app(&text(&a)), 40, 8);
+    assert_eq!(text_cells(&shown, 5), text_cells(&want, 5));
+}
+
 #[test]
 fn follow_mode_tracks_a_teammate_and_any_own_move_stops_it() {
     let text: String = (0..200).map(|i| format!("line {i}\n")).collect();

@@ -285,20 +285,51 @@ impl App {
         self.change_gen += 1;
     }
 
-    /// Moves our positions through text changes made by others (or by undo).
-    pub fn transform(&mut self, edits: &[Edit], doc: &SharedDoc) {
+    /// Moves our positions through text changes made by others, `edits` in order on a text
+    /// that had `lines_before` lines. Where no line came or went, each edit stayed within its
+    /// line, and those lines are patched and parsed as typing is
+    /// ([`Highlighter::line_changed`](super::highlight::Highlighter::line_changed)); otherwise
+    /// the colours are worked out again from the first line touched.
+    pub fn transform(&mut self, edits: &[Edit], doc: &SharedDoc, lines_before: usize) {
         let (rope, len) = (doc.rope(), doc.len_chars());
-        let mut first_line = usize::MAX;
         for e in edits {
             self.cursor = shift(self.cursor, e);
             self.anchor = self.anchor.map(|a| shift(a, e));
-            let line = rope.char_to_line(e.at.min(len));
-            first_line = first_line.min(line);
         }
-        if first_line != usize::MAX {
+        if edits.is_empty() {
+            self.clamp(doc);
+            return;
+        }
+        let within_lines = doc.len_lines() == lines_before
+            && !edits.iter().any(|e| e.insert.contains(['\n', '\r']));
+        if within_lines {
+            // Without a line break typed, the count can only fall: unchanged, none went
+            // either (a CR and LF parting or meeting leaves it, and the lines, as they were).
+            // Where each edit ends up once the edits after it are made:
+            let mut lines: Vec<usize> = edits
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let at = edits[i + 1..].iter().fold(e.at, shift);
+                    rope.char_to_line(at.min(len))
+                })
+                .collect();
+            lines.sort_unstable();
+            lines.dedup();
+            for line in lines {
+                self.highlighter.line_changed(rope, line);
+            }
+        } else {
+            // An edit's `at` may have moved since, but only through an edit before it, whose
+            // own line is then the first.
+            let first_line = edits
+                .iter()
+                .map(|e| rope.char_to_line(e.at.min(len)))
+                .min()
+                .unwrap_or(0);
             self.highlighter.invalidate_from(first_line);
-            self.mark_changed();
         }
+        self.mark_changed();
         self.clamp(doc);
     }
 }

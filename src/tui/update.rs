@@ -155,7 +155,8 @@ fn recovery(app: &mut App, effects: &mut Vec<Effect>) {
 fn remote(app: &mut App) {
     let session = app.session.clone();
     let mut st = session.lock();
-    let edits = st.take_remote_edits();
+    let taken = st.take_remote_edits();
+    let edits = taken.edits;
     if let Some(lang) = st.doc.meta("language") {
         app.highlighter.set_language(&lang);
     }
@@ -165,7 +166,7 @@ fn remote(app: &mut App) {
             .doc
             .rope()
             .line_to_char(top_before.min(st.doc.len_lines().saturating_sub(1)));
-        app.transform(&edits, &st.doc);
+        app.transform(&edits, &st.doc, taken.lines_before);
         // Keep the first visible line in place unless the change was above it.
         let moved: isize = edits
             .iter()
