@@ -93,7 +93,9 @@ impl ClientTlsArgs {
 
 #[derive(Debug, Args)]
 pub struct HostArgs {
-    /// The file to share (UTF-8 text; saved with Ctrl-S, atomically, keeping its line endings).
+    /// The file to share (UTF-8 text; saved with Ctrl-S, atomically, keeping its line endings). A
+    /// file that does not exist yet, in a directory that does, starts empty and is created by
+    /// the first save.
     pub file: PathBuf,
     /// Use this relay instead of starting one, e.g. https://relay.example.com (a relay run with
     /// `pairedit serve`; the built-in one serves plain TCP on --listen)

@@ -203,7 +203,13 @@ const UNDO_CAPTURE_MS: u64 = 500;
 
 async fn host(args: HostArgs) -> anyhow::Result<()> {
     // Everything that can be refused is checked before the terminal is taken over.
-    let mut text = crate::fsutil::load_text(&args.file)?;
+    // A file that is not there yet (in a directory that is) starts empty, as in vim: the
+    // first save creates it.
+    let (mut text, new_file) = match crate::fsutil::load_text(&args.file) {
+        Ok(text) => (text, false),
+        Err(e) if crate::fsutil::is_new_file(&args.file, &e) => (String::new(), true),
+        Err(e) => return Err(e.into()),
+    };
     let recovered = offer_recovery(&args.file, &mut text, args.recover);
     let theme =
         crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
@@ -294,6 +300,8 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         if recovered {
             app.mark_changed();
             app.say("opened the unsaved changes of a crashed session: Ctrl-S saves them");
+        } else if new_file {
+            app.say("a new file: Ctrl-S creates it");
         }
         app
     };

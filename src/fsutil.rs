@@ -50,7 +50,8 @@ pub fn write_atomic_chunks<'a>(
 /// Why a file cannot be edited as text, if it cannot.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
+    /// The reason is the error's source (shown after it, as `{:#}` prints a chain).
+    #[error("cannot read {path}")]
     Io {
         path: String,
         source: std::io::Error,
@@ -61,6 +62,18 @@ pub enum LoadError {
         "{path} is not valid UTF-8 (first bad byte at offset {offset}); pairedit edits UTF-8 text only"
     )]
     NotUtf8 { path: String, offset: usize },
+}
+
+/// A file to edit that is not there yet but can be: its directory exists. Saving creates it.
+pub fn is_new_file(path: &Path, err: &LoadError) -> bool {
+    let LoadError::Io { source, .. } = err else {
+        return false;
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    source.kind() == std::io::ErrorKind::NotFound && dir.is_dir()
 }
 
 /// Reads a text file for editing: refuses binary files and invalid UTF-8, keeps everything else

@@ -129,8 +129,13 @@ async fn host_refuses_binary_and_invalid_utf8_files_before_touching_the_terminal
         b"caf\xe9\n",
         "the file is untouched"
     );
+    // A missing directory is refused (a missing file in one that exists is a new file), and
+    // the reason is said once.
     let missing = run(&["host", "/nonexistent/file.rs"]).await;
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("cannot read /nonexistent/file.rs"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     let good = dir.path().join("ok.rs");
     std::fs::write(&good, "fn main() {}\n").unwrap();
     let theme = run(&["host", good.to_str().unwrap(), "--theme", "nope"]).await;

@@ -133,7 +133,13 @@ struct Hosted {
 fn host_past_codes(tmux: &Tmux, dir: &Path, name: &str, content: &str) -> Hosted {
     let file = dir.join(name);
     std::fs::write(&file, content).unwrap();
-    let log = dir.join("pairedit.log");
+    host_file_past_codes(tmux, &file)
+}
+
+/// As [`host_past_codes`], on `file` as it is (there or not).
+fn host_file_past_codes(tmux: &Tmux, file: &Path) -> Hosted {
+    let file = file.to_path_buf();
+    let log = file.with_file_name("pairedit.log");
     let host = format!("{BIN} host {} --name ana", file.display());
     tmux.session(100, 20, &editor(&host, &log));
     let codes = tmux.wait("pe:0", "the codes", |s| s.contains("/w_"));
@@ -356,6 +362,30 @@ fn escape_sequences_read_with_an_escape_are_keys_not_text() {
     tmux.type_text("pe:0", "_");
     tmux.wait("pe:0", "the typing", |s| s.contains("2 _>tail"));
     save_and_quit(&tmux, &file, "hello world\n_>tail");
+}
+
+/// `host` of a file that is not there yet opens an empty document marked as new, and the
+/// first save creates the file with what was typed (as vim does); quitting a new file left
+/// untouched creates nothing.
+#[test]
+fn hosting_a_new_file_creates_it_on_the_first_save() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fresh.rs");
+    let Hosted { file, .. } = host_file_past_codes(&tmux, &file);
+    tmux.wait("pe:0", "the new file's mark", |s| {
+        s.contains("fresh.rs [new file]")
+    });
+    assert!(!file.exists(), "nothing is written before a save");
+    tmux.type_text("pe:0", "fn main() {}");
+    tmux.wait("pe:0", "the typing", |s| s.contains("1 fn main() {}"));
+    save_and_quit(&tmux, &file, "fn main() {}");
+    let untouched = dir.path().join("untouched.txt");
+    let other = Tmux::start().expect("tmux, as above");
+    host_file_past_codes(&other, &untouched);
+    other.keys("pe:0", &["C-q"]);
+    other.wait("pe:0", "the exit", |s| s.contains("room codes were"));
+    assert!(!untouched.exists());
 }
 
 #[test]

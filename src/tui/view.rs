@@ -643,10 +643,17 @@ fn status_left(app: &App, st: &ClientState, others: usize) -> String {
         }
     };
     let language = app.highlighter.language();
-    let mut left = String::with_capacity(48 + name.len() + language.len() + conn.len());
+    // A file not on disk yet (`host` of a new file, `join --file` of one): saving creates it.
+    let new_file = if app.path.is_some() && app.disk.is_none() && st.role() == Role::Writer {
+        " [new file]"
+    } else {
+        ""
+    };
+    let mut left = String::with_capacity(60 + name.len() + language.len() + conn.len());
     for piece in [
         " ",
         &name,
+        new_file,
         " │ ",
         language,
         " │ ",
