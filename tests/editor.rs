@@ -8,7 +8,7 @@ use pairedit::fsutil::Stamp;
 use pairedit::protocol::Role;
 use pairedit::sync::{Edit, SharedDoc};
 use pairedit::tui::app::{App, Codes, Mode};
-use pairedit::tui::highlight::{DEFAULT_THEME, Highlighter, load_theme};
+use pairedit::tui::highlight::{DEFAULT_THEME, Highlighter, Spans, load_theme};
 use pairedit::tui::update::{Effect, Msg, update};
 use pairedit::tui::view;
 use ratatui::Terminal;
@@ -965,6 +965,106 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
         }
         check_frames(&mut screen, &mut a, step);
     }
+}
+
+/// Whatever is typed here or by a teammate (within lines and across them; quotes and comment
+/// marks that change every line below), the lines a frame shows always spell the text, and once
+/// the editor has been idle they are coloured exactly as a fresh highlighter colours the text.
+#[test]
+fn shown_lines_always_spell_the_text_and_settle_to_a_fresh_highlighters_colours() {
+    let text: String = (0..60)
+        .map(|i| format!("fn f{i}() {{ let s = \"{i}\"; }} // c\n"))
+        .collect();
+    let ana = session(&text, Role::Writer, "ana");
+    let bo = joiner(Role::Writer, "bo");
+    sync_pair(&ana, &bo);
+    let mut a = app_on(ana.clone());
+    update(&mut a, Msg::Remote);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let (mut idles, mut patched) = (0, 0);
+    for step in 0..500 {
+        match next(10) {
+            0..=3 => type_str(
+                &mut a,
+                ["x", "\"", "/*", "*/", "//", " ", "é"][next(7) as usize],
+            ),
+            4 => {
+                key(&mut a, KeyCode::Enter);
+            }
+            5 => {
+                key(&mut a, KeyCode::Backspace);
+            }
+            6 => {
+                let moves = [KeyCode::Left, KeyCode::Right, KeyCode::Up, KeyCode::Down];
+                key(&mut a, moves[next(4) as usize]);
+            }
+            7 | 8 => {
+                // bo inserts within a line or deletes a few characters (perhaps a line break),
+                // near our cursor so that it is on screen; sometimes twice before our frame.
+                for _ in 0..=next(2) {
+                    let mut st = bo.lock();
+                    let len = st.doc.len_chars();
+                    let at = (a.cursor + next(200) as usize).saturating_sub(100).min(len);
+                    let edit = if next(2) == 0 || at == len {
+                        Edit::insert(at, ["q", "\"", "/*", "*/"][next(4) as usize])
+                    } else {
+                        Edit::delete(at, (1 + next(5) as usize).min(len - at))
+                    };
+                    st.doc.apply_local(&edit).unwrap();
+                    drop(st);
+                    exchange(&ana, &bo);
+                }
+                update(&mut a, Msg::Remote);
+            }
+            _ => {
+                patched += usize::from(a.idle_work());
+                update(&mut a, Msg::Idle);
+                assert!(!a.idle_work());
+                idles += 1;
+            }
+        }
+        // A frame, as the loop draws it; then what it showed, from the highlighter's cache.
+        screen(&mut a, 80, 24);
+        let session = a.session.clone();
+        let st = session.lock();
+        let rope = st.doc.rope();
+        let (top, rows) = (a.top, a.view_height);
+        let shown: Vec<Spans> = a
+            .highlighter
+            .lines(rope, top, rows)
+            .into_iter()
+            .cloned()
+            .collect();
+        for (i, spans) in shown.iter().enumerate() {
+            let line = rope.line(top + i).to_string();
+            let body = line.trim_end_matches(['\n', '\r']);
+            let spelled: String = spans.iter().map(|(_, t)| t.as_str()).collect();
+            assert_eq!(
+                spelled,
+                body,
+                "step {step}: line {} shows stale text",
+                top + i
+            );
+        }
+        if !a.idle_work() {
+            let mut fresh = Highlighter::new("Rust", load_theme(DEFAULT_THEME).unwrap());
+            assert_eq!(
+                shown.iter().collect::<Vec<_>>(),
+                fresh.lines(rope, top, rows),
+                "step {step}: colours after settling"
+            );
+        }
+    }
+    assert!(
+        idles > 20 && patched > 10,
+        "{idles} idle steps, {patched} with work"
+    );
 }
 
 /// Draws a frame on `screen` and one whole, and says where they differ.
