@@ -21,7 +21,11 @@ pub fn write_atomic_chunks<'a>(
         _ => Path::new("."),
     };
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.pairedit-{}.tmp", std::process::id()));
+    // One name per write: two writes of one file in flight (a slow disk, a recovery copy
+    // still being written when the next one starts) must not share a temp file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.pairedit-{}-{n}.tmp", std::process::id()));
     let result = (|| {
         // Whole megabytes at a time: a rope's chunks are about a kilobyte each.
         let mut f = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);

@@ -512,7 +512,7 @@ fn typed_code_is_on_screen_at_once_and_coloured_when_the_editor_is_idle() {
         semicolon,
         "until parsed, in the colour of the character before"
     );
-    assert!(update(&mut a, Msg::Idle).is_empty());
+    update(&mut a, Msg::Idle);
     assert!(!a.idle_work());
     let settled = screen(&mut a, 40, 8);
     let mut fresh = app(&text(&a));
@@ -731,6 +731,28 @@ fn a_teammates_typing_is_coloured_as_our_own() {
     let shown = screen(&mut a, 40, 8);
     let want = screen(&mut app(&text(&a)), 40, 8);
     assert_eq!(text_cells(&shown, 5), text_cells(&want, 5));
+}
+
+/// A teammate's edit that reaches the session while we type, before the editor hears of it:
+/// our key comes first, and the teammate's text still shows where it went.
+#[test]
+fn a_teammates_edit_that_came_while_we_typed_shows_where_it_went() {
+    let ana = session("fn a() {}\nfn b() {}\nfn c() {}\n", Role::Writer, "ana");
+    let bo = joiner(Role::Writer, "bo");
+    sync_pair(&ana, &bo);
+    let mut a = app_on(ana.clone());
+    screen(&mut a, 40, 8);
+    bo.lock().doc.apply_local(&Edit::insert(20, "q")).unwrap();
+    exchange(&ana, &bo);
+    // Our keys on line 1, above bo's edit, before `Msg::Remote`.
+    type_str(&mut a, "// twelve ch ");
+    update(&mut a, Msg::Remote);
+    let shown = screen_text(&screen(&mut a, 40, 8));
+    assert!(shown.contains("3 qfn c() {}"), "{shown}");
+    update(&mut a, Msg::Idle);
+    let settled = screen(&mut a, 40, 8);
+    let want = screen(&mut app(&text(&a)), 40, 8);
+    assert_eq!(text_cells(&settled, 3), text_cells(&want, 3));
 }
 
 #[test]
@@ -972,8 +994,12 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
 /// the editor has been idle they are coloured exactly as a fresh highlighter colours the text.
 #[test]
 fn shown_lines_always_spell_the_text_and_settle_to_a_fresh_highlighters_colours() {
+    // CRLF lines, and a line ending in a lone CR, among LF ones.
     let text: String = (0..60)
-        .map(|i| format!("fn f{i}() {{ let s = \"{i}\"; }} // c\n"))
+        .map(|i| {
+            let eol = ["\n", "\r\n", "\n", "\r"][i % 4];
+            format!("fn f{i}() {{ let s = \"{i}\"; }} // c{eol}")
+        })
         .collect();
     let ana = session(&text, Role::Writer, "ana");
     let bo = joiner(Role::Writer, "bo");
@@ -987,7 +1013,7 @@ fn shown_lines_always_spell_the_text_and_settle_to_a_fresh_highlighters_colours(
         seed ^= seed << 17;
         seed % n
     };
-    let (mut idles, mut patched) = (0, 0);
+    let (mut idles, mut patched, mut remote_patched) = (0, 0, 0);
     for step in 0..500 {
         match next(10) {
             0..=3 => type_str(
@@ -1005,14 +1031,16 @@ fn shown_lines_always_spell_the_text_and_settle_to_a_fresh_highlighters_colours(
                 key(&mut a, moves[next(4) as usize]);
             }
             7 | 8 => {
-                // bo inserts within a line or deletes a few characters (perhaps a line break),
-                // near our cursor so that it is on screen; sometimes twice before our frame.
+                // bo inserts (a form feed too: ropey ends a line there) or deletes a few
+                // characters (perhaps a line break, perhaps half a CRLF), near our cursor so
+                // that it is on screen; sometimes twice before our frame, and sometimes we type
+                // before the editor hears of it.
                 for _ in 0..=next(2) {
                     let mut st = bo.lock();
                     let len = st.doc.len_chars();
                     let at = (a.cursor + next(200) as usize).saturating_sub(100).min(len);
                     let edit = if next(2) == 0 || at == len {
-                        Edit::insert(at, ["q", "\"", "/*", "*/"][next(4) as usize])
+                        Edit::insert(at, ["q", "\"", "/*", "*/", "x\u{c}y"][next(5) as usize])
                     } else {
                         Edit::delete(at, (1 + next(5) as usize).min(len - at))
                     };
@@ -1020,7 +1048,12 @@ fn shown_lines_always_spell_the_text_and_settle_to_a_fresh_highlighters_colours(
                     drop(st);
                     exchange(&ana, &bo);
                 }
+                if next(2) == 0 {
+                    type_str(&mut a, ["zzzzzzzzzzzzzzzzzzzz", "\n"][next(2) as usize]);
+                }
+                let was = a.idle_work();
                 update(&mut a, Msg::Remote);
+                remote_patched += usize::from(!was && a.idle_work());
             }
             _ => {
                 patched += usize::from(a.idle_work());
@@ -1042,8 +1075,9 @@ fn shown_lines_always_spell_the_text_and_settle_to_a_fresh_highlighters_colours(
             .cloned()
             .collect();
         for (i, spans) in shown.iter().enumerate() {
-            let line = rope.line(top + i).to_string();
-            let body = line.trim_end_matches(['\n', '\r']);
+            let line = rope.line(top + i);
+            let eol = pairedit::tui::text::eol_len(line);
+            let body = line.slice(..line.len_chars() - eol).to_string();
             let spelled: String = spans.iter().map(|(_, t)| t.as_str()).collect();
             assert_eq!(
                 spelled,
@@ -1062,8 +1096,8 @@ fn shown_lines_always_spell_the_text_and_settle_to_a_fresh_highlighters_colours(
         }
     }
     assert!(
-        idles > 20 && patched > 10,
-        "{idles} idle steps, {patched} with work"
+        idles > 20 && patched > 10 && remote_patched >= 3,
+        "{idles} idle steps, {patched} with work, {remote_patched} with a teammate's"
     );
 }
 

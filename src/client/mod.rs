@@ -137,15 +137,6 @@ pub fn now_ms() -> u64 {
 }
 
 /// Everything the network task and the caller share.
-/// What [`ClientState::take_remote_edits`] hands over.
-#[derive(Debug, Default)]
-pub struct RemoteEdits {
-    /// Each edit in the text as the edits before it left it.
-    pub edits: Vec<Edit>,
-    /// The number of lines the text had before the first of them.
-    pub lines_before: usize,
-}
-
 pub struct ClientState {
     pub doc: SharedDoc,
     batcher: Batcher,
@@ -162,8 +153,6 @@ pub struct ClientState {
     /// When `Some`, remote text changes are also recorded here (an editor drains them to keep
     /// its cursor and scroll position in place).
     remote_edits: Option<Vec<Edit>>,
-    /// The number of lines before the first edit in `remote_edits`.
-    remote_lines_before: usize,
     /// The selection the editor last set (anchor, head in chars), not yet turned into relative
     /// positions: that needs yrs up to date, which would end the composition of local edits on
     /// every key. It is settled when the flush tick sends, or before a remote update moves text.
@@ -201,7 +190,6 @@ impl ClientState {
             denied: None,
             version: 0,
             remote_edits: None,
-            remote_lines_before: 0,
             cursor_chars: None,
             chat_log: VecDeque::new(),
             chat_seen: HashMap::new(),
@@ -262,17 +250,11 @@ impl ClientState {
         self.remote_edits = on.then(Vec::new);
     }
 
-    /// The remote text changes recorded since the last call, in order, and how many lines the
-    /// text had before them.
-    pub fn take_remote_edits(&mut self) -> RemoteEdits {
-        RemoteEdits {
-            edits: self
-                .remote_edits
-                .as_mut()
-                .map(std::mem::take)
-                .unwrap_or_default(),
-            lines_before: self.remote_lines_before,
-        }
+    pub fn take_remote_edits(&mut self) -> Vec<Edit> {
+        self.remote_edits
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Sets this member's selection (char offsets); it is published as Yjs relative positions
@@ -431,9 +413,6 @@ impl ClientState {
     fn apply_remote(&mut self, update: &[u8]) -> Result<(), protocol::ProtocolError> {
         // The selection's char offsets are about the text before this update.
         self.settle_cursor();
-        if self.remote_edits.as_ref().is_some_and(Vec::is_empty) {
-            self.remote_lines_before = self.doc.len_lines();
-        }
         let (edits, refused) = match self.doc.apply_remote(update) {
             Ok(edits) => (edits, None),
             Err(mut e) => {

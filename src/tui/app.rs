@@ -285,12 +285,13 @@ impl App {
         self.change_gen += 1;
     }
 
-    /// Moves our positions through text changes made by others, `edits` in order on a text
-    /// that had `lines_before` lines. Where no line came or went, each edit stayed within its
-    /// line, and those lines are patched and parsed as typing is
+    /// Moves our positions through text changes made by others, `edits` in order (each on the
+    /// text the ones before it left). Where every edit only inserted text without a line break
+    /// (the teammate typing), each line typed into (where the later edits moved it) is patched
+    /// and parsed as our own typing is
     /// ([`Highlighter::line_changed`](super::highlight::Highlighter::line_changed)); otherwise
     /// the colours are worked out again from the first line touched.
-    pub fn transform(&mut self, edits: &[Edit], doc: &SharedDoc, lines_before: usize) {
+    pub fn transform(&mut self, edits: &[Edit], doc: &SharedDoc) {
         let (rope, len) = (doc.rope(), doc.len_chars());
         for e in edits {
             self.cursor = shift(self.cursor, e);
@@ -300,22 +301,35 @@ impl App {
             self.clamp(doc);
             return;
         }
-        let within_lines = doc.len_lines() == lines_before
-            && !edits.iter().any(|e| e.insert.contains(['\n', '\r']));
-        if within_lines {
-            // Without a line break typed, the count can only fall: unchanged, none went
-            // either (a CR and LF parting or meeting leaves it, and the lines, as they were).
-            // Where each edit ends up once the edits after it are made:
-            let mut lines: Vec<usize> = edits
+        // The teammate typing: a few small insertions, no line break in them.
+        let typing = edits.len() <= MAX_PATCHED_EDITS
+            && edits.iter().map(|e| e.insert.len()).sum::<usize>() <= MAX_PATCHED_BYTES
+            && edits
+                .iter()
+                .all(|e| e.delete == 0 && !text::has_line_break(&e.insert));
+        // The line each edit's text ends up on once the edits after it are made.
+        let mut lines: Vec<usize> = if typing {
+            edits
                 .iter()
                 .enumerate()
-                .map(|(i, e)| {
-                    let at = edits[i + 1..].iter().fold(e.at, shift);
-                    rope.char_to_line(at.min(len))
-                })
-                .collect();
-            lines.sort_unstable();
-            lines.dedup();
+                .map(|(i, e)| rope.char_to_line(edits[i + 1..].iter().fold(e.at, shift).min(len)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        lines.sort_unstable();
+        lines.dedup();
+        // Text put between a CR and its LF parts them into two line breaks: a new line, which
+        // starts with that text after a line that ends in a lone CR. Such a line (rare: old Mac
+        // files) is not trusted.
+        let after_lone_cr = |line: usize| {
+            line > 0 && {
+                let prev = rope.line(line - 1);
+                let n = prev.len_chars();
+                n > 0 && prev.char(n - 1) == '\r'
+            }
+        };
+        if !lines.is_empty() && !lines.iter().any(|&l| after_lone_cr(l)) {
             for line in lines {
                 self.highlighter.line_changed(rope, line);
             }
@@ -333,6 +347,12 @@ impl App {
         self.clamp(doc);
     }
 }
+
+/// More edits than this in one batch, or more text than this in them, are not followed line
+/// by line (each is moved through all those after it): the colours are worked out again from
+/// the first line touched.
+const MAX_PATCHED_EDITS: usize = 64;
+const MAX_PATCHED_BYTES: usize = 64 * 1024;
 
 /// Where position `p` ends up after `e`: before the edit it stays, after it shifts, inside a
 /// deleted range it moves to the edit's start.

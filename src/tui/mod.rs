@@ -348,6 +348,9 @@ fn event_loop(
 ) -> anyhow::Result<()> {
     // Events read ahead (after an Escape), handled before any new one.
     let mut ahead: VecDeque<Event> = VecDeque::new();
+    // When the idle work may start ([`IDLE_AFTER`]), and whether the last message was input
+    // (a key puts the work off again; a teammate's changes, arriving often, do not).
+    let (mut idle_at, mut after_input) = (None, false);
     loop {
         let drawn = std::time::Instant::now();
         screen.draw(|frame| view::render(frame, app))?;
@@ -357,13 +360,16 @@ fn event_loop(
         if let Some(tx) = first_frame.take() {
             let _ = tx.send(());
         }
-        let idle_at = app
-            .idle_work()
-            .then(|| std::time::Instant::now() + IDLE_AFTER);
+        idle_at = match idle_at {
+            _ if !app.idle_work() => None,
+            Some(at) if !after_input => Some(at),
+            _ => Some(std::time::Instant::now() + IDLE_AFTER),
+        };
         let Some(msg) = next_msg(events, &mut ahead, inbox, idle_at)? else {
             // The terminal hung up.
             return Ok(());
         };
+        after_input = matches!(msg, Msg::Key(_) | Msg::Paste(_));
         match msg {
             Msg::Resize(w, h) => screen.resize(w, h),
             // A resize crossterm did not report (it reports SIGWINCH) is caught within a second.

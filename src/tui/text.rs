@@ -26,6 +26,11 @@ pub fn eol_len(line: RopeSlice<'_>) -> usize {
     }
 }
 
+/// Whether `s` holds any char ropey ends a line at.
+pub fn has_line_break(s: &str) -> bool {
+    s.chars().any(is_line_break)
+}
+
 /// The chars ropey ends a line at (CRLF, a pair, ends one too).
 fn is_line_break(c: char) -> bool {
     matches!(

@@ -61,6 +61,10 @@ pub enum Effect {
 
 pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     let mut effects = Vec::new();
+    if !matches!(msg, Msg::Remote) {
+        let session = app.session.clone();
+        take_remote_edits(app, &mut session.lock());
+    }
     match msg {
         Msg::Key(key) => {
             if app.mode == Mode::Normal {
@@ -155,18 +159,27 @@ fn recovery(app: &mut App, effects: &mut Vec<Effect>) {
 fn remote(app: &mut App) {
     let session = app.session.clone();
     let mut st = session.lock();
-    let taken = st.take_remote_edits();
-    let edits = taken.edits;
     if let Some(lang) = st.doc.meta("language") {
         app.highlighter.set_language(&lang);
     }
+    take_remote_edits(app, &mut st);
+    drop(st);
+    follow(app);
+}
+
+/// Moves the cursor, the scroll and the colours through the teammates' edits the session
+/// recorded since the last call. Done before anything else touches the text (a key, a paste,
+/// the idle parse), so that the recorded edits' positions are still those of the text they
+/// were made on; `Msg::Remote` comes later.
+fn take_remote_edits(app: &mut App, st: &mut ClientState) {
+    let edits = st.take_remote_edits();
     if !edits.is_empty() {
         let top_before = app.top;
         let top_char = st
             .doc
             .rope()
             .line_to_char(top_before.min(st.doc.len_lines().saturating_sub(1)));
-        app.transform(&edits, &st.doc, taken.lines_before);
+        app.transform(&edits, &st.doc);
         // Keep the first visible line in place unless the change was above it.
         let moved: isize = edits
             .iter()
@@ -178,8 +191,6 @@ fn remote(app: &mut App) {
             app.clamp(&st.doc);
         }
     }
-    drop(st);
-    follow(app);
 }
 
 /// In follow mode, the view tracks the followed member's cursor.
