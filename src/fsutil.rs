@@ -4,6 +4,14 @@ use std::fs;
 use std::io::Write as _;
 use std::path::Path;
 
+/// The directory `path` is in (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename over it, fsync the
 /// directory. An existing file's permissions are kept.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -16,10 +24,7 @@ pub fn write_atomic_chunks<'a>(
     path: &Path,
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // One name per write: two writes of one file in flight (a slow disk, a recovery copy
     // still being written when the next one starts) must not share a temp file.
@@ -73,11 +78,7 @@ pub fn is_new_file(path: &Path, err: &LoadError) -> bool {
     let LoadError::Io { source, .. } = err else {
         return false;
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    source.kind() == std::io::ErrorKind::NotFound && dir.is_dir()
+    source.kind() == std::io::ErrorKind::NotFound && dir_of(path).is_dir()
 }
 
 /// Reads a text file for editing: refuses binary files and invalid UTF-8, keeps everything else

@@ -246,7 +246,7 @@ impl App {
                 st.doc.len_lines(),
                 first,
                 (edit.delete == 0 || first == line(at + edit.delete))
-                    && !edit.insert.contains(['\n', '\r']),
+                    && !text::has_line_break(&edit.insert),
             )
         };
         match st.doc.apply_local(&edit) {
@@ -334,14 +334,8 @@ impl App {
                 self.highlighter.line_changed(rope, line);
             }
         } else {
-            // An edit's `at` may have moved since, but only through an edit before it, whose
-            // own line is then the first.
-            let first_line = edits
-                .iter()
-                .map(|e| rope.char_to_line(e.at.min(len)))
-                .min()
-                .unwrap_or(0);
-            self.highlighter.invalidate_from(first_line);
+            self.highlighter
+                .invalidate_from(first_line_touched(edits, rope));
         }
         self.mark_changed();
         self.clamp(doc);
@@ -353,6 +347,18 @@ impl App {
 /// the first line touched.
 const MAX_PATCHED_EDITS: usize = 64;
 const MAX_PATCHED_BYTES: usize = 64 * 1024;
+
+/// The first line `edits` (in order, each on the text the ones before it left) touched, in
+/// the text after them all: an edit's `at` may have moved since, but only through an edit
+/// before it, whose own line is then the first.
+pub fn first_line_touched(edits: &[Edit], rope: &Rope) -> usize {
+    let len = rope.len_chars();
+    edits
+        .iter()
+        .map(|e| rope.char_to_line(e.at.min(len)))
+        .min()
+        .unwrap_or(0)
+}
 
 /// Where position `p` ends up after `e`: before the edit it stays, after it shifts, inside a
 /// deleted range it moves to the edit's start.

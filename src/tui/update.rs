@@ -357,12 +357,7 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
                     "nothing to redo"
                 }),
                 Some(last) => {
-                    let rope = st.doc.rope();
-                    let line = edits
-                        .iter()
-                        .map(|e| rope.char_to_line(e.at.min(rope.len_chars())))
-                        .min()
-                        .unwrap_or(0);
+                    let line = super::app::first_line_touched(&edits, st.doc.rope());
                     app.highlighter.invalidate_from(line);
                     app.cursor = last.at + last.insert.chars().count();
                     app.anchor = None;
