@@ -93,9 +93,10 @@ impl ClientTlsArgs {
 
 #[derive(Debug, Args)]
 pub struct HostArgs {
-    /// The file to share (UTF-8 text; saved with Ctrl-S, atomically, keeping its line endings). A
-    /// file that does not exist yet, in a directory that does, starts empty and is created by
-    /// the first save.
+    /// The file to share (UTF-8 text; saved with Ctrl-S, atomically, keeping its line endings;
+    /// a symbolic link is saved through, and stays a link). A file that does not exist yet, in a
+    /// directory that does, starts empty and is created by the first save (which asks first if
+    /// someone else made one meanwhile).
     pub file: PathBuf,
     /// Use this relay instead of starting one, e.g. https://relay.example.com (a relay run with
     /// `pairedit serve`; the built-in one serves plain TCP on --listen)

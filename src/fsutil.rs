@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The directory `path` is in (`.` for a bare file name).
 fn dir_of(path: &Path) -> &Path {
@@ -13,7 +13,8 @@ fn dir_of(path: &Path) -> &Path {
 }
 
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename over it, fsync the
-/// directory. An existing file's permissions are kept.
+/// directory. An existing file's permissions are kept; a symbolic link is written through (the
+/// file it points to is replaced, the link stays).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_chunks(path, [bytes])
 }
@@ -24,6 +25,43 @@ pub fn write_atomic_chunks<'a>(
     path: &Path,
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> std::io::Result<()> {
+    write_atomic_with(path, chunks, Replace::Any)
+}
+
+/// Whether an atomic write may replace a file that is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Whatever is there is replaced.
+    Any,
+    /// Only if nothing is there: the write fails with `AlreadyExists` if a file appeared (made
+    /// by someone else) before it could land. The file is put in place by a hard link, which
+    /// never replaces; where links are not supported, by a rename after a look.
+    Nothing,
+}
+
+/// The file a write of `path` should replace: the one at the end of its symbolic links (an
+/// editor writes through a link, as vim does, and never replaces the link with a file).
+fn write_target(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    // A loop of links ends here too (the kernel gives up at 40 as well).
+    for _ in 0..40 {
+        match fs::read_link(&p) {
+            Ok(to) if to.is_absolute() => p = to,
+            Ok(to) => p = dir_of(&p).join(to),
+            Err(_) => break,
+        }
+    }
+    p
+}
+
+/// [`write_atomic_chunks`], replacing what is there only as `replace` allows.
+pub fn write_atomic_with<'a>(
+    path: &Path,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    replace: Replace,
+) -> std::io::Result<()> {
+    let target = write_target(path);
+    let path = target.as_path();
     let dir = dir_of(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // One name per write: two writes of one file in flight (a slow disk, a recovery copy
@@ -44,9 +82,13 @@ pub fn write_atomic_chunks<'a>(
             f.set_permissions(meta.permissions())?;
         }
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        match replace {
+            Replace::Any => fs::rename(&tmp, path),
+            Replace::Nothing => put_if_absent(&tmp, path),
+        }
     })();
-    if result.is_err() {
+    // After a link the temp name is left over too (the file lives on under `path`).
+    if result.is_err() || replace == Replace::Nothing {
         let _ = fs::remove_file(&tmp);
     }
     result?;
@@ -54,6 +96,20 @@ pub fn write_atomic_chunks<'a>(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Gives the written temp file `path`'s name, unless something has that name already.
+fn put_if_absent(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        // No hard links here (some network and FAT file systems): look, then rename.
+        Err(_) if fs::symlink_metadata(path).is_ok() => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a file is there already",
+        )),
+        Err(_) => fs::rename(tmp, path),
+    }
 }
 
 /// Why a file cannot be edited as text, if it cannot.
@@ -176,21 +232,28 @@ pub enum SaveError {
 
 /// Saves `text` (a rope: a snapshot taken in constant time, written from its chunks) atomically,
 /// unless the file changed on disk since `expect` (someone else wrote it) and `force` is off.
-/// Returns the new stamp.
+/// `expect` is `None` for a file that was not there: then the save fails if someone has made
+/// one meanwhile (vim's E13), up to the moment it lands. Returns the new stamp.
 pub fn save_checked(
     path: &Path,
     text: &ropey::Rope,
     expect: Option<Stamp>,
     force: bool,
 ) -> Result<Stamp, SaveError> {
-    if !force
-        && let Some(expect) = expect
-        && stamp(path) != Some(expect)
-    {
-        return Err(SaveError::ChangedOnDisk(path.display().to_string()));
+    let changed = || SaveError::ChangedOnDisk(path.display().to_string());
+    let replace = match expect {
+        _ if force => Replace::Any,
+        Some(expect) if stamp(path) != Some(expect) => return Err(changed()),
+        Some(_) => Replace::Any,
+        None => Replace::Nothing,
+    };
+    match write_atomic_with(path, text.chunks().map(str::as_bytes), replace) {
+        Ok(()) => {}
+        Err(e) if replace == Replace::Nothing && e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(changed());
+        }
+        Err(e) => return Err(SaveError::Io(format!("{}: {e}", path.display()))),
     }
-    write_atomic_chunks(path, text.chunks().map(str::as_bytes))
-        .map_err(|e| SaveError::Io(format!("{}: {e}", path.display())))?;
     stamp(path).ok_or_else(|| SaveError::Io(format!("{}: written but unreadable", path.display())))
 }
 
@@ -216,6 +279,69 @@ mod save_tests {
         );
         save_checked(&p, &"ours again".into(), Some(s2), true).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "ours again");
+    }
+
+    #[test]
+    fn a_new_file_is_created_only_if_nobody_made_one_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new.txt");
+        let s = save_checked(&p, &"first\n".into(), None, false).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "first\n");
+        assert_eq!(stamp(&p), Some(s));
+        // Only the file itself is left: no temp name.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let q = dir.path().join("raced.txt");
+        fs::write(&q, "theirs").unwrap();
+        assert_eq!(
+            save_checked(&q, &"ours".into(), None, false),
+            Err(SaveError::ChangedOnDisk(q.display().to_string()))
+        );
+        assert_eq!(fs::read_to_string(&q).unwrap(), "theirs");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "no temp left");
+        save_checked(&q, &"ours".into(), None, true).unwrap();
+        assert_eq!(fs::read_to_string(&q).unwrap(), "ours");
+
+        // The no-replace write itself, as the last step of a save that lost the race.
+        let r = dir.path().join("r.txt");
+        fs::write(&r, "theirs").unwrap();
+        let e = write_atomic_with(&r, [&b"ours"[..]], Replace::Nothing).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&r).unwrap(), "theirs");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_save_writes_through_symbolic_links_and_keeps_them() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("dotfiles");
+        fs::create_dir(&real_dir).unwrap();
+        let real = real_dir.join("vimrc");
+        fs::write(&real, "old").unwrap();
+        // A relative link, then a link to that link.
+        let link = dir.path().join(".vimrc");
+        symlink("dotfiles/vimrc", &link).unwrap();
+        let link2 = dir.path().join("rc");
+        symlink(&link, &link2).unwrap();
+        let loaded = stamp(&link2);
+        save_checked(&link2, &"new\r\n".into(), loaded, false).unwrap();
+        assert_eq!(fs::read(&real).unwrap(), b"new\r\n");
+        for l in [&link, &link2] {
+            assert!(fs::symlink_metadata(l).unwrap().file_type().is_symlink());
+        }
+        assert_eq!(fs::read_dir(&real_dir).unwrap().count(), 1, "no temp left");
+        // A link to a file not there yet: the save makes the file it names.
+        let dangling = dir.path().join("later");
+        symlink("dotfiles/later.txt", &dangling).unwrap();
+        save_checked(&dangling, &"made".into(), None, false).unwrap();
+        assert_eq!(fs::read(real_dir.join("later.txt")).unwrap(), b"made");
+        assert!(
+            fs::symlink_metadata(&dangling)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 }
 

@@ -432,6 +432,59 @@ fn a_file_changed_on_disk_asks_before_overwriting() {
     assert_eq!(path, file);
 }
 
+/// A new file (not there when the editor opened it): if someone makes a file of that name before
+/// the first save, the save asks instead of replacing it (vim's E13), and says why.
+#[test]
+fn a_new_file_made_by_someone_else_meanwhile_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.md");
+    let mut a = app("");
+    a.path = Some(file.clone());
+    a.disk = pairedit::fsutil::stamp(&file);
+    assert_eq!(a.disk, None, "the file is not there yet");
+    type_str(&mut a, "# mine\n");
+    std::fs::write(&file, "theirs\n").unwrap();
+    let Some(Effect::Save {
+        path,
+        text,
+        generation,
+        expect,
+        force,
+    }) = ctrl(&mut a, 's').pop()
+    else {
+        panic!("expected a save");
+    };
+    let result = pairedit::fsutil::save_checked(&path, &text, expect, force).map(|s| (path, s));
+    assert!(
+        matches!(result, Err(pairedit::fsutil::SaveError::ChangedOnDisk(_))),
+        "{result:?}"
+    );
+    update(&mut a, Msg::Saved { generation, result });
+    assert_eq!(a.mode, Mode::ConfirmOverwrite);
+    assert!(a.dirty);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "theirs\n");
+    assert!(
+        screen_text(&screen(&mut a, 120, 8)).contains("made on disk since it was opened"),
+        "the prompt says what happened"
+    );
+    // "o" overwrites it, and the save after that checks against what was written.
+    let Some(Effect::Save {
+        path,
+        text,
+        generation,
+        expect,
+        force: true,
+    }) = key(&mut a, KeyCode::Char('o')).pop()
+    else {
+        panic!("expected a forced save");
+    };
+    let result = pairedit::fsutil::save_checked(&path, &text, expect, true).map(|s| (path, s));
+    update(&mut a, Msg::Saved { generation, result });
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# mine\n");
+    assert!(!a.dirty);
+    assert!(a.disk.is_some());
+}
+
 /// A save and the crash-recovery copy write the text as it was when they were asked for, byte
 /// for byte, however long it is (many rope chunks, more than one write buffer) and whatever is
 /// typed before they are written: the editor hands them a snapshot of the rope.

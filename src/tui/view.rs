@@ -748,8 +748,12 @@ fn prompt_line(app: &App) -> PromptLine {
         Mode::GotoLine { input } => (format!("go to line: {input}").into(), true),
         Mode::Chat { input } => (format!("say: {input}").into(), true),
         Mode::ConfirmOverwrite => (
-            "the file changed on disk since it was loaded. o: overwrite · w: write beside it (.pairedit) · any other key: cancel"
-                .into(),
+            if app.disk.is_some() {
+                "the file changed on disk since it was loaded. o: overwrite · w: write beside it (.pairedit) · any other key: cancel"
+            } else {
+                "a file of this name was made on disk since it was opened. o: overwrite it · w: write beside it (.pairedit) · any other key: cancel"
+            }
+            .into(),
             false,
         ),
         Mode::ConfirmQuit => (
