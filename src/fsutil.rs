@@ -13,8 +13,8 @@ fn dir_of(path: &Path) -> &Path {
 }
 
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename over it, fsync the
-/// directory. An existing file's permissions are kept; a symbolic link is written through (the
-/// file it points to is replaced, the link stays).
+/// directory. An existing file's permissions (and owner, where allowed) are kept; a symbolic
+/// link is written through (the file it points to is replaced, the link stays).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_chunks(path, [bytes])
 }
@@ -79,6 +79,14 @@ pub fn write_atomic_with<'a>(
             .into_inner()
             .map_err(std::io::IntoInnerError::into_error)?;
         if let Ok(meta) = fs::metadata(path) {
+            // The owner too, where we may (root editing someone's file; a group we are in);
+            // elsewhere the new file is ours, as any editor's atomic save leaves it. Before
+            // the mode: a change of owner clears set-user-ID bits.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt as _;
+                let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
+            }
             f.set_permissions(meta.permissions())?;
         }
         f.sync_all()?;
@@ -179,6 +187,24 @@ mod tests {
             );
         }
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_keeps_the_owner_where_it_may() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("theirs.txt");
+        fs::write(&p, "old").unwrap();
+        // Only root may give a file away (and so keep another user's ownership).
+        if std::os::unix::fs::chown(&p, Some(4321), Some(4321)).is_err() {
+            eprintln!("skipped: not root, a file cannot be given to another user here");
+            return;
+        }
+        write_atomic(&p, b"new").unwrap();
+        let meta = fs::metadata(&p).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4321, 4321));
+        assert_eq!(fs::read(&p).unwrap(), b"new");
     }
 
     #[test]
