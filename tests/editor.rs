@@ -926,6 +926,8 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
     press(&mut a, KeyCode::End, KeyModifiers::CONTROL);
     let (mut w, mut h) = (100u16, 20u16);
     let mut screen = Screen::with_size(w, h);
+    // A terminal emulator reads what the screen writes: it must show the frames too.
+    let mut term = emulator(w, h);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |n: u64| {
         seed ^= seed << 13;
@@ -999,19 +1001,20 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
             }
             15 => {
                 key(&mut a, KeyCode::F(1));
-                check_frames(&mut screen, &mut a, step);
+                check_frames(&mut screen, &mut term, &mut a, step);
                 key(&mut a, KeyCode::Esc);
             }
             16 => {
                 ctrl(&mut a, 't');
                 type_str(&mut a, "hi");
-                check_frames(&mut screen, &mut a, step);
+                check_frames(&mut screen, &mut term, &mut a, step);
                 key(&mut a, KeyCode::Enter);
                 exchange(&ana, &bo);
             }
             17 => {
                 (w, h) = (60 + next(60) as u16, 8 + next(20) as u16);
                 screen.resize(w, h);
+                term.screen_mut().set_size(nonzero(h), nonzero(w));
             }
             18 if !cy_here => {
                 // A third member comes: the members panel grows; their cursor shows too.
@@ -1029,16 +1032,16 @@ fn frames_that_keep_rows_show_exactly_what_a_whole_frame_shows() {
             19 => {
                 // The prompt line asks, echoes and goes.
                 ctrl(&mut a, ['f', 'g'][next(2) as usize]);
-                check_frames(&mut screen, &mut a, step);
+                check_frames(&mut screen, &mut term, &mut a, step);
                 type_str(&mut a, ["a", "1", "界"][next(3) as usize]);
-                check_frames(&mut screen, &mut a, step);
+                check_frames(&mut screen, &mut term, &mut a, step);
                 key(&mut a, [KeyCode::Esc, KeyCode::Enter][next(2) as usize]);
             }
             _ => {
                 update(&mut a, Msg::Tick);
             }
         }
-        check_frames(&mut screen, &mut a, step);
+        check_frames(&mut screen, &mut term, &mut a, step);
     }
 }
 
@@ -1155,9 +1158,59 @@ fn shown_lines_always_spell_the_text_and_settle_to_a_fresh_highlighters_colours(
 }
 
 /// Draws a frame on `screen` and one whole, and says where they differ.
-fn check_frames(screen: &mut pairedit::tui::term::Screen, app: &mut App, step: usize) {
+fn nonzero(n: u16) -> std::num::NonZero<u16> {
+    std::num::NonZero::new(n).expect("a size")
+}
+
+fn emulator(w: u16, h: u16) -> vt100::Parser {
+    vt100::Parser::new(nonzero(h), nonzero(w), 0)
+}
+
+/// A colour as the terminal emulator has it once crossterm has written it.
+fn emulated(c: ratatui::style::Color) -> vt100::Color {
+    use ratatui::style::Color as C;
+    let named = [
+        C::Black,
+        C::Red,
+        C::Green,
+        C::Yellow,
+        C::Blue,
+        C::Magenta,
+        C::Cyan,
+        C::Gray,
+        C::DarkGray,
+        C::LightRed,
+        C::LightGreen,
+        C::LightYellow,
+        C::LightBlue,
+        C::LightMagenta,
+        C::LightCyan,
+        C::White,
+    ];
+    match c {
+        C::Reset => vt100::Color::Default,
+        C::Rgb(r, g, b) => vt100::Color::Rgb(r, g, b),
+        C::Indexed(i) => vt100::Color::Idx(i),
+        named_colour => vt100::Color::Idx(
+            named
+                .iter()
+                .position(|&n| n == named_colour)
+                .expect("a named colour") as u8,
+        ),
+    }
+}
+
+/// Draws a frame on `screen` and feeds what it wrote to `term`; checks that the screen's idea
+/// of the terminal, and the terminal itself (symbols and colours), show the whole frame.
+fn check_frames(
+    screen: &mut pairedit::tui::term::Screen,
+    term: &mut vt100::Parser,
+    app: &mut App,
+    step: usize,
+) {
     let mut out = Vec::new();
     screen.draw_to(|c| view::render(c, app), &mut out).unwrap();
+    term.process(&out);
     let area = screen.shown().area;
     let mut t = Terminal::new(TestBackend::new(area.width, area.height)).unwrap();
     // The frame as drawn (the backend's buffer keeps cells a wide character hides as they were).
@@ -1169,6 +1222,28 @@ fn check_frames(screen: &mut pairedit::tui::term::Screen, app: &mut App, step: u
                 whole[(x, y)],
                 "step {step}: cell ({x}, {y}) differs; whole frame:\n{}",
                 screen_text(&t)
+            );
+        }
+    }
+    for y in 0..area.height {
+        for x in 0..area.width {
+            let Some(got) = term.screen().cell(y, x) else {
+                panic!("step {step}: the emulator has no cell ({x}, {y})");
+            };
+            if got.is_wide_continuation() {
+                continue;
+            }
+            let want = &whole[(x, y)];
+            let symbol = if got.has_contents() {
+                got.contents()
+            } else {
+                " "
+            };
+            assert_eq!(
+                (symbol, got.fgcolor(), got.bgcolor()),
+                (want.symbol(), emulated(want.fg), emulated(want.bg)),
+                "step {step}: the terminal's cell ({x}, {y}) differs; it shows:\n{}",
+                term.screen().contents()
             );
         }
     }

@@ -16,6 +16,11 @@
 //!   ([`Buffer::diff`]), so wide characters are handled exactly as ratatui does.
 //! - **Cells are written without `fmt`.** Their escape sequences are the bytes ratatui's
 //!   `CrosstermBackend` writes (a test holds them to it), put straight into the frame.
+//! - **Text that moved is scrolled by the terminal.** When the text scrolls, or a line goes
+//!   in or out above other lines, most rows show what a row above or below them showed. The
+//!   terminal is told to scroll those rows (a scroll region, then SU/SD) and only the rows
+//!   that are new are written ([`Canvas::scrollable`]): a line scrolled into view costs about
+//!   700 bytes on a 120×40 screen, where drawing every row cost 12 KB.
 //! - **A frame leaves in one `write`.** ratatui flushes after the cells, again after showing
 //!   the cursor and again after moving it: three writes, so the terminal draws the frame in
 //!   pieces. Here all of it is collected and written at once, and the cursor is shown or
@@ -96,7 +101,25 @@ struct Rows {
     /// The columns (screen x, start and end) of each row that the frame being drawn draws:
     /// an empty range for a row it keeps.
     dirty: Vec<(u16, u16)>,
+    /// Rows the frame being drawn said may have moved up or down ([`Canvas::scrollable`]).
+    scrollable: Option<Scrollable>,
 }
+
+/// A block of rows whose content may move up or down between frames as one (the lines of a
+/// text scrolled, or a line put in among them): see [`Canvas::scrollable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scrollable {
+    /// Rows (from the screen's top), from `top` to `bottom` (not included).
+    top: u16,
+    bottom: u16,
+    /// The columns (from the screen's left) that rows are matched by, from `left` to `right`.
+    left: u16,
+    right: u16,
+}
+
+/// A shift must spare at least this many rows more than drawing them in place would: setting
+/// the scroll region and scrolling costs about as many bytes as a row of a few cells.
+const MIN_ROWS_SPARED: usize = 3;
 
 impl<'a> Canvas<'a> {
     /// A canvas over `buf`, which starts blank, on which every row is drawn.
@@ -146,6 +169,28 @@ impl<'a> Canvas<'a> {
             for cell in &mut self.buf.content[y * width..(y + 1) * width][cells] {
                 cell.reset();
             }
+        }
+    }
+
+    /// Says that in screen rows `rows`, columns `cols` show one thing that may have moved up
+    /// or down since the last frame: the lines of a text, scrolled, or with lines put in or
+    /// taken out. If most of what they showed is still there, a row or more up or down, the
+    /// terminal is told to scroll those rows (its scroll region: whole rows) before they are
+    /// drawn, so only what is new is written: a line scrolled into view costs a row, not a
+    /// screen. Rows are matched by those columns only; what differs elsewhere (a gutter of
+    /// line numbers, a panel beside the text) is drawn as usual. A canvas that is not a
+    /// [`Screen`]'s ignores it.
+    pub fn scrollable(&mut self, rows: std::ops::Range<u16>, cols: std::ops::Range<u16>) {
+        let area = self.buf.area;
+        if let Some(r) = self.rows.as_deref_mut() {
+            let (top, bottom) = (rows.start.max(area.top()), rows.end.min(area.bottom()));
+            let (left, right) = (cols.start.max(area.left()), cols.end.min(area.right()));
+            r.scrollable = (top < bottom && left < right).then_some(Scrollable {
+                top: top - area.y,
+                bottom: bottom - area.y,
+                left: left - area.x,
+                right: right - area.x,
+            });
         }
     }
 
@@ -241,6 +286,7 @@ impl Screen {
         render: impl FnOnce(&mut Canvas<'_>) -> Option<Position>,
         out: &mut impl Write,
     ) -> io::Result<()> {
+        self.rows.scrollable = None;
         let cursor = {
             // A screen to be cleared (at start, after a resize or a frame that did not go
             // out) is drawn whole.
@@ -283,6 +329,11 @@ impl Screen {
             CrosstermBackend::new(&mut self.pending).clear_region(ClearType::All)?;
             self.shown.reset();
             self.clear = false;
+            drawn = true;
+        } else if let Some(block) = self.rows.scrollable.take()
+            && let Some(by) = self.best_shift(block)
+        {
+            self.shift(block, by);
             drawn = true;
         }
         let width = self.next.area.width as usize;
@@ -345,6 +396,106 @@ impl Screen {
         }
         self.cursor = Some(cursor);
         Ok(())
+    }
+
+    /// How far the rows of `block` moved (positive: up), if scrolling them spares at least
+    /// [`MIN_ROWS_SPARED`] rows' drawing. Rows are matched by a digest of their cells in the
+    /// block's columns: as shown, and as this frame has them (a row or part of one the frame
+    /// kept is as shown). Looked for only when the frame draws that many rows of the block.
+    fn best_shift(&self, block: Scrollable) -> Option<isize> {
+        let width = self.next.area.width as usize;
+        let (top, bottom) = (block.top as usize, block.bottom as usize);
+        let height = bottom.saturating_sub(top);
+        if height <= MIN_ROWS_SPARED
+            || bottom > self.rows.dirty.len()
+            || self.shown.content.len() < bottom * width
+            || self.next.content.len() < bottom * width
+        {
+            return None;
+        }
+        let left = self.next.area.x;
+        let drawn = |y: usize| {
+            let (x0, x1) = self.rows.dirty[y];
+            ((x0 - left) as usize, (x1 - left) as usize)
+        };
+        if (top..bottom).filter(|&y| drawn(y).0 < drawn(y).1).count() < MIN_ROWS_SPARED {
+            return None;
+        }
+        let cols = (block.left as usize).min(width)..(block.right as usize).min(width);
+        let digest = |y: usize, from_next: bool| {
+            use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+            let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
+            let (x0, x1) = if from_next { drawn(y) } else { (0, 0) };
+            for x in cols.clone() {
+                let buf = if (x0..x1).contains(&x) {
+                    &self.next
+                } else {
+                    &self.shown
+                };
+                buf.content[y * width + x].hash(&mut h);
+            }
+            h.finish()
+        };
+        let was: Vec<u64> = (top..bottom).map(|y| digest(y, false)).collect();
+        let now: Vec<u64> = (top..bottom).map(|y| digest(y, true)).collect();
+        // Rows that match when what was shown at `i + by` is moved to `i`.
+        let matching = |by: isize| {
+            (0..height)
+                .filter(|&i| {
+                    let j = i as isize + by;
+                    j >= 0 && (j as usize) < height && now[i] == was[j as usize]
+                })
+                .count()
+        };
+        let in_place = matching(0);
+        let (by, matched) = (1..height as isize)
+            .flat_map(|by| [by, -by])
+            .map(|by| (by, matching(by)))
+            .max_by_key(|&(by, n)| (n, std::cmp::Reverse(by.abs())))?;
+        (matched >= in_place + MIN_ROWS_SPARED).then_some(by)
+    }
+
+    /// Scrolls the rows of `block` up by `by` rows (down for a negative `by`) on the terminal
+    /// and in what is shown, and has every row of it diffed afterwards: the rows scrolled in
+    /// are blank, and a row the frame kept was kept as it was before the scroll.
+    fn shift(&mut self, block: Scrollable, by: isize) {
+        let width = self.next.area.width as usize;
+        let (top, bottom) = (block.top as usize, block.bottom as usize);
+        let full = (self.next.area.left(), self.next.area.right());
+        for y in top..bottom {
+            // What the frame kept of the row is what is shown there now.
+            let (x0, x1) = self.rows.dirty[y];
+            let row = y * width..(y + 1) * width;
+            let drawn = (x0 - full.0) as usize..(x1 - full.0) as usize;
+            for x in 0..width {
+                if !drawn.contains(&x) {
+                    self.next.content[row.start + x] = self.shown.content[row.start + x].clone();
+                }
+            }
+            self.rows.dirty[y] = full;
+        }
+        let rows = &mut self.shown.content[top * width..bottom * width];
+        let n = by.unsigned_abs() * width;
+        if by > 0 {
+            rows.rotate_left(n);
+            let len = rows.len();
+            rows[len - n..].fill(Cell::EMPTY);
+        } else {
+            rows.rotate_right(n);
+            rows[..n].fill(Cell::EMPTY);
+        }
+        // Colours and attributes are the terminal's own between frames ([`Pen::finish`]), so
+        // the rows scrolled in are blank in its default colours. Setting the region puts the
+        // cursor at the top left; the cells drawn next say where they go.
+        let out = &mut self.pending;
+        out.extend_from_slice(b"\x1b[");
+        push_number(out, block.top + 1);
+        out.push(b';');
+        push_number(out, block.bottom);
+        out.extend_from_slice(b"r\x1b[");
+        push_number(out, by.unsigned_abs() as u16);
+        out.extend_from_slice(if by > 0 { b"S" } else { b"T" });
+        out.extend_from_slice(b"\x1b[r");
     }
 
     /// What the terminal shows, as far as this screen has told it.
@@ -1050,6 +1201,263 @@ mod tests {
                 });
                 proptest::prop_assert_eq!(got, want);
                 proptest::prop_assert_eq!(screen.shown(), &next);
+            }
+        }
+    }
+
+    /// A terminal emulator (`vt100`, which knows scroll regions) fed everything a screen
+    /// writes, for checking what a real terminal ends up showing.
+    struct Emulator(vt100::Parser);
+
+    impl Emulator {
+        fn new(w: u16, h: u16) -> Emulator {
+            let rows = std::num::NonZero::new(h).expect("rows");
+            let cols = std::num::NonZero::new(w).expect("columns");
+            Emulator(vt100::Parser::new(rows, cols, 0))
+        }
+
+        /// Each cell as (symbol, fg, bg, bold): blank cells as a space.
+        fn cells(&self) -> Vec<(String, vt100::Color, vt100::Color, bool)> {
+            let screen = self.0.screen();
+            let (h, w) = screen.size();
+            let mut out = Vec::new();
+            for y in 0..h.get() {
+                for x in 0..w.get() {
+                    let c = screen.cell(y, x).expect("in the screen");
+                    let sym = if c.has_contents() {
+                        c.contents().to_string()
+                    } else {
+                        " ".to_string()
+                    };
+                    out.push((sym, c.fgcolor(), c.bgcolor(), c.bold()));
+                }
+            }
+            out
+        }
+    }
+
+    /// `buf`'s cells as [`Emulator::cells`] has them (colours and bold only: what the scroll
+    /// tests draw with).
+    fn as_emulated(buf: &Buffer) -> Vec<(String, vt100::Color, vt100::Color, bool)> {
+        let color = |c: Color| match c {
+            Color::Reset => vt100::Color::Default,
+            Color::Black => vt100::Color::Idx(0),
+            Color::Red => vt100::Color::Idx(1),
+            Color::Indexed(i) => vt100::Color::Idx(i),
+            Color::Rgb(r, g, b) => vt100::Color::Rgb(r, g, b),
+            other => panic!("not used here: {other:?}"),
+        };
+        buf.content
+            .iter()
+            .map(|c| {
+                (
+                    c.symbol().to_string(),
+                    color(c.fg),
+                    color(c.bg),
+                    c.modifier.contains(Modifier::BOLD),
+                )
+            })
+            .collect()
+    }
+
+    /// A text view as the editor draws one, small: line numbers, the lines from `top`, a
+    /// panel on the right and a status line at the bottom; rows keyed by what they show.
+    struct Scene {
+        lines: Vec<(String, u8)>,
+        top: usize,
+        panel: Vec<String>,
+        status: String,
+        /// Give rows keys (else every row is drawn, as under an overlay).
+        keyed: bool,
+    }
+
+    const GUTTER: u16 = 4;
+    const PANEL: u16 = 5;
+
+    impl Scene {
+        fn draw(&self, c: &mut Canvas<'_>) {
+            let area = c.area();
+            let text_rows = area.height - 1;
+            let row_style = |tint: u8| {
+                let fg = [
+                    Color::Reset,
+                    Color::Red,
+                    Color::Rgb(200, 100, 0),
+                    Color::Indexed(33),
+                ];
+                let bg = [Color::Rgb(20, 20, 30), Color::Black, Color::Indexed(236)];
+                let st = Style::default()
+                    .fg(fg[tint as usize % 4])
+                    .bg(bg[tint as usize / 4 % 3]);
+                if tint.is_multiple_of(5) {
+                    st.add_modifier(Modifier::BOLD)
+                } else {
+                    st
+                }
+            };
+            if self.keyed {
+                let mut keys = Vec::new();
+                for y in 0..text_rows as usize {
+                    let line = self.lines.get(self.top + y);
+                    let panel = self.panel.get(y);
+                    keys.push(RowKey::Whole(hash_of(&(self.top + y, line, panel))));
+                }
+                keys.push(RowKey::Whole(hash_of(&self.status)));
+                c.begin(&keys);
+            }
+            c.scrollable(0..text_rows, GUTTER..area.width - PANEL);
+            for y in 0..text_rows {
+                if !c.dirty(y) {
+                    continue;
+                }
+                let bg = Style::default().bg(Color::Rgb(20, 20, 30));
+                let buf = c.buf();
+                buf.set_style(Rect::new(0, y, area.width, 1), bg);
+                let i = self.top + y as usize;
+                if let Some((text, tint)) = self.lines.get(i) {
+                    buf.set_string(0, y, format!("{:>3}", i + 1), bg.fg(Color::Indexed(8)));
+                    buf.set_stringn(
+                        GUTTER,
+                        y,
+                        text,
+                        (area.width - GUTTER - PANEL) as usize,
+                        row_style(*tint),
+                    );
+                }
+                if let Some(p) = self.panel.get(y as usize) {
+                    buf.set_stringn(area.width - PANEL, y, p, PANEL as usize, bg.fg(Color::Red));
+                }
+            }
+            if c.dirty(text_rows) {
+                c.buf()
+                    .set_string(0, text_rows, &self.status, Style::default());
+            }
+        }
+    }
+
+    fn hash_of(x: &impl std::hash::Hash) -> u64 {
+        use std::hash::BuildHasher as _;
+        foldhash::fast::FixedState::with_seed(1).hash_one(x)
+    }
+
+    /// Draws `scene` on `screen`, feeds what was written to `term`; returns its length after
+    /// checking that the terminal, the screen's idea of it, and the scene drawn afresh agree.
+    fn show(screen: &mut Screen, term: &mut Emulator, scene: &Scene) -> usize {
+        let mut out = Vec::new();
+        screen
+            .draw_to(
+                |c| {
+                    scene.draw(c);
+                    None
+                },
+                &mut out,
+            )
+            .expect("into memory");
+        term.0.process(&out);
+        let mut fresh = Buffer::empty(screen.shown().area);
+        scene.draw(&mut Canvas::whole(&mut fresh));
+        assert_eq!(screen.shown(), &fresh, "the screen's idea of the terminal");
+        assert_eq!(
+            term.cells(),
+            as_emulated(&fresh),
+            "the terminal, after {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.len()
+    }
+
+    fn numbered(n: usize) -> Vec<(String, u8)> {
+        (0..n)
+            .map(|i| (format!("line {i} {}", "=".repeat(i % 23)), (i % 12) as u8))
+            .collect()
+    }
+
+    #[test]
+    fn scrolled_and_shifted_text_is_moved_by_the_terminal_and_only_the_new_rows_are_written() {
+        let (w, h) = (40, 12);
+        let mut screen = Screen::with_size(w, h);
+        let mut term = Emulator::new(w, h);
+        let mut scene = Scene {
+            lines: numbered(100),
+            top: 0,
+            panel: vec!["ann".into(), "bob".into()],
+            status: "status".into(),
+            keyed: true,
+        };
+        let whole = show(&mut screen, &mut term, &scene);
+        // Down a line, as the cursor leaving the bottom does: the terminal scrolls up.
+        scene.top = 1;
+        let one = show(&mut screen, &mut term, &scene);
+        assert!(
+            one * 4 < whole,
+            "a line scrolled in cost {one} bytes, the screen {whole}"
+        );
+        // Up three, and down half a screen.
+        scene.top = 0;
+        show(&mut screen, &mut term, &scene);
+        scene.top = 5;
+        show(&mut screen, &mut term, &scene);
+        // A line put in and one taken out in the middle: the rows below move, their line
+        // numbers change.
+        scene.lines.insert(8, ("new".into(), 3));
+        let put_in = show(&mut screen, &mut term, &scene);
+        assert!(
+            put_in * 2 < whole,
+            "a line put in cost {put_in} bytes, the screen {whole}"
+        );
+        scene.lines.remove(6);
+        show(&mut screen, &mut term, &scene);
+        // Every row drawn (no keys), and a scroll with it.
+        scene.keyed = false;
+        scene.top = 7;
+        show(&mut screen, &mut term, &scene);
+        // Past the end of the text: blank rows in the text's colours come in.
+        scene.keyed = true;
+        scene.top = 95;
+        show(&mut screen, &mut term, &scene);
+        scene.top = 92;
+        show(&mut screen, &mut term, &scene);
+    }
+
+    #[test]
+    fn a_canvas_without_a_screen_ignores_scrolling() {
+        let mut buf = Buffer::empty(Rect::new(0, 0, 10, 4));
+        let mut c = Canvas::whole(&mut buf);
+        c.scrollable(0..3, 1..10);
+        assert!(c.dirty(0));
+    }
+
+    proptest::proptest! {
+        /// Random scrolls, lines put in and taken out, edits, panel changes and frames drawn
+        /// whole: after every frame the terminal shows exactly what a fresh frame shows.
+        #[test]
+        fn whatever_moves_the_terminal_shows_the_frame(
+            steps in proptest::collection::vec((0u8..6, 0usize..40, 0usize..16), 1..24),
+            w in 12u16..40,
+            h in 3u16..14,
+        ) {
+            let mut screen = Screen::with_size(w, h);
+            let mut term = Emulator::new(w, h);
+            let mut scene = Scene {
+                lines: numbered(30),
+                top: 0,
+                panel: vec!["ann".into()],
+                status: "s".into(),
+                keyed: true,
+            };
+            show(&mut screen, &mut term, &scene);
+            for (what, a, b) in steps {
+                scene.keyed = true;
+                match what {
+                    0 => scene.top = a.min(scene.lines.len()),
+                    1 => scene.lines.insert(a.min(scene.lines.len()), (format!("in {b}"), b as u8)),
+                    2 if a < scene.lines.len() => { scene.lines.remove(a); }
+                    3 if a < scene.lines.len() => scene.lines[a].0.push_str("xy"),
+                    4 => scene.panel = (0..b % 4).map(|i| format!("p{i}{a}")).collect(),
+                    _ => { scene.keyed = false; scene.top = b; }
+                }
+                scene.status = format!("{what} {a} {b}");
+                show(&mut screen, &mut term, &scene);
             }
         }
     }

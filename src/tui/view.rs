@@ -125,6 +125,16 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
             }
         }
         canvas.begin(&keys);
+        // The text's rows move as one when it scrolls or a line goes in or out: the terminal
+        // may scroll them. Matched by the text, right of the line numbers (which change when
+        // lines go in or out); the members panel beside it is drawn again where it differs.
+        if !overlay {
+            let text_x = text_area.x.saturating_add(text.gutter_w);
+            canvas.scrollable(
+                text_area.top()..text_area.bottom(),
+                text_x..text_area.right(),
+            );
+        }
         text.draw(canvas, &remotes);
         let cols = canvas.dirty_cols(status.y);
         if cols.0 < cols.1 {
