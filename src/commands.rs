@@ -124,6 +124,12 @@ impl From<&ServeArgs> for RelayConfig {
     }
 }
 
+/// A line on stdout, if stdout is still there (after the editor, the terminal may have closed:
+/// `println!` would panic).
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn stop_signal() {
     #[cfg(unix)]
@@ -311,17 +317,28 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(crate::fsutil::recovery_path(&args.file));
     }
     client.close().await;
-    println!("pairedit: room codes were");
-    println!("  may type:   pairedit join {}", room.write_code);
-    println!("  may watch:  pairedit join {}", room.view_code);
-    if closed.dirty {
-        println!(
-            "pairedit: {} had unsaved changes that were not written",
+    // The terminal may be gone (its window closed): nothing here may fail for that.
+    say(format_args!("pairedit: room codes were"));
+    say(format_args!(
+        "  may type:   pairedit join {}",
+        room.write_code
+    ));
+    say(format_args!(
+        "  may watch:  pairedit join {}",
+        room.view_code
+    ));
+    if closed.dirty && !closed.discarded {
+        say(format_args!(
+            "pairedit: {} has unsaved changes: they are kept in {} and `pairedit host {}` offers them",
+            args.file.display(),
+            crate::fsutil::recovery_path(&args.file).display(),
             args.file.display()
-        );
+        ));
     }
     if let Some(relay) = embedded {
-        println!("pairedit: the built-in relay stopped; members who stayed were disconnected");
+        say(format_args!(
+            "pairedit: the built-in relay stopped; members who stayed were disconnected"
+        ));
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
     }

@@ -334,6 +334,80 @@ fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
 /// once over a slow link) as Escape and then typed characters. Here the bytes go into the
 /// terminal in one write: the keys must act as keys, and nothing like `[1;5F` may reach the
 /// document.
+/// The editor's process in window `target` (a child of the window's shell).
+fn editor_pid(tmux: &Tmux, target: &str) -> String {
+    let shell = tmux.run(&["display", "-p", "-t", target, "#{pane_pid}"]);
+    child_of(shell.trim()).expect("the editor's process")
+}
+
+fn running(pid: &str) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Typing is kept to the last key when the program is told to end (SIGTERM) or its terminal
+/// goes away (the window closed: SIGHUP, and input hung up), not only up to the last
+/// once-a-second recovery copy; and the program ends.
+#[test]
+fn a_signal_or_a_closed_terminal_keeps_the_typing_to_the_last_key() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Hosted { file, log, .. } = host_past_codes(&tmux, dir.path(), "a.txt", "on disk\n");
+    let recovery = pairedit::fsutil::recovery_path(&file);
+    let pid = editor_pid(&tmux, "pe:0");
+    tmux.keys("pe:0", &["C-End"]);
+    tmux.type_text("pe:0", "just typed");
+    tmux.wait("pe:0", "the typing", |s| s.contains("just typed"));
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let bye = tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
+    assert!(bye.contains("unsaved changes"), "{bye}");
+    assert_eq!(
+        std::fs::read_to_string(&recovery).unwrap(),
+        "on disk\njust typed"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "on disk\n");
+    let deadline = Instant::now() + WAIT;
+    while running(&pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the host did not end after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A second host, in a window that is then closed.
+    let other = dir.path().join("b.txt");
+    std::fs::write(&other, "").unwrap();
+    let host = format!("{BIN} host {} --name ana", other.display());
+    tmux.window("pe:1", &editor(&host, &log));
+    tmux.wait("pe:1", "the codes", |s| s.contains("/w_"));
+    tmux.keys("pe:1", &["Escape"]);
+    tmux.wait("pe:1", "the editor", |s| {
+        s.contains("F1 help") && !s.contains("/w_")
+    });
+    let pid = editor_pid(&tmux, "pe:1");
+    tmux.type_text("pe:1", "gone with the window");
+    tmux.wait("pe:1", "the typing", |s| s.contains("gone with the window"));
+    tmux.run(&["kill-window", "-t", "pe:1"]);
+    let deadline = Instant::now() + WAIT;
+    while running(&pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the host did not end with its window"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_to_string(pairedit::fsutil::recovery_path(&other)).unwrap(),
+        "gone with the window"
+    );
+}
+
 #[test]
 fn escape_sequences_read_with_an_escape_are_keys_not_text() {
     let Some(tmux) = Tmux::start() else { return };

@@ -185,9 +185,33 @@ fn run_here(
                 first_frame,
             )
         });
+    // Unsaved changes first: the terminal may be gone (its window closed).
+    keep_unsaved(app);
     let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
-    ratatui::restore();
+    // Not `ratatui::restore`: it reports a failure with `eprintln!`, which panics when the
+    // terminal is gone, and a panic there (in ratatui's panic hook) aborts.
+    if let Err(e) = ratatui::try_restore() {
+        tracing::warn!("cannot give the terminal back: {e}");
+    }
     result
+}
+
+/// However the editor ended (the terminal hung up, a signal, an error), unsaved changes to a
+/// file are in its recovery copy as they are now, not as they were at the last tick: written
+/// here, at once, on this thread.
+fn keep_unsaved(app: &App) {
+    let Some(path) = app.path.as_ref() else {
+        return;
+    };
+    if !app.dirty || app.discarded || app.role != crate::protocol::Role::Writer {
+        return;
+    }
+    let recovery = crate::fsutil::recovery_path(path);
+    let text = app.session.lock().doc.rope().clone();
+    if let Err(e) = crate::fsutil::write_atomic_chunks(&recovery, text.chunks().map(str::as_bytes))
+    {
+        tracing::error!("cannot write the recovery copy {}: {e}", recovery.display());
+    }
 }
 
 /// Everything but the terminal that has something for the editor: the session's changes
@@ -197,6 +221,9 @@ fn run_here(
 struct Inbox {
     changes: Option<watch::Receiver<u64>>,
     resized: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// A signal asked the program to end (SIGTERM, SIGHUP: the terminal's window closed,
+    /// SIGINT): the editor stops as if the terminal had hung up, keeping unsaved changes.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     saved: std::sync::mpsc::Receiver<Msg>,
     /// Where saves send their result ([`Inbox::saved`]).
     save_results: std::sync::mpsc::Sender<Msg>,
@@ -236,14 +263,38 @@ impl Inbox {
                 }
             })
         };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let on_stop = {
+            let (stop, wake) = (stop.clone(), events.waker());
+            runtime.spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let kinds = [
+                    SignalKind::terminate(),
+                    SignalKind::hangup(),
+                    SignalKind::interrupt(),
+                ];
+                let mut signals: Vec<_> =
+                    kinds.into_iter().filter_map(|k| signal(k).ok()).collect();
+                if signals.is_empty() {
+                    return;
+                }
+                let any = futures_util::future::select_all(
+                    signals.iter_mut().map(|s| Box::pin(s.recv())),
+                );
+                any.await;
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                wake.wake();
+            })
+        };
         let (save_results, saved) = std::sync::mpsc::channel();
         Inbox {
             changes: Some(changes),
             resized,
+            stop,
             saved,
             save_results,
             next_tick: std::time::Instant::now() + TICK,
-            tasks: vec![on_change, on_resize],
+            tasks: vec![on_change, on_resize, on_stop],
         }
     }
 
@@ -294,7 +345,8 @@ impl Drop for Inbox {
 
 /// What woke the editor, in the order it is looked at: input first (a key is never kept
 /// waiting behind anything else), then the rest ([`Inbox::take`]), then [`Msg::Idle`] once
-/// `idle_at` has come (`None`: no idle work). `None`: the terminal hung up.
+/// `idle_at` has come (`None`: no idle work). `None`: the terminal hung up, or a signal asked
+/// the program to end.
 fn next_msg(
     events: &mut input::Input,
     ahead: &mut VecDeque<Event>,
@@ -324,6 +376,9 @@ fn next_msg(
             }
             input::Ready::HungUp => return Ok(None),
             input::Ready::Nothing => {}
+        }
+        if inbox.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
         }
         if let Some(msg) = inbox.take() {
             return Ok(Some(msg));

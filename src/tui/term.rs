@@ -251,7 +251,7 @@ impl Screen {
         match crossterm::terminal::size() {
             Ok((w, h)) => Ok(Screen::with_size(w, h)),
             Err(e) => {
-                ratatui::restore();
+                let _ = ratatui::try_restore();
                 Err(e)
             }
         }
