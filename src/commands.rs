@@ -298,10 +298,12 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         view: room.view_code.clone(),
     };
     let path = args.file.clone();
+    let hosting = embedded.is_some();
     let make_app = move || {
         let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
         let mut app = crate::tui::app::App::new(handle, Some(path), highlighter);
         app.codes = Some(codes);
+        app.hosting = hosting;
         app.mode = crate::tui::app::Mode::Codes;
         if recovered {
             app.mark_changed();
@@ -453,6 +455,12 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     };
     let closed = crate::tui::run(make_app, client.changes(), None).await;
     client.close().await;
+    if let Some(kept) = &closed.kept {
+        say(format_args!(
+            "pairedit: edits the relay had not got are kept with the whole text in {}",
+            kept.display()
+        ));
+    }
     closed.result
 }
 

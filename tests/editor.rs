@@ -432,6 +432,85 @@ fn a_file_changed_on_disk_asks_before_overwriting() {
     assert_eq!(path, file);
 }
 
+/// Quitting asks first when it would cost something besides unsaved changes to the file: the
+/// host's teammates (its relay stops with it), edits the relay has not got (offline), which a
+/// member without a file of their own keeps in one; connected, edits go out as we leave.
+#[test]
+fn quitting_asks_before_it_strands_teammates_or_loses_edits_the_relay_lacks() {
+    use pairedit::client::Connection;
+    // A host with a teammate in the room.
+    let host = session("fn main() {}\n", Role::Writer, "ana");
+    let bo = joiner(Role::Writer, "bo");
+    sync_pair(&host, &bo);
+    host.lock().connection = Connection::Connected;
+    let mut a = app_on(host.clone());
+    update(&mut a, Msg::Remote);
+    a.hosting = true;
+    assert_eq!(ctrl(&mut a, 'q'), vec![], "asks first");
+    assert_eq!(a.mode, Mode::ConfirmLeave);
+    let asked = screen_text(&screen(&mut a, 140, 6));
+    assert!(
+        asked.contains("1 other here will be disconnected"),
+        "{asked}"
+    );
+    assert_eq!(
+        key(&mut a, KeyCode::Char('x')),
+        vec![],
+        "any other key stays"
+    );
+    assert_eq!(a.mode, Mode::Normal);
+    ctrl(&mut a, 'q');
+    assert_eq!(key(&mut a, KeyCode::Char('y')), vec![Effect::Quit]);
+    // Not hosting (the relay runs elsewhere): nothing to ask.
+    a.hosting = false;
+    assert_eq!(ctrl(&mut a, 'q'), vec![Effect::Quit]);
+
+    // A member without a file, typing while the relay is away.
+    let me = session("shared\n", Role::Writer, "cy");
+    me.lock().connection = Connection::Reconnecting {
+        attempt: 3,
+        reason: "could not reach the relay".into(),
+    };
+    let mut c = app_on(me.clone());
+    type_str(&mut c, "offline words ");
+    assert!(me.lock().queued_updates() > 0);
+    ctrl(&mut c, 'q');
+    assert_eq!(c.mode, Mode::ConfirmLeave);
+    let asked = screen_text(&screen(&mut c, 140, 6));
+    assert!(asked.contains("not on the relay yet"), "{asked}");
+    assert!(asked.contains("keeping the text in a file"), "{asked}");
+    let Some(Effect::Save {
+        path,
+        text,
+        generation,
+        force: true,
+        ..
+    }) = key(&mut c, KeyCode::Char('y')).pop()
+    else {
+        panic!("expected the text written to a file");
+    };
+    let name = path.display().to_string();
+    assert!(name.starts_with("main.rs.unsent-"), "{name}");
+    assert_eq!(text.to_string(), "offline words shared\n");
+    // Written (here into a temp dir), the editor quits and says where the text is.
+    let dir = tempfile::tempdir().unwrap();
+    let written = dir.path().join(&path);
+    let result = pairedit::fsutil::save_checked(&written, &text, None, true).map(|s| (path, s));
+    assert_eq!(
+        update(&mut c, Msg::Saved { generation, result }),
+        vec![Effect::Quit]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "offline words shared\n"
+    );
+    assert!(c.kept.is_some());
+    // Back online, the same edits would go out as we leave: no question.
+    me.lock().connection = Connection::Connected;
+    let mut d = app_on(me.clone());
+    assert_eq!(ctrl(&mut d, 'q'), vec![Effect::Quit]);
+}
+
 /// A new file (not there when the editor opened it): if someone makes a file of that name before
 /// the first save, the save asks instead of replacing it (vim's E13), and says why.
 #[test]

@@ -112,6 +112,30 @@ async fn offline_edits_merge_after_a_relay_restart() {
     drop(relay);
 }
 
+/// A relay that shuts down says so (1001), and a member keeps being told why while it retries,
+/// not "could not reach the relay": a host's relay ends when the host quits.
+#[tokio::test]
+async fn members_are_told_the_relay_shut_down_while_they_retry() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let a = join(&room.write_code, "a").await;
+    relay.stop().await;
+    for tries in [1, 2] {
+        a.wait_for("a retry after the shutdown", WAIT, |st| {
+            matches!(&st.connection, Connection::Reconnecting { attempt, .. } if *attempt >= tries)
+        })
+        .await
+        .unwrap();
+        let Connection::Reconnecting { reason, .. } = a.state().connection.clone() else {
+            panic!("still reconnecting");
+        };
+        assert!(
+            reason.contains("the relay shut down"),
+            "try {tries}: {reason}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_room_the_relay_forgot_is_a_clear_permanent_error() {
     let relay = TestRelay::start().await;

@@ -102,6 +102,9 @@ impl ClientError {
     }
 }
 
+/// Why the connection was lost when the relay said it was shutting down (close code 1001).
+const RELAY_GONE: &str = "the relay shut down (a host's relay ends when the host quits)";
+
 /// Connection state, as a status line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connection {
@@ -702,6 +705,9 @@ impl Client {
                     }
                 };
                 let mut attempt = 0u32;
+                // Why the relay went away, when it said so: kept over the connect errors of
+                // the retries that follow.
+                let mut gone: Option<String> = None;
                 loop {
                     let (ws, max_frame) = match socket.take() {
                         Some(open) => open,
@@ -719,7 +725,7 @@ impl Client {
                                     attempt += 1;
                                     set(Connection::Reconnecting {
                                         attempt,
-                                        reason: e.to_string(),
+                                        reason: gone.clone().unwrap_or_else(|| e.to_string()),
                                     });
                                     if !backoff(attempt, &cancel).await {
                                         return set(Connection::Closed("closed".into()));
@@ -747,6 +753,7 @@ impl Client {
                         Ended::Refused(reason) => return set(Connection::Closed(reason)),
                         Ended::Lost(reason) => {
                             lock(&state).on_disconnected();
+                            gone = (reason == RELAY_GONE).then(|| reason.clone());
                             attempt += 1;
                             set(Connection::Reconnecting { attempt, reason });
                             if !backoff(attempt, &cancel).await {
@@ -963,7 +970,13 @@ async fn session(
                     Some(Ok(WsMessage::Close(frame))) => {
                         if let Some(frame) = frame {
                             let code = u16::from(frame.code);
-                            let reason = format!("closed by relay ({code}): {}", frame.reason);
+                            let reason = if code == protocol::close::GOING_AWAY {
+                                // Said until the relay is back, not replaced by "could not
+                                // reach": the why is more use than the how.
+                                RELAY_GONE.to_string()
+                            } else {
+                                format!("closed by relay ({code}): {}", frame.reason)
+                            };
                             // Protocol errors and size refusals would only repeat; the rest retry.
                             ended = match code {
                                 protocol::close::PROTOCOL_ERROR | protocol::close::TOO_BIG => Ended::Refused(reason),

@@ -29,6 +29,9 @@ pub enum Mode {
     Help,
     Codes,
     ConfirmQuit,
+    /// Quitting would cost something other than unsaved changes to the file (edits the relay
+    /// has not got, teammates on this process's relay): [`App::leaving_costs`].
+    ConfirmLeave,
     /// The file changed on disk since it was loaded or saved: overwrite, write beside, cancel.
     ConfirmOverwrite,
 }
@@ -78,6 +81,12 @@ pub struct App {
     pub line_ending: &'static str,
     pub indent_unit: String,
     pub highlighter: Highlighter,
+    /// This process runs the room's relay (a `host` without `--relay`): quitting ends the room
+    /// for everyone in it.
+    pub hosting: bool,
+    /// Where the text went when we quit with edits the relay had not got and no file to save
+    /// them to (said on the way out).
+    pub kept: Option<PathBuf>,
     pub quit: bool,
     pub last_find: String,
     /// [`App::cursor_at`]'s last answer, with the rope version and cursor it is for.
@@ -153,6 +162,8 @@ impl App {
             line_ending,
             indent_unit,
             highlighter,
+            hosting: false,
+            kept: None,
             quit: false,
             last_find: String::new(),
             cursor_memo: std::cell::Cell::new(None),
@@ -276,6 +287,46 @@ impl App {
     }
 
     /// Whether there is work for when no key is waiting ([`super::update::Msg::Idle`]).
+    /// What quitting now would cost besides unsaved changes to the file, in words for the
+    /// prompt that asks first: edits the relay has not got (offline), teammates connected to
+    /// the relay this process runs. `None`: nothing.
+    pub fn leaving_costs(&self) -> Option<String> {
+        self.leaving_costs_in(&self.session.lock())
+    }
+
+    /// [`App::leaving_costs`] with the session already locked.
+    pub fn leaving_costs_in(&self, st: &ClientState) -> Option<String> {
+        let mut costs = Vec::new();
+        if self.unsent_in(st) {
+            let queued = st.queued_updates();
+            costs.push(format!(
+                "{queued} edit{} not on the relay yet",
+                if queued == 1 { " is" } else { "s are" }
+            ));
+        }
+        let others = st.members().len();
+        if self.hosting && others > 0 {
+            costs.push(format!(
+                "{others} other{} here will be disconnected (this room's relay runs here)",
+                if others == 1 { "" } else { "s" }
+            ));
+        }
+        (!costs.is_empty()).then(|| costs.join("; "))
+    }
+
+    /// Edits of ours the relay has not got, and cannot get now (nothing is lost online: they
+    /// go out as we leave).
+    pub fn unsent(&self) -> bool {
+        self.unsent_in(&self.session.lock())
+    }
+
+    /// [`App::unsent`] with the session already locked.
+    pub fn unsent_in(&self, st: &ClientState) -> bool {
+        self.role == Role::Writer
+            && st.queued_updates() > 0
+            && !matches!(st.connection, crate::client::Connection::Connected)
+    }
+
     pub fn idle_work(&self) -> bool {
         self.highlighter.unsettled()
     }

@@ -108,6 +108,8 @@ pub struct Closed {
     pub dirty: bool,
     /// The user chose to quit without saving them.
     pub discarded: bool,
+    /// Where the text was written as we quit with edits the relay had not got.
+    pub kept: Option<std::path::PathBuf>,
     /// Why the editor stopped, if not because the user quit.
     pub result: anyhow::Result<()>,
 }
@@ -130,6 +132,7 @@ pub async fn run(
         ran: false,
         dirty: false,
         discarded: false,
+        kept: None,
         result,
     };
     let runtime = tokio::runtime::Handle::current();
@@ -143,6 +146,7 @@ pub async fn run(
                 ran: true,
                 dirty: app.dirty,
                 discarded: app.discarded,
+                kept: app.kept.clone(),
                 result,
             });
         });

@@ -111,6 +111,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                 }
                 Err(e) => {
                     app.quit = false;
+                    app.kept = None;
                     app.say(format!("save failed: {e}"));
                 }
             }
@@ -425,6 +426,8 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
         Action::Quit => {
             if app.dirty && app.path.is_some() && app.role == Role::Writer {
                 app.mode = Mode::ConfirmQuit;
+            } else if app.leaving_costs_in(&st).is_some() {
+                app.mode = Mode::ConfirmLeave;
             } else {
                 effects.push(Effect::Quit);
             }
@@ -523,6 +526,20 @@ fn save_to(app: &mut App, effects: &mut Vec<Effect>, beside: Option<PathBuf>, fo
     });
 }
 
+/// Where the text goes when we quit with edits the relay has not got and no file of our own:
+/// `NAME.unsent-SECONDS` in the current directory (NAME: the room's file name).
+fn unsent_name(app: &App) -> PathBuf {
+    let name = app.session.lock().doc.meta("name");
+    let name = name
+        .as_deref()
+        .and_then(|n| std::path::Path::new(n).file_name())
+        .map_or_else(|| "pairedit".into(), |n| n.to_string_lossy().into_owned());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from(format!("{name}.unsent-{secs}"))
+}
+
 /// Finds `query` at or after char `from`, wrapping around; returns the match start.
 pub fn find(rope: &Rope, query: &str, from: usize) -> Option<usize> {
     if query.is_empty() || rope.len_chars() == 0 {
@@ -571,6 +588,24 @@ fn prompt_key(app: &mut App, key: KeyEvent, effects: &mut Vec<Effect>) {
             _ => {
                 app.quit = false;
                 app.say("not saved: the file on disk was left as it is");
+                Mode::Normal
+            }
+        },
+        Mode::ConfirmLeave => match key.code {
+            KeyCode::Char('y') => {
+                if app.unsent() && app.path.is_none() {
+                    // No file of ours holds the text: it goes to one here, then we quit.
+                    let name = unsent_name(app);
+                    app.quit = true;
+                    app.kept = Some(name.clone());
+                    save_to(app, effects, Some(name), true);
+                } else {
+                    effects.push(Effect::Quit);
+                }
+                Mode::Normal
+            }
+            _ => {
+                app.say("not quitting");
                 Mode::Normal
             }
         },

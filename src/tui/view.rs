@@ -89,7 +89,7 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
     // The status line's left part and the prompt line are worked out before the text view
     // (which holds the app): like the text's rows, they are drawn only when they change.
     let status_left = status_left(app, &st, members.len());
-    let prompt_line = prompt_line(app);
+    let prompt_line = prompt_line(app, &st);
     let text_cursor = {
         let text = TextView::new(app, &st, text_area, &remotes);
         let status_line = StatusLine {
@@ -659,29 +659,36 @@ fn status_left(app: &App, st: &ClientState, others: usize) -> String {
     } else {
         ""
     };
+    let unsaved = if app.dirty && app.path.is_some() {
+        " [+] unsaved"
+    } else {
+        ""
+    };
+    let read_only = if st.role() == Role::Viewer {
+        " │ read-only"
+    } else {
+        ""
+    };
+    // The connection last: while reconnecting it says why, at length, and a narrow screen
+    // cuts it rather than the rest.
     let mut left = String::with_capacity(60 + name.len() + language.len() + conn.len());
     for piece in [
         " ",
         &name,
         new_file,
+        unsaved,
         " │ ",
         language,
         " │ ",
         st.role().as_str(),
-        " │ ",
-        &conn,
+        read_only,
         " │ ",
     ] {
         left.push_str(piece);
     }
     push_decimal(&mut left, others + 1);
-    left.push_str(" here");
-    if app.dirty && app.path.is_some() {
-        left.push_str(" │ [+] unsaved");
-    }
-    if st.role() == Role::Viewer {
-        left.push_str(" │ read-only");
-    }
+    left.push_str(" here │ ");
+    left.push_str(&conn);
     left
 }
 
@@ -752,7 +759,7 @@ struct PromptLine {
     input: bool,
 }
 
-fn prompt_line(app: &App) -> PromptLine {
+fn prompt_line(app: &App, st: &ClientState) -> PromptLine {
     let (text, input) = match &app.mode {
         Mode::Find { query, .. } => (format!("find: {query}").into(), true),
         Mode::GotoLine { input } => (format!("go to line: {input}").into(), true),
@@ -767,8 +774,21 @@ fn prompt_line(app: &App) -> PromptLine {
             false,
         ),
         Mode::ConfirmQuit => (
-            "unsaved changes. y: save and quit · n: quit without saving · any other key: stay"
-                .into(),
+            match app.leaving_costs_in(st) {
+                None => "unsaved changes. y: save and quit · n: quit without saving · any other key: stay".into(),
+                Some(costs) => format!("unsaved changes; {costs}. y: save and quit · n: quit without saving · any other key: stay").into(),
+            },
+            false,
+        ),
+        Mode::ConfirmLeave => (
+            {
+                let costs = app.leaving_costs_in(st).unwrap_or_default();
+                if app.unsent_in(st) && app.path.is_none() {
+                    format!("{costs}. y: quit, keeping the text in a file here · any other key: stay").into()
+                } else {
+                    format!("{costs}. y: quit anyway · any other key: stay").into()
+                }
+            },
             false,
         ),
         _ => (
