@@ -256,8 +256,13 @@ fn host_join_and_view_in_three_terminals() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
     assert!(!tmux.capture("pe:0").contains("[+] unsaved"));
 
-    // Quitting restores the terminal and prints the codes.
+    // Quitting asks first (the others are on this host's relay), then restores the
+    // terminal and prints the codes.
     tmux.keys("pe:0", &["C-q"]);
+    tmux.wait("pe:0", "the question", |s| {
+        s.contains("2 others here will be disconnected")
+    });
+    tmux.keys("pe:0", &["y"]);
     // The codes are printed line by line: wait for the last one, not the heading.
     let screen = tmux.wait("pe:0", "the exit message", |s| {
         s.contains("room codes were") && s.contains(&view)
