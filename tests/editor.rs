@@ -772,6 +772,41 @@ fn snapshot_codes_overlay_and_help() {
     insta::assert_snapshot!("help", screen_text(&t));
 }
 
+/// Real codes are long (a host name, a room, a 24-character token): on an 80-column screen,
+/// and narrower or lower ones, both show whole, row after row inside the box.
+#[test]
+fn both_join_codes_show_whole_on_small_screens() {
+    let mut a = app("x\n");
+    let write = "ws://my-laptop.local:7070/r/k3n9x2bq/w_Qm9vZ2xlLVRva2VuLTEyMzQ1Njc4";
+    let view = "ws://my-laptop.local:7070/r/k3n9x2bq/v_Vmlld2VyLVRva2VuLTg3NjU0MzIx";
+    a.codes = Some(Codes {
+        write: write.into(),
+        view: view.into(),
+    });
+    for (w, h) in [(80, 24), (80, 10), (60, 12), (40, 8), (30, 12)] {
+        key(&mut a, KeyCode::F(2));
+        let t = screen(&mut a, w, h);
+        // The box's inner rows, put back together.
+        let joined: String = screen_text(&t)
+            .lines()
+            .filter_map(|l| {
+                // Between the box's sides (the text shows left and right of it).
+                let (start, end) = (l.find('│')?, l.rfind('│')?);
+                (start < end).then(|| l[start + '│'.len_utf8()..end].to_string())
+            })
+            .collect::<String>()
+            .replace(' ', "");
+        for code in [write, view] {
+            assert!(
+                joined.contains(code),
+                "{w}x{h}: {code} not whole in:\n{}",
+                screen_text(&t)
+            );
+        }
+        key(&mut a, KeyCode::Esc);
+    }
+}
+
 #[test]
 fn remote_edits_above_keep_the_cursor_on_its_text() {
     let ana = session("line1\nline2\nline3\n", Role::Writer, "ana");

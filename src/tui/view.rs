@@ -5,7 +5,7 @@ use ratatui::buffer::{Buffer, Cell};
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use unicode_segmentation::UnicodeSegmentation;
 
 use std::borrow::Cow;
@@ -950,23 +950,35 @@ fn draw_codes(buf: &mut Buffer, app: &App, area: Rect) {
         return;
     }
     let Some(codes) = &app.codes else { return };
-    let lines = vec![
-        Line::from(Span::styled(
-            "may type:",
-            Style::default().add_modifier(Modifier::BOLD),
-        )),
-        Line::from(format!("pairedit join {}", codes.write)),
-        Line::from(""),
-        Line::from(Span::styled(
-            "may only watch:",
-            Style::default().add_modifier(Modifier::BOLD),
-        )),
-        Line::from(format!("pairedit join {}", codes.view)),
-    ];
-    let r = centered(area, area.width.saturating_sub(4), 7);
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let write = format!("pairedit join {}", codes.write);
+    let view = format!("pairedit join {}", codes.view);
+    // Cut into rows of the box's inner width, by character (a code has no spaces to wrap
+    // at), so the box is as tall as what it holds: both codes show on any screen wide enough
+    // for a few characters a row.
+    let width = area.width.saturating_sub(4).max(3).min(area.width);
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    let rows = |text: &str| -> Vec<Line<'static>> {
+        let chars: Vec<char> = text.chars().collect();
+        chars
+            .chunks(inner)
+            .map(|c| Line::from(c.iter().collect::<String>()))
+            .collect()
+    };
+    let mut lines = vec![Line::from(Span::styled("may type:", bold))];
+    lines.extend(rows(&write));
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled("may only watch:", bold)));
+    lines.extend(rows(&view));
+    if lines.len() + 2 > usize::from(area.height) {
+        // Too low for the headings: the codes alone, the writer's first.
+        lines = rows(&write);
+        lines.extend(rows(&view));
+    }
+    let height = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX);
+    let r = centered(area, width, height);
     Clear.render_ref(r, buf);
     Paragraph::new(lines)
-        .wrap(Wrap { trim: false })
         .block(
             Block::default()
                 .borders(Borders::ALL)
