@@ -209,6 +209,8 @@ const UNDO_CAPTURE_MS: u64 = 500;
 
 async fn host(args: HostArgs) -> anyhow::Result<()> {
     // Everything that can be refused is checked before the terminal is taken over.
+    // One editor per file (held until this returns): see `fsutil::EditLock`.
+    let _editing = crate::fsutil::lock_for_editing(&args.file)?;
     // A file that is not there yet (in a directory that is) starts empty, as in vim: the
     // first save creates it.
     let (mut text, new_file) = match crate::fsutil::load_text(&args.file) {
@@ -438,6 +440,25 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let theme =
         crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
     let code = crate::protocol::JoinCode::parse(&args.code)?;
+    // A copy to keep: checked now, not at the first save.
+    let _editing = match &args.file {
+        Some(file) => {
+            let dir = crate::fsutil::dir_of(file);
+            anyhow::ensure!(
+                dir.is_dir(),
+                "cannot keep a copy in {}: the directory {} does not exist",
+                file.display(),
+                dir.display()
+            );
+            anyhow::ensure!(
+                !file.is_dir(),
+                "cannot keep a copy in {}: it is a directory",
+                file.display()
+            );
+            crate::fsutil::lock_for_editing(file)?
+        }
+        None => None,
+    };
     let mut doc = SharedDoc::new();
     doc.enable_undo(UNDO_CAPTURE_MS);
     let client = Client::connect_with_doc(code, editor_options(&args.editor)?, doc).await?;
@@ -449,9 +470,19 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         .meta("language")
         .unwrap_or_else(|| "Plain Text".to_string());
     let (handle, path) = (client.handle(), args.file.clone());
+    // A file already there that is not the room's text is someone's work: the first save
+    // asks before replacing it (as for a file changed on disk).
+    let unrelated = path
+        .as_deref()
+        .is_some_and(|p| p.exists() && crate::fsutil::load_text(p).ok() != Some(client.text()));
     let make_app = move || {
         let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
-        crate::tui::app::App::new(handle, path, highlighter)
+        let mut app = crate::tui::app::App::new(handle, path, highlighter);
+        if unrelated {
+            app.disk = None;
+            app.say("the --file on disk is not the room's text: Ctrl-S asks before replacing it");
+        }
+        app
     };
     let closed = crate::tui::run(make_app, client.changes(), None).await;
     client.close().await;

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The directory `path` is in (`.` for a bare file name).
-fn dir_of(path: &Path) -> &Path {
+pub fn dir_of(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -336,6 +336,28 @@ mod save_tests {
         assert_eq!(fs::read_to_string(&r).unwrap(), "theirs");
     }
 
+    #[test]
+    fn a_file_is_claimed_by_one_editor_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.txt");
+        let first = lock_for_editing(&p).unwrap().expect("a lock here");
+        let err = lock_for_editing(&p).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("(process {})", std::process::id())),
+            "{err}"
+        );
+        // Another file is free.
+        assert!(
+            lock_for_editing(&dir.path().join("g.txt"))
+                .unwrap()
+                .is_some()
+        );
+        drop(first);
+        assert!(!lock_path(&p).exists(), "the lock file goes with the lock");
+        let again = lock_for_editing(&p).unwrap();
+        assert!(again.is_some(), "free again");
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_save_writes_through_symbolic_links_and_keeps_them() {
@@ -368,6 +390,76 @@ mod save_tests {
                 .file_type()
                 .is_symlink()
         );
+    }
+}
+
+/// A claim on editing one file, held while the editor runs: a second `pairedit` on the same
+/// file would share its recovery copy (and offer the first one's live changes as a crashed
+/// session's). An advisory lock (`flock`) on `.NAME.pairedit-lock` beside the file, which the
+/// system drops when the process ends however it ends; the file itself is removed on drop.
+#[derive(Debug)]
+pub struct EditLock {
+    file: fs::File,
+    path: PathBuf,
+}
+
+/// Why a file could not be claimed for editing.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{file} is open in another pairedit{}: quit that one first, or join its room (its join codes: F2 there)",
+        pid.map(|p| format!(" (process {p})")).unwrap_or_default()
+    )]
+    Held { file: String, pid: Option<u32> },
+}
+
+/// Where the lock for editing `path` lives.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.pairedit-lock"))
+}
+
+/// Claims `path` for editing. `Ok(None)` where no lock can be made (a directory we may not
+/// write in, a file system without locks): editing goes on unguarded, as before.
+pub fn lock_for_editing(path: &Path) -> Result<Option<EditLock>, LockError> {
+    let lock = lock_path(&write_target(path));
+    let Ok(mut file) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+    else {
+        return Ok(None);
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the message a second one gives.
+            let _ = file.set_len(0);
+            let _ = write!(file, "{}", std::process::id());
+            Ok(Some(EditLock { file, path: lock }))
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&lock)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            Err(LockError::Held {
+                file: path.display().to_string(),
+                pid,
+            })
+        }
+        Err(fs::TryLockError::Error(_)) => Ok(None),
+    }
+}
+
+impl Drop for EditLock {
+    fn drop(&mut self) {
+        // Removed while still held: a newcomer either finds it held or makes a new one.
+        let _ = fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 

@@ -136,6 +136,21 @@ async fn host_refuses_binary_and_invalid_utf8_files_before_touching_the_terminal
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("cannot read /nonexistent/file.rs"), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // `join --file` into a directory that is not there: refused at once, not at the first
+    // save (and before any relay is asked: this one does not exist).
+    let nodir = run(&[
+        "join",
+        "ws://127.0.0.1:9/r/room/w_token",
+        "--file",
+        "/nonexistent/copy.txt",
+    ])
+    .await;
+    assert!(!nodir.status.success());
+    let err = String::from_utf8_lossy(&nodir.stderr);
+    assert!(
+        err.contains("the directory /nonexistent does not exist"),
+        "{err}"
+    );
     let good = dir.path().join("ok.rs");
     std::fs::write(&good, "fn main() {}\n").unwrap();
     let theme = run(&["host", good.to_str().unwrap(), "--theme", "nope"]).await;

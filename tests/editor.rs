@@ -543,7 +543,8 @@ fn a_new_file_made_by_someone_else_meanwhile_is_not_overwritten() {
     assert!(a.dirty);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "theirs\n");
     assert!(
-        screen_text(&screen(&mut a, 120, 8)).contains("made on disk since it was opened"),
+        screen_text(&screen(&mut a, 120, 8))
+            .contains("on disk that this editor did not open or write"),
         "the prompt says what happened"
     );
     // "o" overwrites it, and the save after that checks against what was written.

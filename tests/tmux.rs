@@ -335,10 +335,6 @@ fn a_crashed_host_leaves_a_recovery_copy_that_the_next_host_opens() {
     );
 }
 
-/// crossterm reads `ESC ESC [ ...` (Option-arrow in macOS Terminal; Escape and a key read at
-/// once over a slow link) as Escape and then typed characters. Here the bytes go into the
-/// terminal in one write: the keys must act as keys, and nothing like `[1;5F` may reach the
-/// document.
 /// The editor's process in window `target` (a child of the window's shell).
 fn editor_pid(tmux: &Tmux, target: &str) -> String {
     let shell = tmux.run(&["display", "-p", "-t", target, "#{pane_pid}"]);
@@ -413,6 +409,10 @@ fn a_signal_or_a_closed_terminal_keeps_the_typing_to_the_last_key() {
     );
 }
 
+/// crossterm reads `ESC ESC [ ...` (Option-arrow in macOS Terminal; Escape and a key read at
+/// once over a slow link) as Escape and then typed characters. Here the bytes go into the
+/// terminal in one write: the keys must act as keys, and nothing like `[1;5F` may reach the
+/// document.
 #[test]
 fn escape_sequences_read_with_an_escape_are_keys_not_text() {
     let Some(tmux) = Tmux::start() else { return };
@@ -441,6 +441,38 @@ fn escape_sequences_read_with_an_escape_are_keys_not_text() {
     tmux.type_text("pe:0", "_");
     tmux.wait("pe:0", "the typing", |s| s.contains("2 _>tail"));
     save_and_quit(&tmux, &file, "hello world\n_>tail");
+}
+
+/// One editor per file: a second `host` of a file being edited is refused with the reason
+/// (it would share the first one's recovery copy). A member's `--file` that holds something
+/// else is not replaced by the first save without asking.
+#[test]
+fn one_editor_per_file_and_a_members_own_file_is_not_clobbered() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Hosted { file, log, write } = host_past_codes(&tmux, dir.path(), "a.txt", "shared\n");
+    let again = format!("{BIN} host {} --name ana2", file.display());
+    tmux.window("pe:1", &editor(&again, &log));
+    tmux.wait("pe:1", "the refusal", |s| {
+        s.contains("is open in another pairedit")
+    });
+
+    let mine = dir.path().join("mine.txt");
+    std::fs::write(&mine, "MY WORK\n").unwrap();
+    let join = format!("{BIN} join {write} --name bo --file {}", mine.display());
+    tmux.window("pe:2", &editor(&join, &log));
+    tmux.wait("pe:2", "the warning", |s| s.contains("not the room's text"));
+    tmux.keys("pe:2", &["C-s"]);
+    tmux.wait("pe:2", "the question", |s| {
+        s.contains("did not open or write")
+    });
+    tmux.keys("pe:2", &["w"]);
+    let beside = dir.path().join("mine.txt.pairedit");
+    tmux.wait("pe:2", "the save beside", |s| {
+        s.contains(&format!("saved {}", beside.display()))
+    });
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "MY WORK\n");
+    assert_eq!(std::fs::read_to_string(&beside).unwrap(), "shared\n");
 }
 
 /// `host` of a file that is not there yet opens an empty document marked as new, and the

@@ -768,7 +768,7 @@ fn prompt_line(app: &App, st: &ClientState) -> PromptLine {
             if app.disk.is_some() {
                 "the file changed on disk since it was loaded. o: overwrite · w: write beside it (.pairedit) · any other key: cancel"
             } else {
-                "a file of this name was made on disk since it was opened. o: overwrite it · w: write beside it (.pairedit) · any other key: cancel"
+                "a file of this name is on disk that this editor did not open or write. o: overwrite it · w: write beside it (.pairedit) · any other key: cancel"
             }
             .into(),
             false,
