@@ -511,6 +511,32 @@ fn quitting_asks_before_it_strands_teammates_or_loses_edits_the_relay_lacks() {
     assert_eq!(ctrl(&mut d, 'q'), vec![Effect::Quit]);
 }
 
+/// A paste larger than the relay takes in one message is refused with the reason and the fix,
+/// before it touches the text: pasted, it would keep the member offline (every reconnect would
+/// send it again) and the other members' typing would never arrive.
+#[test]
+fn a_paste_the_relay_could_never_take_is_refused_with_the_fix() {
+    let s = session("ok\n", Role::Writer, "me");
+    s.lock().relay_max_frame = Some(1 << 20);
+    let mut a = app_on(s.clone());
+    let huge = "x".repeat(1_500_000);
+    update(&mut a, Msg::Paste(huge.clone()));
+    assert_eq!(text(&a), "ok\n", "nothing pasted");
+    assert_eq!(s.lock().queued_updates(), 0, "nothing to send");
+    let said = screen_text(&screen(&mut a, 200, 6));
+    assert!(
+        said.contains("not pasted") && said.contains("--max-frame"),
+        "{said}"
+    );
+    // Ctrl-V of the same from the editor's own clipboard: refused alike.
+    a.clipboard = huge;
+    ctrl(&mut a, 'v');
+    assert_eq!(text(&a), "ok\n");
+    // What fits is pasted.
+    update(&mut a, Msg::Paste("y".repeat(500_000)));
+    assert_eq!(text(&a).len(), 500_003);
+}
+
 /// A new file (not there when the editor opened it): if someone makes a file of that name before
 /// the first save, the save asks instead of replacing it (vim's E13), and says why.
 #[test]

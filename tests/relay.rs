@@ -705,6 +705,13 @@ async fn a_message_over_the_relays_limit_is_refused_by_the_client_with_the_fix()
         ..RelayConfig::default()
     };
     let (relay, room, big, reason) = oversized_edit(config, 64 * 1024).await;
+    // A member learns the limit as it connects: an editor refuses a paste it could never
+    // send (tests/editor.rs) rather than going offline for it.
+    let probe = join(&room.write_code, "probe").await;
+    assert_eq!(probe.state().relay_max_frame, Some(16 * 1024));
+    assert!(probe.state().too_big(15 * 1024).is_some());
+    assert!(probe.state().too_big(8 * 1024).is_none());
+    drop(probe);
     assert!(
         reason.contains("limit") && reason.contains("--max-frame 131072"),
         "{reason}"

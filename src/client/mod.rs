@@ -149,6 +149,9 @@ pub struct ClientState {
     /// True once the relay's sync step 2 has been applied: the text is the room's.
     pub synced: bool,
     pub connection: Connection,
+    /// The largest message the relay takes (its `x-pairedit-max-frame`), once connected to
+    /// one that says: an edit larger than that could never be sent ([`ClientState::too_big`]).
+    pub relay_max_frame: Option<usize>,
     /// The last `auth` permission-denied reason from the relay, if any.
     pub denied: Option<String>,
     /// Bumped on every change a viewer of the state may care about.
@@ -190,6 +193,7 @@ impl ClientState {
             awareness_dirty: true,
             synced: false,
             connection: Connection::Closed("not connected yet".into()),
+            relay_max_frame: None,
             denied: None,
             version: 0,
             remote_edits: None,
@@ -241,6 +245,24 @@ impl ClientState {
 
     pub fn color(&self) -> &str {
         &self.local.user.color
+    }
+
+    /// Why inserting `bytes` of text would be refused by the relay, if it would: one flush
+    /// sends it as one message, which the relay closes the connection for if it is over its
+    /// limit, and it would be sent again on every reconnect. Room is left for the update's own
+    /// encoding and for other edits of the same flush.
+    pub fn too_big(&self, bytes: usize) -> Option<String> {
+        let max = self.relay_max_frame?;
+        let room = max - max / 8;
+        (bytes > room).then(|| {
+            let mib = |n: usize| n as f64 / (1024.0 * 1024.0);
+            format!(
+                "not pasted: {:.1} MiB is more than the relay takes in one message ({:.1} MiB); paste it in parts, or run the relay with --max-frame {}",
+                mib(bytes),
+                mib(max),
+                (bytes + bytes / 4).next_power_of_two()
+            )
+        })
     }
 
     /// Local edits not yet sent (each key counts, however they were composed).
@@ -735,7 +757,11 @@ impl Client {
                             }
                         }
                     };
-                    lock(&state).on_connected();
+                    {
+                        let mut st = lock(&state);
+                        st.relay_max_frame = max_frame;
+                        st.on_connected();
+                    }
                     set(Connection::Connected);
                     attempt = 0;
                     let ended = session(

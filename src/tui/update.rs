@@ -265,6 +265,10 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
             finish_move(app, &mut st);
         }
         Action::Insert(s) => {
+            if let Some(why) = st.too_big(s.len()) {
+                app.say(why);
+                return;
+            }
             let edit = replace_selection(app, s);
             app.edit(&mut st, edit);
             finish_move(app, &mut st);
@@ -339,6 +343,10 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
         Action::Paste => {
             if app.clipboard.is_empty() {
                 app.say("the clipboard is empty (copy with Ctrl-C, or paste from your terminal)");
+                return;
+            }
+            if let Some(why) = st.too_big(app.clipboard.len()) {
+                app.say(why);
                 return;
             }
             let edit = replace_selection(app, app.clipboard.clone());
