@@ -219,6 +219,11 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let recovered = offer_recovery(&args.file, &mut text, args.recover);
+    // A byte order mark stays with the file, not in the shared text (see `App::bom`).
+    let bom = text.starts_with('\u{feff}');
+    if bom {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
     let theme =
         crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
     let file_name = args
@@ -306,6 +311,7 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         let mut app = crate::tui::app::App::new(handle, Some(path), highlighter);
         app.codes = Some(codes);
         app.hosting = hosting;
+        app.bom = bom;
         app.mode = crate::tui::app::Mode::Codes;
         if recovered {
             app.mark_changed();

@@ -475,6 +475,26 @@ fn one_editor_per_file_and_a_members_own_file_is_not_clobbered() {
     assert_eq!(std::fs::read_to_string(&beside).unwrap(), "shared\n");
 }
 
+/// A file that starts with a byte order mark keeps it, in front: typing at the start goes after
+/// it (it is not in the shared text), and the save writes it back.
+#[test]
+fn a_byte_order_mark_stays_in_front_of_the_text() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Hosted { file, write, .. } =
+        host_past_codes(&tmux, dir.path(), "bom.txt", "\u{feff}bom line\n");
+    tmux.type_text("pe:0", "X");
+    tmux.wait("pe:0", "the typing", |s| s.contains("1 Xbom line"));
+    let deadline = Instant::now() + WAIT;
+    let mut room = cat(&write);
+    while room != "Xbom line\n" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        room = cat(&write);
+    }
+    assert_eq!(room, "Xbom line\n", "the room's text has no mark");
+    save_and_quit(&tmux, &file, "\u{feff}Xbom line\n");
+}
+
 /// `host` of a file that is not there yet opens an empty document marked as new, and the
 /// first save creates the file with what was typed (as vim does); quitting a new file left
 /// untouched creates nothing.

@@ -81,6 +81,9 @@ pub struct App {
     pub line_ending: &'static str,
     pub indent_unit: String,
     pub highlighter: Highlighter,
+    /// The file began with a byte order mark (U+FEFF), kept out of the shared text (a cursor
+    /// could type before it, and nobody sees it) and written back by every save.
+    pub bom: bool,
     /// This process runs the room's relay (a `host` without `--relay`): quitting ends the room
     /// for everyone in it.
     pub hosting: bool,
@@ -162,6 +165,7 @@ impl App {
             line_ending,
             indent_unit,
             highlighter,
+            bom: false,
             hosting: false,
             kept: None,
             quit: false,
@@ -325,6 +329,16 @@ impl App {
         self.role == Role::Writer
             && st.queued_updates() > 0
             && !matches!(st.connection, crate::client::Connection::Connected)
+    }
+
+    /// The text as the file holds it: a snapshot of the document's rope (constant time), with
+    /// the byte order mark the file had in front.
+    pub fn file_text(&self) -> Rope {
+        let mut text = self.session.lock().doc.rope().clone();
+        if self.bom {
+            text.insert_char(0, '\u{feff}');
+        }
+        text
     }
 
     pub fn idle_work(&self) -> bool {

@@ -211,7 +211,7 @@ fn keep_unsaved(app: &App) {
         return;
     }
     let recovery = crate::fsutil::recovery_path(path);
-    let text = app.session.lock().doc.rope().clone();
+    let text = app.file_text();
     if let Err(e) = crate::fsutil::write_atomic_chunks(&recovery, text.chunks().map(str::as_bytes))
     {
         tracing::error!("cannot write the recovery copy {}: {e}", recovery.display());

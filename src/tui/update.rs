@@ -145,7 +145,7 @@ fn recovery(app: &mut App, effects: &mut Vec<Effect>) {
     let recovery = crate::fsutil::recovery_path(path);
     if app.dirty && app.recovered_gen != Some(app.change_gen) {
         app.recovered_gen = Some(app.change_gen);
-        let text = app.session.lock().doc.rope().clone();
+        let text = app.file_text();
         effects.push(Effect::WriteRecovery {
             path: recovery,
             text,
@@ -524,7 +524,7 @@ fn save_to(app: &mut App, effects: &mut Vec<Effect>, beside: Option<PathBuf>, fo
         return;
     }
     app.saving = true;
-    let text = app.session.lock().doc.rope().clone();
+    let text = app.file_text();
     effects.push(Effect::Save {
         path,
         text,
