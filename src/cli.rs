@@ -103,7 +103,7 @@ pub struct HostArgs {
     #[arg(long, env = "PAIREDIT_RELAY")]
     pub relay: Option<String>,
     /// Where the built-in relay listens; use 0.0.0.0:7070 to let others on your network join.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Base URL written into the codes for the built-in relay (e.g. ws://my-laptop.local:7070).
     #[arg(long)]
@@ -134,7 +134,7 @@ pub struct JoinArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed on the first line).
-    #[arg(long, default_value = "127.0.0.1:7070", env = "PAIREDIT_LISTEN")]
+    #[arg(long, default_value = "127.0.0.1:7070", env = "PAIREDIT_LISTEN", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Keep rooms in this directory across restarts (saved periodically and on shutdown).
     #[arg(long, env = "PAIREDIT_DATA_DIR")]
@@ -311,4 +311,42 @@ pub enum BenchCommand {
     /// `time.perf_counter()` on Linux), SLOWDOWN against that thread's fastest look. For
     /// benches written in other languages (`bench/editor.py`).
     Probe,
+}
+
+/// `--listen`: an address and port (`127.0.0.1:7070`, `[::1]:7070`), or a host name and port
+/// (`localhost:7070`), which is looked up (its first address).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs as _;
+    let hint = "expected HOST:PORT, e.g. 127.0.0.1:7070, 0.0.0.0:7070 or localhost:7070";
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{s} has no address; {hint}")),
+        Err(e) => Err(format!("{e}; {hint}")),
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    #[test]
+    fn listen_takes_addresses_and_host_names() {
+        assert_eq!(
+            super::parse_listen("127.0.0.1:7070").unwrap().to_string(),
+            "127.0.0.1:7070"
+        );
+        assert!(
+            super::parse_listen("localhost:7070")
+                .unwrap()
+                .ip()
+                .is_loopback()
+        );
+        assert!(
+            super::parse_listen("localhost")
+                .unwrap_err()
+                .contains("HOST:PORT")
+        );
+    }
 }

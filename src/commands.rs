@@ -154,6 +154,12 @@ async fn stop_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before "listening" is printed: a script waiting for that line must not be told the
+    // relay started when it cannot keep its rooms.
+    if let Some(dir) = &args.data_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot use --data-dir {}", dir.display()))?;
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -131,6 +131,8 @@ pub enum LoadError {
     },
     #[error("{path} looks like a binary file (it contains NUL bytes); pairedit edits text only")]
     Binary { path: String },
+    #[error("{path} is not a regular file (a directory, a pipe or a device); pairedit edits files")]
+    NotAFile { path: String },
     #[error(
         "{path} is not valid UTF-8 (first bad byte at offset {offset}); pairedit edits UTF-8 text only"
     )]
@@ -149,6 +151,10 @@ pub fn is_new_file(path: &Path, err: &LoadError) -> bool {
 /// byte for byte (CRLF, tabs, a missing final newline).
 pub fn load_text(path: &Path) -> Result<String, LoadError> {
     let shown = path.display().to_string();
+    // A pipe would be read until its writer ends (forever, for a FIFO nobody writes).
+    if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(LoadError::NotAFile { path: shown });
+    }
     let bytes = fs::read(path).map_err(|source| LoadError::Io {
         path: shown.clone(),
         source,
@@ -221,6 +227,20 @@ mod tests {
                 .to_string()
                 .contains("offset 3")
         );
+        assert!(
+            load_text(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("pipe");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                assert!(matches!(load_text(&fifo), Err(LoadError::NotAFile { .. })));
+            }
+        }
         let good = dir.path().join("c.txt");
         fs::write(&good, "x\r\n\ty 日本 e\u{301}").unwrap();
         assert_eq!(load_text(&good).unwrap(), "x\r\n\ty 日本 e\u{301}");

@@ -151,6 +151,24 @@ async fn host_refuses_binary_and_invalid_utf8_files_before_touching_the_terminal
         err.contains("the directory /nonexistent does not exist"),
         "{err}"
     );
+    // `serve --data-dir` on a file: refused before "listening" is printed.
+    let not_dir = dir.path().join("plain-file");
+    std::fs::write(&not_dir, "").unwrap();
+    let serve = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        not_dir.to_str().unwrap(),
+    ])
+    .await;
+    assert!(!serve.status.success());
+    assert!(
+        serve.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&serve.stdout)
+    );
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("cannot use --data-dir"));
     let good = dir.path().join("ok.rs");
     std::fs::write(&good, "fn main() {}\n").unwrap();
     let theme = run(&["host", good.to_str().unwrap(), "--theme", "nope"]).await;

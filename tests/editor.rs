@@ -340,6 +340,18 @@ fn goto_line_find_wraps_and_save_and_quit_flow() {
     );
     key(&mut a, KeyCode::Enter);
     assert_eq!(a.selection(), Some((6, 10)), "and wraps around");
+    let shown = screen_text(&screen(&mut a, 60, 6));
+    assert!(
+        shown.contains("find: beta") && !shown.contains("not found"),
+        "{shown}"
+    );
+    key(&mut a, KeyCode::Esc);
+    // A query with no match says so where the query is typed, and moves nothing.
+    ctrl(&mut a, 'f');
+    type_str(&mut a, "zz");
+    let shown = screen_text(&screen(&mut a, 60, 6));
+    assert!(shown.contains("find (not found): zz"), "{shown}");
+    assert_eq!(a.selection(), Some((6, 10)));
     key(&mut a, KeyCode::Esc);
     type_str(&mut a, "!");
     assert!(a.dirty);
@@ -535,6 +547,53 @@ fn a_paste_the_relay_could_never_take_is_refused_with_the_fix() {
     // What fits is pasted.
     update(&mut a, Msg::Paste("y".repeat(500_000)));
     assert_eq!(text(&a).len(), 500_003);
+}
+
+/// A member's cursor is shown (and can be followed) from the start, not from their first
+/// move; and a screen made narrow and wide again does not stay scrolled sideways.
+#[test]
+fn a_cursor_shows_from_the_start_and_a_widened_screen_scrolls_back() {
+    let ana = session("hello\n", Role::Writer, "ana");
+    let bo = joiner(Role::Writer, "bo");
+    sync_pair(&ana, &bo);
+    let _a = app_on(ana.clone());
+    exchange(&ana, &bo);
+    let members = bo.lock().members();
+    let seen = members
+        .iter()
+        .find(|m| m.name == "ana")
+        .expect("ana is here");
+    assert!(seen.cursor.is_some(), "ana's cursor before any move");
+
+    let mut c = app("abcdefgh\n");
+    type_str(&mut c, "q");
+    screen(&mut c, 7, 6);
+    key(&mut c, KeyCode::End);
+    screen(&mut c, 7, 6);
+    assert!(c.left > 0, "scrolled sideways on the narrow screen");
+    let t = screen(&mut c, 60, 6);
+    assert_eq!(c.left, 0);
+    assert!(
+        screen_text(&t).contains("1 qabcdefgh"),
+        "{}",
+        screen_text(&t)
+    );
+}
+
+/// A recovery copy that cannot be written is said on screen (it was only in the log): the
+/// user's unsaved changes are not safe from a crash until saved.
+#[test]
+fn a_recovery_copy_that_cannot_be_written_is_said_on_screen() {
+    let mut a = app("x\n");
+    update(
+        &mut a,
+        Msg::RecoveryFailed("No space left on device (os error 28)".into()),
+    );
+    let shown = screen_text(&screen(&mut a, 160, 6));
+    assert!(
+        shown.contains("cannot keep a recovery copy (No space left on device"),
+        "{shown}"
+    );
 }
 
 /// A new file (not there when the editor opened it): if someone makes a file of that name before
@@ -960,7 +1019,7 @@ fn follow_mode_tracks_a_teammate_and_any_own_move_stops_it() {
     assert_eq!(key(&mut a, KeyCode::F(3)), vec![]);
     assert_eq!(
         a.status.as_ref().map(|s| s.0.as_str()),
-        Some("nobody to follow yet")
+        Some("nobody to follow yet (nobody here has shown a cursor)")
     );
     let line_150 = bo.lock().doc.rope().line_to_char(150);
     bo.lock().set_cursor(line_150, line_150);

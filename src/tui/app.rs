@@ -136,6 +136,9 @@ impl App {
         let (role, line_ending, indent_unit) = {
             let mut st = session.lock();
             st.record_remote_edits(true);
+            // Our cursor is somewhere from the start: others can see and follow it before
+            // our first move.
+            st.set_cursor(0, 0);
             let rope = st.doc.rope();
             (st.role(), detect_line_ending(rope), detect_indent(rope))
         };
@@ -215,6 +218,12 @@ impl App {
         self.cursor = self.cursor_at(doc).in_text(self.cursor);
         self.anchor = self.anchor.map(|a| a.min(len));
         self.top = self.top.min(doc.len_lines().saturating_sub(1));
+        // No sideways scroll where the line fits up to the cursor (it stuck after the
+        // screen was narrow and widened again).
+        let x = self.cursor_at(doc).x;
+        if self.left > 0 && x < self.view_width {
+            self.left = 0;
+        }
     }
 
     /// Scrolls so the cursor is on screen.

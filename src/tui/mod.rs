@@ -460,6 +460,7 @@ fn event_loop(
                 }
                 Effect::Flush => app.session.flush(),
                 Effect::WriteRecovery { path, text } => {
+                    let (tx, wake) = (inbox.save_results.clone(), events.waker());
                     runtime.spawn_blocking(move || {
                         let chunks = text.chunks().map(str::as_bytes);
                         if let Err(e) = crate::fsutil::write_atomic_chunks(&path, chunks) {
@@ -467,6 +468,8 @@ fn event_loop(
                                 "cannot write the recovery copy {}: {e}",
                                 path.display()
                             );
+                            let _ = tx.send(Msg::RecoveryFailed(e.to_string()));
+                            wake.wake();
                         }
                     });
                 }

@@ -30,6 +30,9 @@ pub enum Msg {
     /// (parsing the lines typed into, [`super::highlight::Highlighter::settle`]). The loop
     /// sends it only while there is some ([`App::idle_work`]).
     Idle,
+    /// The crash-recovery copy could not be written (a full disk, a directory we may not
+    /// write in): unsaved changes are not safe from a crash, and the user should know.
+    RecoveryFailed(String),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -115,6 +118,11 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                     app.say(format!("save failed: {e}"));
                 }
             }
+        }
+        Msg::RecoveryFailed(why) => {
+            app.say(format!(
+                "cannot keep a recovery copy ({why}): unsaved changes would be lost in a crash; save them"
+            ));
         }
         Msg::Idle => {
             let session = app.session.clone();
@@ -422,7 +430,7 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
                 None => {
                     app.follow = None;
                     app.say(if members.is_empty() {
-                        "nobody to follow yet"
+                        "nobody to follow yet (nobody here has shown a cursor)"
                     } else {
                         "stopped following"
                     });

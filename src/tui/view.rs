@@ -761,7 +761,17 @@ struct PromptLine {
 
 fn prompt_line(app: &App, st: &ClientState) -> PromptLine {
     let (text, input) = match &app.mode {
-        Mode::Find { query, .. } => (format!("find: {query}").into(), true),
+        Mode::Find { query, .. } => {
+            // The status line's "not found" is under the prompt: said here too.
+            let missed = app
+                .status
+                .as_ref()
+                .and_then(|(s, _)| s.strip_prefix("not found: "))
+                .is_some_and(|q| q == query);
+            // Before the query: the cursor stays at its end.
+            let note = if missed { " (not found)" } else { "" };
+            (format!("find{note}: {query}").into(), true)
+        }
         Mode::GotoLine { input } => (format!("go to line: {input}").into(), true),
         Mode::Chat { input } => (format!("say: {input}").into(), true),
         Mode::ConfirmOverwrite => (
