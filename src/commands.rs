@@ -124,6 +124,17 @@ impl From<&ServeArgs> for RelayConfig {
     }
 }
 
+/// The editor draws on a terminal: said before anything starts, not as an error from deep in
+/// the terminal set-up after a relay and a room were made.
+fn needs_terminal(command: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    anyhow::ensure!(
+        std::io::stdout().is_terminal(),
+        "`pairedit {command}` is a full-screen editor and needs a terminal to draw in (its output is not one); for scripts: `pairedit serve`, `pairedit room create` and `pairedit cat CODE`"
+    );
+    Ok(())
+}
+
 /// A line on stdout, if stdout is still there (after the editor, the terminal may have closed:
 /// `println!` would panic).
 fn say(line: std::fmt::Arguments<'_>) {
@@ -224,14 +235,17 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         Err(e) if crate::fsutil::is_new_file(&args.file, &e) => (String::new(), true),
         Err(e) => return Err(e.into()),
     };
+    let theme =
+        crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
+    // Before the recovery question: without a terminal it would move a crashed session's
+    // changes aside, for an editor that cannot start.
+    needs_terminal("host")?;
     let recovered = offer_recovery(&args.file, &mut text, args.recover);
     // A byte order mark stays with the file, not in the shared text (see `App::bom`).
     let bom = text.starts_with('\u{feff}');
     if bom {
         text.drain(..'\u{feff}'.len_utf8());
     }
-    let theme =
-        crate::tui::highlight::load_theme(&args.editor.theme).map_err(anyhow::Error::msg)?;
     let file_name = args
         .file
         .file_name()
@@ -471,6 +485,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    needs_terminal("join")?;
     let mut doc = SharedDoc::new();
     doc.enable_undo(UNDO_CAPTURE_MS);
     let client = Client::connect_with_doc(code, editor_options(&args.editor)?, doc).await?;

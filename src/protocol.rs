@@ -290,7 +290,7 @@ impl JoinCode {
         let (room, token) = match (rest, query_token) {
             ([room, token], None) => (room.to_string(), token.to_string()),
             ([room], Some(token)) => (room.to_string(), token),
-            _ => return Err(BadCode("expected /r/ROOM/TOKEN".into())),
+            _ => return Err(BadCode("no /r/ROOM/TOKEN path in it".into())),
         };
         if !is_valid_id(&room) || !is_valid_id(&token) {
             return Err(BadCode(

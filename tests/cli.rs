@@ -151,6 +151,24 @@ async fn host_refuses_binary_and_invalid_utf8_files_before_touching_the_terminal
         err.contains("the directory /nonexistent does not exist"),
         "{err}"
     );
+    // Without a terminal, `host` says so before it starts anything (the output is a pipe here).
+    let ok_file = dir.path().join("fine.txt");
+    std::fs::write(&ok_file, "fine\n").unwrap();
+    let no_tty = run(&["host", ok_file.to_str().unwrap()]).await;
+    assert!(!no_tty.status.success());
+    let err = String::from_utf8_lossy(&no_tty.stderr);
+    assert!(err.contains("needs a terminal"), "{err}");
+    assert!(
+        no_tty.stdout.is_empty(),
+        "no codes printed: nothing started"
+    );
+    // A garbled code is a bad code, not a network problem.
+    let garbled = run(&["cat", "garbage"]).await;
+    let err = String::from_utf8_lossy(&garbled.stderr);
+    assert!(
+        err.contains("not a pairedit join code") && !err.contains("could not reach"),
+        "{err}"
+    );
     // `serve --data-dir` on a file: refused before "listening" is printed.
     let not_dir = dir.path().join("plain-file");
     std::fs::write(&not_dir, "").unwrap();

@@ -511,11 +511,17 @@ async fn create_token_rate_limit_and_connections_per_address() {
     let err = pairedit::client::http::create_room(&http, None, None)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("create token"), "{err:#}");
+    assert!(err.to_string().contains("needs a create token"), "{err:#}");
+    assert!(err.to_string().contains("--create-token"), "{err:#}");
     let err = pairedit::client::http::create_room(&http, Some("wrong"), None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("401"), "{err:#}");
+    assert!(
+        err.to_string()
+            .contains("the create token given is not this relay's"),
+        "a wrong token is told apart from none: {err:#}"
+    );
     let room = pairedit::client::http::create_room(&http, Some("s3cret"), None)
         .await
         .unwrap();

@@ -70,6 +70,8 @@ pub enum ClientError {
     UnknownRoom,
     #[error("the relay refused the token in this code")]
     BadToken,
+    #[error(transparent)]
+    BadCode(#[from] crate::protocol::BadCode),
     #[error("the relay refused the connection: HTTP {0}")]
     Refused(u16),
     #[error("incompatible versions: {0}")]
@@ -93,6 +95,7 @@ impl ClientError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ClientError::UnknownRoom
+            | ClientError::BadCode(_)
             | ClientError::BadToken
             | ClientError::Version(_)
             | ClientError::Tls(_) => true,
@@ -649,10 +652,7 @@ async fn open(code: &JoinCode, opts: &ClientOptions) -> Result<Opened, ClientErr
 impl Client {
     /// Connects to the room in `code`, starts syncing, and returns at once (see [`Client::wait_synced`]).
     pub async fn connect(code: &str, opts: ClientOptions) -> Result<Client, ClientError> {
-        let code = JoinCode::parse(code).map_err(|e| ClientError::Unreachable {
-            url: code.to_string(),
-            reason: e.to_string(),
-        })?;
+        let code = JoinCode::parse(code)?;
         Self::connect_with_doc(code, opts, SharedDoc::new()).await
     }
 

@@ -437,7 +437,11 @@ async fn create_room(
                 return refuse(
                     &relay.metrics.rejected_create_token,
                     StatusCode::UNAUTHORIZED,
-                    "this relay needs a create token to make rooms (Authorization: Bearer ...)",
+                    if given.is_empty() {
+                        "this relay needs a create token to make rooms: pass --create-token (or set PAIREDIT_CREATE_TOKEN; over HTTP: Authorization: Bearer ...)"
+                    } else {
+                        "the create token given is not this relay's: check --create-token (or PAIREDIT_CREATE_TOKEN)"
+                    },
                 );
             }
         }
