@@ -386,6 +386,28 @@ fn goto_line_find_wraps_and_save_and_quit_flow() {
     assert_eq!(a.disk, Some(stamp));
 }
 
+/// Ctrl-S, and the save it asks for written as the editor's loop writes it: the save's
+/// generation and result, for `Msg::Saved`.
+fn save_as_asked(
+    a: &mut App,
+) -> (
+    u64,
+    Result<(std::path::PathBuf, Stamp), pairedit::fsutil::SaveError>,
+) {
+    let Some(Effect::Save {
+        path,
+        text,
+        generation,
+        expect,
+        force,
+    }) = ctrl(a, 's').pop()
+    else {
+        panic!("expected a save");
+    };
+    let result = pairedit::fsutil::save_checked(&path, &text, expect, force).map(|s| (path, s));
+    (generation, result)
+}
+
 #[test]
 fn a_file_changed_on_disk_asks_before_overwriting() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,17 +419,7 @@ fn a_file_changed_on_disk_asks_before_overwriting() {
     type_str(&mut a, "// mine ");
     // Someone else writes the file meanwhile.
     std::fs::write(&file, "fn a() {} // theirs, longer\n").unwrap();
-    let Some(Effect::Save {
-        path,
-        text,
-        generation,
-        expect,
-        force,
-    }) = ctrl(&mut a, 's').pop()
-    else {
-        panic!("expected a save");
-    };
-    let result = pairedit::fsutil::save_checked(&path, &text, expect, force).map(|s| (path, s));
+    let (generation, result) = save_as_asked(&mut a);
     assert!(result.is_err(), "the check refuses to clobber");
     update(&mut a, Msg::Saved { generation, result });
     assert_eq!(a.mode, Mode::ConfirmOverwrite);
@@ -608,17 +620,7 @@ fn a_new_file_made_by_someone_else_meanwhile_is_not_overwritten() {
     assert_eq!(a.disk, None, "the file is not there yet");
     type_str(&mut a, "# mine\n");
     std::fs::write(&file, "theirs\n").unwrap();
-    let Some(Effect::Save {
-        path,
-        text,
-        generation,
-        expect,
-        force,
-    }) = ctrl(&mut a, 's').pop()
-    else {
-        panic!("expected a save");
-    };
-    let result = pairedit::fsutil::save_checked(&path, &text, expect, force).map(|s| (path, s));
+    let (generation, result) = save_as_asked(&mut a);
     assert!(
         matches!(result, Err(pairedit::fsutil::SaveError::ChangedOnDisk(_))),
         "{result:?}"

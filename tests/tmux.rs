@@ -341,8 +341,13 @@ fn editor_pid(tmux: &Tmux, target: &str) -> String {
     child_of(shell.trim()).expect("the editor's process")
 }
 
-fn running(pid: &str) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Waits for process `pid` to end; fails with `what` if it does not in time.
+fn wait_ended(pid: &str, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Typing is kept to the last key when the program is told to end (SIGTERM) or its terminal
@@ -372,14 +377,7 @@ fn a_signal_or_a_closed_terminal_keeps_the_typing_to_the_last_key() {
         "on disk\njust typed"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "on disk\n");
-    let deadline = Instant::now() + WAIT;
-    while running(&pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the host did not end after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ended(&pid, "the host did not end after SIGTERM");
 
     // A second host, in a window that is then closed.
     let other = dir.path().join("b.txt");
@@ -395,14 +393,7 @@ fn a_signal_or_a_closed_terminal_keeps_the_typing_to_the_last_key() {
     tmux.type_text("pe:1", "gone with the window");
     tmux.wait("pe:1", "the typing", |s| s.contains("gone with the window"));
     tmux.run(&["kill-window", "-t", "pe:1"]);
-    let deadline = Instant::now() + WAIT;
-    while running(&pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the host did not end with its window"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ended(&pid, "the host did not end with its window");
     assert_eq!(
         std::fs::read_to_string(pairedit::fsutil::recovery_path(&other)).unwrap(),
         "gone with the window"
