@@ -103,6 +103,9 @@ struct Rows {
     dirty: Vec<(u16, u16)>,
     /// Rows the frame being drawn said may have moved up or down ([`Canvas::scrollable`]).
     scrollable: Option<Scrollable>,
+    /// A shift [`Canvas::begin`] found by the rows' keys (the block said scrollable before it):
+    /// the rows it matched are kept, as the rows they were shifted from.
+    keyed_shift: Option<(Scrollable, isize)>,
 }
 
 /// A block of rows whose content may move up or down between frames as one (the lines of a
@@ -115,6 +118,44 @@ struct Scrollable {
     /// The columns (from the screen's left) that rows are matched by, from `left` to `right`.
     left: u16,
     right: u16,
+}
+
+/// How far the rows of `block` moved by their keys (positive: up), if a shift matches at
+/// least [`MIN_ROWS_SPARED`] more rows' keys than leaving them in place: the cheap way, before
+/// anything is drawn, so the matched rows are not even drawn. Rows without a key never match.
+fn keyed_shift(block: Scrollable, keys: &[RowKey], was: &[RowKey]) -> Option<isize> {
+    let (top, bottom) = (block.top as usize, block.bottom as usize);
+    if bottom > keys.len() || bottom > was.len() || bottom - top <= MIN_ROWS_SPARED {
+        return None;
+    }
+    let (now, was) = (&keys[top..bottom], &was[top..bottom]);
+    let height = now.len();
+    let matching = |by: isize| {
+        (0..height)
+            .filter(|&i| {
+                let j = i as isize + by;
+                j >= 0
+                    && (j as usize) < height
+                    && now[i] != RowKey::None
+                    && now[i] == was[j as usize]
+            })
+            .count()
+    };
+    let in_place = matching(0);
+    let (by, matched) = (1..height as isize)
+        .flat_map(|by| [by, -by])
+        .map(|by| (by, matching(by)))
+        .max_by_key(|&(by, n)| (n, std::cmp::Reverse(by.abs())))?;
+    (matched >= in_place + MIN_ROWS_SPARED).then_some(by)
+}
+
+/// What a row the frame did not draw holds, when its block is scrolled ([`Screen::shift`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// What was shown in that row before the scroll (found by the rows' cells, after drawing).
+    InPlace,
+    /// What the scroll brings into that row (found by the rows' keys, before drawing).
+    Shifted,
 }
 
 /// A shift must spare at least this many rows more than drawing them in place would: setting
@@ -154,6 +195,26 @@ impl<'a> Canvas<'a> {
         let width = area.width as usize;
         let height = area.height as usize;
         rows.keys.resize(height, RowKey::None);
+        rows.keyed_shift = None;
+        if !self.all
+            && let Some(block) = rows.scrollable
+            && let Some(by) = keyed_shift(block, keys, &rows.keys)
+        {
+            // The rows as the terminal will show them once scrolled: a row that got the key
+            // its content has there is kept (not drawn); the rows scrolled in are blank.
+            let (top, bottom) = (block.top as usize, block.bottom as usize);
+            let block_keys = &mut rows.keys[top..bottom];
+            let n = by.unsigned_abs();
+            if by > 0 {
+                block_keys.rotate_left(n);
+                let len = block_keys.len();
+                block_keys[len - n..].fill(RowKey::None);
+            } else {
+                block_keys.rotate_right(n);
+                block_keys[..n].fill(RowKey::None);
+            }
+            rows.keyed_shift = Some((block, by));
+        }
         rows.dirty.clear();
         rows.dirty.resize(height, (area.left(), area.right()));
         for y in 0..height {
@@ -330,10 +391,13 @@ impl Screen {
             self.shown.reset();
             self.clear = false;
             drawn = true;
+        } else if let Some((block, by)) = self.rows.keyed_shift.take() {
+            self.shift(block, by, Kept::Shifted);
+            drawn = true;
         } else if let Some(block) = self.rows.scrollable.take()
             && let Some(by) = self.best_shift(block)
         {
-            self.shift(block, by);
+            self.shift(block, by, Kept::InPlace);
             drawn = true;
         }
         let width = self.next.area.width as usize;
@@ -456,22 +520,14 @@ impl Screen {
 
     /// Scrolls the rows of `block` up by `by` rows (down for a negative `by`) on the terminal
     /// and in what is shown, and has every row of it diffed afterwards: the rows scrolled in
-    /// are blank, and a row the frame kept was kept as it was before the scroll.
-    fn shift(&mut self, block: Scrollable, by: isize) {
+    /// are blank, and what the frame kept of a row is what was shown there before the scroll
+    /// ([`Kept::InPlace`]) or what the scroll brings there ([`Kept::Shifted`]).
+    fn shift(&mut self, block: Scrollable, by: isize, kept: Kept) {
         let width = self.next.area.width as usize;
         let (top, bottom) = (block.top as usize, block.bottom as usize);
         let full = (self.next.area.left(), self.next.area.right());
-        for y in top..bottom {
-            // What the frame kept of the row is what is shown there now.
-            let (x0, x1) = self.rows.dirty[y];
-            let row = y * width..(y + 1) * width;
-            let drawn = (x0 - full.0) as usize..(x1 - full.0) as usize;
-            for x in 0..width {
-                if !drawn.contains(&x) {
-                    self.next.content[row.start + x] = self.shown.content[row.start + x].clone();
-                }
-            }
-            self.rows.dirty[y] = full;
+        if kept == Kept::InPlace {
+            self.keep_undrawn(top, bottom);
         }
         let rows = &mut self.shown.content[top * width..bottom * width];
         let n = by.unsigned_abs() * width;
@@ -482,6 +538,12 @@ impl Screen {
         } else {
             rows.rotate_right(n);
             rows[..n].fill(Cell::EMPTY);
+        }
+        if kept == Kept::Shifted {
+            self.keep_undrawn(top, bottom);
+        }
+        for y in top..bottom {
+            self.rows.dirty[y] = full;
         }
         // Colours and attributes are the terminal's own between frames ([`Pen::finish`]), so
         // the rows scrolled in are blank in its default colours. Setting the region puts the
@@ -495,6 +557,21 @@ impl Screen {
         push_number(out, by.unsigned_abs() as u16);
         out.extend_from_slice(if by > 0 { b"S" } else { b"T" });
         out.extend_from_slice(b"\x1b[r");
+    }
+
+    /// Copies into the frame, for rows `top..bottom`, the cells it did not draw: what is shown
+    /// there (the frame kept them), so the rows can be diffed whole.
+    fn keep_undrawn(&mut self, top: usize, bottom: usize) {
+        let width = self.next.area.width as usize;
+        let left = self.next.area.x;
+        for y in top..bottom {
+            let (x0, x1) = self.rows.dirty[y];
+            let row = y * width;
+            let drawn = (x0 - left) as usize..(x1 - left) as usize;
+            for x in (0..width).filter(|x| !drawn.contains(x)) {
+                self.next.content[row + x] = self.shown.content[row + x].clone();
+            }
+        }
     }
 
     /// What the terminal shows, as far as this screen has told it.
@@ -1320,6 +1397,8 @@ mod tests {
         status: String,
         /// Give rows keys (else every row is drawn, as under an overlay).
         keyed: bool,
+        /// Say the block is scrollable before `begin` (a shift may be found by the keys).
+        scroll_first: bool,
     }
 
     const GUTTER: u16 = 4;
@@ -1346,6 +1425,9 @@ mod tests {
                     st
                 }
             };
+            if self.scroll_first {
+                c.scrollable(0..text_rows, GUTTER..area.width - PANEL);
+            }
             if self.keyed {
                 let mut keys = Vec::new();
                 for y in 0..text_rows as usize {
@@ -1356,7 +1438,9 @@ mod tests {
                 keys.push(RowKey::Whole(hash_of(&self.status)));
                 c.begin(&keys);
             }
-            c.scrollable(0..text_rows, GUTTER..area.width - PANEL);
+            if !self.scroll_first {
+                c.scrollable(0..text_rows, GUTTER..area.width - PANEL);
+            }
             for y in 0..text_rows {
                 if !c.dirty(y) {
                     continue;
@@ -1434,6 +1518,7 @@ mod tests {
             panel: vec!["ann".into(), "bob".into()],
             status: "status".into(),
             keyed: true,
+            scroll_first: false,
         };
         let whole = show(&mut screen, &mut term, &scene);
         // Down a line, as the cursor leaving the bottom does: the terminal scrolls up.
@@ -1462,8 +1547,19 @@ mod tests {
         scene.keyed = false;
         scene.top = 7;
         show(&mut screen, &mut term, &scene);
-        // Past the end of the text: blank rows in the text's colours come in.
+        // Found by the keys, before drawing: only the new row is drawn at all.
         scene.keyed = true;
+        scene.scroll_first = true;
+        scene.top = 8;
+        let by_keys = show(&mut screen, &mut term, &scene);
+        assert!(
+            by_keys * 4 < whole,
+            "a line scrolled in cost {by_keys} bytes, the screen {whole}"
+        );
+        scene.top = 6;
+        show(&mut screen, &mut term, &scene);
+        scene.scroll_first = false;
+        // Past the end of the text: blank rows in the text's colours come in.
         scene.top = 95;
         show(&mut screen, &mut term, &scene);
         scene.top = 92;
@@ -1495,10 +1591,14 @@ mod tests {
                 panel: vec!["ann".into()],
                 status: "s".into(),
                 keyed: true,
+                scroll_first: false,
             };
             show(&mut screen, &mut term, &scene);
             for (what, a, b) in steps {
                 scene.keyed = true;
+                // Either way of finding a shift: by the rows' keys before drawing, or by
+                // their cells after.
+                scene.scroll_first = (a + b) % 2 == 0;
                 match what {
                     0 => scene.top = a.min(scene.lines.len()),
                     1 => scene.lines.insert(a.min(scene.lines.len()), (format!("in {b}"), b as u8)),

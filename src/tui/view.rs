@@ -124,10 +124,11 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
                     RowKey::Whole(hash_of(&(prompt, &prompt_line)));
             }
         }
-        canvas.begin(&keys);
         // The text's rows move as one when it scrolls or a line goes in or out: the terminal
-        // may scroll them. Matched by the text, right of the line numbers (which change when
-        // lines go in or out); the members panel beside it is drawn again where it differs.
+        // may scroll them. Said before `begin`, so a scroll found by the rows' keys (a line's
+        // key does not depend on its row) keeps the rows it moved from being drawn at all;
+        // else matched by the text, right of the line numbers (which change when lines go in
+        // or out). The members panel beside it is drawn again where it differs.
         if !overlay {
             let text_x = text_area.x.saturating_add(text.gutter_w);
             canvas.scrollable(
@@ -135,6 +136,7 @@ pub fn render(canvas: &mut Canvas<'_>, app: &mut App) -> Option<Position> {
                 text_x..text_area.right(),
             );
         }
+        canvas.begin(&keys);
         text.draw(canvas, &remotes);
         let cols = canvas.dirty_cols(status.y);
         if cols.0 < cols.1 {
