@@ -519,9 +519,10 @@ impl Screen {
     }
 
     /// Scrolls the rows of `block` up by `by` rows (down for a negative `by`) on the terminal
-    /// and in what is shown, and has every row of it diffed afterwards: the rows scrolled in
+    /// and in what is shown, and has the rows of it diffed afterwards: the rows scrolled in
     /// are blank, and what the frame kept of a row is what was shown there before the scroll
-    /// ([`Kept::InPlace`]) or what the scroll brings there ([`Kept::Shifted`]).
+    /// ([`Kept::InPlace`]: every row is diffed) or what the scroll brings there
+    /// ([`Kept::Shifted`]: a row the frame did not draw at all is not diffed).
     fn shift(&mut self, block: Scrollable, by: isize, kept: Kept) {
         let width = self.next.area.width as usize;
         let (top, bottom) = (block.top as usize, block.bottom as usize);
@@ -543,7 +544,12 @@ impl Screen {
             self.keep_undrawn(top, bottom);
         }
         for y in top..bottom {
-            self.rows.dirty[y] = full;
+            // A row the frame did not draw at all, kept as the scroll brings it, is shown as
+            // it is: nothing to compare.
+            let (x0, x1) = self.rows.dirty[y];
+            if kept == Kept::InPlace || x0 < x1 {
+                self.rows.dirty[y] = full;
+            }
         }
         // Colours and attributes are the terminal's own between frames ([`Pen::finish`]), so
         // the rows scrolled in are blank in its default colours. Setting the region puts the
@@ -566,11 +572,18 @@ impl Screen {
         let left = self.next.area.x;
         for y in top..bottom {
             let (x0, x1) = self.rows.dirty[y];
-            let row = y * width;
-            let drawn = (x0 - left) as usize..(x1 - left) as usize;
-            for x in (0..width).filter(|x| !drawn.contains(x)) {
-                self.next.content[row + x] = self.shown.content[row + x].clone();
+            let row = y * width..(y + 1) * width;
+            let (next, shown) = (
+                &mut self.next.content[row.clone()],
+                &self.shown.content[row],
+            );
+            if x0 >= x1 {
+                next.clone_from_slice(shown);
+                continue;
             }
+            let (a, b) = ((x0 - left) as usize, (x1 - left) as usize);
+            next[..a].clone_from_slice(&shown[..a]);
+            next[b..].clone_from_slice(&shown[b..]);
         }
     }
 
@@ -1492,6 +1505,8 @@ mod tests {
         let mut fresh = Buffer::empty(screen.shown().area);
         scene.draw(&mut Canvas::whole(&mut fresh));
         assert_eq!(screen.shown(), &fresh, "the screen's idea of the terminal");
+        // What a frame does not draw is taken from the last one: it must be what is shown.
+        assert_eq!(screen.next, fresh, "the frame the next one is drawn over");
         assert_eq!(
             term.cells(),
             as_emulated(&fresh),
