@@ -169,6 +169,31 @@ fn typing_enter_autoindent_tab_and_backspace() {
         text(&a),
         "fn main() {\n    let x = 1;\n      let y = 2;\n}\n"
     );
+    // Enter twice: the line between holds no trailing whitespace, the indent goes on.
+    key(&mut a, KeyCode::End);
+    key(&mut a, KeyCode::Enter);
+    key(&mut a, KeyCode::Enter);
+    type_str(&mut a, "z");
+    assert_eq!(
+        text(&a),
+        "fn main() {\n    let x = 1;\n      let y = 2;\n\n      z\n}\n"
+    );
+    // Enter at the first non-blank: the same, the text goes down with its indent.
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Enter);
+    type_str(&mut a, "w");
+    assert_eq!(
+        text(&a),
+        "fn main() {\n    let x = 1;\n      let y = 2;\n\n\n      wz\n}\n"
+    );
+    // Whitespace typed between words is text: it stays where Enter splits the line.
+    key(&mut a, KeyCode::End);
+    type_str(&mut a, "  ");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(
+        text(&a),
+        "fn main() {\n    let x = 1;\n      let y = 2;\n\n\n      wz  \n      \n}\n"
+    );
     let st = a.session.lock();
     assert_eq!(
         st.doc.text(),

@@ -285,8 +285,28 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
             let len = st.doc.len_chars();
             let pos = app.selection().map_or(app.cursor, |s| s.0).min(len);
             let at = text::line_at_char(st.doc.rope(), pos, || len);
-            let indent = text::indent_of(&at.body, pos - at.start);
-            let edit = replace_selection(app, format!("{}{indent}", app.line_ending));
+            let col = pos - at.start;
+            let indent = text::indent_of(&at.body, col);
+            let blank = |c: char| c == ' ' || c == '\t';
+            let edit =
+                if app.selection().is_none() && col > 0 && at.body.chars().take(col).all(blank) {
+                    // Enter within the indent (on an empty line: Enter pressed twice) leaves the
+                    // line above empty, not holding trailing whitespace; the indent goes on to the
+                    // new line, and so does the text after the cursor (blanks alone are dropped).
+                    let rest = at.body.chars().skip(col);
+                    let after = if rest.clone().all(blank) {
+                        rest.count()
+                    } else {
+                        0
+                    };
+                    Edit {
+                        at: at.start,
+                        delete: col + after,
+                        insert: format!("{}{indent}", app.line_ending),
+                    }
+                } else {
+                    replace_selection(app, format!("{}{indent}", app.line_ending))
+                };
             app.edit(&mut st, edit);
             finish_move(app, &mut st);
         }
