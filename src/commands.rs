@@ -357,12 +357,19 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         "  may watch:  pairedit join {}",
         room.view_code
     ));
-    if closed.dirty && !closed.discarded {
+    let recovery = crate::fsutil::recovery_path(&args.file);
+    if closed.dirty && !closed.discarded && recovery.exists() {
         say(format_args!(
             "pairedit: {} has unsaved changes: they are kept in {} and `pairedit host {}` offers them",
             args.file.display(),
-            crate::fsutil::recovery_path(&args.file).display(),
+            recovery.display(),
             args.file.display()
+        ));
+    } else if closed.dirty && !closed.discarded {
+        say(format_args!(
+            "pairedit: {} has unsaved changes that could not be kept in {} (the log says why)",
+            args.file.display(),
+            recovery.display()
         ));
     }
     if let Some(relay) = embedded {
@@ -499,12 +506,21 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let (handle, path) = (client.handle(), args.file.clone());
     // A file already there that is not the room's text is someone's work: the first save
     // asks before replacing it (as for a file changed on disk).
-    let unrelated = path
+    // Its byte order mark is not text (see `App::bom`): kept by the saves, not compared.
+    let on_disk = path
         .as_deref()
-        .is_some_and(|p| p.exists() && crate::fsutil::load_text(p).ok() != Some(client.text()));
+        .filter(|p| p.exists())
+        .map(|p| crate::fsutil::load_text(p).ok());
+    let bom = matches!(&on_disk, Some(Some(t)) if t.starts_with('\u{feff}'));
+    let unrelated = on_disk.is_some_and(|t| {
+        t.as_deref()
+            .map(|t| t.strip_prefix('\u{feff}').unwrap_or(t))
+            != Some(&client.text())
+    });
     let make_app = move || {
         let highlighter = crate::tui::highlight::Highlighter::new(&language, theme);
         let mut app = crate::tui::app::App::new(handle, path, highlighter);
+        app.bom = bom;
         if unrelated {
             app.disk = None;
             app.say("the --file on disk is not the room's text: Ctrl-S asks before replacing it");

@@ -13,8 +13,10 @@ pub fn dir_of(path: &Path) -> &Path {
 }
 
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename over it, fsync the
-/// directory. An existing file's permissions (and owner, where allowed) are kept; a symbolic
-/// link is written through (the file it points to is replaced, the link stays).
+/// directory. An existing file's permissions (and owner, where allowed) are kept. A symbolic
+/// link at `path` is replaced, never written through: this is for the files pairedit keeps for
+/// itself (a planted link must not aim its writes elsewhere); a save of the user's file goes
+/// through [`save_checked`], which writes through links.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_chunks(path, [bytes])
 }
@@ -54,39 +56,73 @@ fn write_target(path: &Path) -> PathBuf {
     p
 }
 
+/// Numbers the temp files: one name per write, as two writes of one file in flight (a slow
+/// disk, a recovery copy still being written when the next one starts) must not share one.
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes the temp file a write of `path` goes through: a new name beside it, made by us (never
+/// a file or a link that was there: a link planted at a guessable name would aim the write,
+/// and the owner and mode set on it, at another file). Readable by us alone until it is
+/// given `path`'s mode, when `path` is there; else made as any new file is (umask applies).
+fn create_temp(path: &Path, existing: bool) -> std::io::Result<(fs::File, PathBuf)> {
+    let dir = dir_of(path);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mut tries = 0;
+    loop {
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.pairedit-{}-{n}.tmp", std::process::id()));
+        let mut open = fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            open.mode(if existing { 0o600 } else { 0o666 });
+        }
+        match open.open(&tmp) {
+            Ok(f) => return Ok((f, tmp)),
+            // Something has that name (left by a crash, or put there): the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Gives `f` the owner and group of `meta` where we may (root editing someone's file), else
+/// at least its group where we are in it (a shared group keeps its access), as vim does;
+/// elsewhere the new file is ours, as any editor's atomic save leaves it.
+#[cfg(unix)]
+fn keep_owner(f: &fs::File, meta: &fs::Metadata) {
+    use std::os::unix::fs::MetadataExt as _;
+    if std::os::unix::fs::fchown(f, Some(meta.uid()), Some(meta.gid())).is_err() {
+        let _ = std::os::unix::fs::fchown(f, None, Some(meta.gid()));
+    }
+}
+
 /// [`write_atomic_chunks`], replacing what is there only as `replace` allows.
 pub fn write_atomic_with<'a>(
     path: &Path,
     chunks: impl IntoIterator<Item = &'a [u8]>,
     replace: Replace,
 ) -> std::io::Result<()> {
-    let target = write_target(path);
-    let path = target.as_path();
     let dir = dir_of(path);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    // One name per write: two writes of one file in flight (a slow disk, a recovery copy
-    // still being written when the next one starts) must not share a temp file.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.pairedit-{}-{n}.tmp", std::process::id()));
+    // The file that is there, not what a link there points to (which is replaced).
+    let meta = fs::symlink_metadata(path)
+        .ok()
+        .filter(fs::Metadata::is_file);
+    let (f, tmp) = create_temp(path, meta.is_some())?;
     let result = (|| {
         // Whole megabytes at a time: a rope's chunks are about a kilobyte each.
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
         for chunk in chunks {
             f.write_all(chunk)?;
         }
         let f = f
             .into_inner()
             .map_err(std::io::IntoInnerError::into_error)?;
-        if let Ok(meta) = fs::metadata(path) {
-            // The owner too, where we may (root editing someone's file; a group we are in);
-            // elsewhere the new file is ours, as any editor's atomic save leaves it. Before
-            // the mode: a change of owner clears set-user-ID bits.
+        if let Some(meta) = &meta {
+            // Before the mode: a change of owner clears set-user-ID bits.
             #[cfg(unix)]
-            {
-                use std::os::unix::fs::MetadataExt as _;
-                let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
-            }
+            keep_owner(&f, meta);
             f.set_permissions(meta.permissions())?;
         }
         f.sync_all()?;
@@ -213,6 +249,38 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"new");
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn links_planted_at_a_temp_name_or_a_kept_file_are_never_written_through() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let p = dir.path().join("f.txt");
+        fs::write(&p, "old").unwrap();
+        // Links at the temp names this process uses next (other tests may take some).
+        let next = WRITES.load(std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        for n in next..next + 20 {
+            let name = format!(".f.txt.pairedit-{pid}-{n}.tmp");
+            symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        // A link where pairedit keeps a file of its own (a recovery copy) is replaced.
+        let kept = dir.path().join(".f.txt.pairedit-recovery");
+        symlink(&victim, &kept).unwrap();
+        write_atomic(&kept, b"recovered").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(fs::symlink_metadata(&kept).unwrap().is_file());
+        assert_eq!(fs::read(&kept).unwrap(), b"recovered");
+        // And where the edit lock lives: editing goes on unguarded, the file is untouched.
+        symlink(&victim, lock_path(&p)).unwrap();
+        assert!(lock_for_editing(&p).unwrap().is_none());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
     #[test]
     fn binary_and_invalid_utf8_are_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
@@ -293,7 +361,9 @@ pub fn save_checked(
         Some(_) => Replace::Any,
         None => Replace::Nothing,
     };
-    match write_atomic_with(path, text.chunks().map(str::as_bytes), replace) {
+    // Through symbolic links: the file a link points to is replaced, the link stays.
+    let target = write_target(path);
+    match write_atomic_with(&target, text.chunks().map(str::as_bytes), replace) {
         Ok(()) => {}
         Err(e) if replace == Replace::Nothing && e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(changed());
@@ -376,6 +446,16 @@ mod save_tests {
         assert!(!lock_path(&p).exists(), "the lock file goes with the lock");
         let again = lock_for_editing(&p).unwrap();
         assert!(again.is_some(), "free again");
+        // A lock file that is no longer ours (removed, and another editor's made there) is
+        // left to its owner.
+        fs::remove_file(lock_path(&p)).unwrap();
+        let other = lock_for_editing(&p).unwrap();
+        assert!(other.is_some());
+        drop(again);
+        assert!(lock_path(&p).exists(), "the other editor's lock file stays");
+        assert!(lock_for_editing(&p).is_err(), "and still holds the file");
+        drop(other);
+        assert!(!lock_path(&p).exists());
     }
 
     #[cfg(unix)]
@@ -446,39 +526,69 @@ pub fn lock_path(path: &Path) -> PathBuf {
 /// write in, a file system without locks): editing goes on unguarded, as before.
 pub fn lock_for_editing(path: &Path) -> Result<Option<EditLock>, LockError> {
     let lock = lock_path(&write_target(path));
-    let Ok(mut file) = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock)
-    else {
-        return Ok(None);
-    };
-    match file.try_lock() {
-        Ok(()) => {
-            // Who holds it, for the message a second one gives.
-            let _ = file.set_len(0);
-            let _ = write!(file, "{}", std::process::id());
-            Ok(Some(EditLock { file, path: lock }))
+    // A few times: the holder may end (and remove the file) between our open and our lock.
+    for _ in 0..5 {
+        let mut open = fs::OpenOptions::new();
+        open.read(true).write(true).create(true).truncate(false);
+        // Never through a link put there (root would write its pid into the file it names).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            open.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
         }
-        Err(fs::TryLockError::WouldBlock) => {
-            let pid = fs::read_to_string(&lock)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            Err(LockError::Held {
-                file: path.display().to_string(),
-                pid,
-            })
+        let Ok(mut file) = open.open(&lock) else {
+            return Ok(None);
+        };
+        match file.try_lock() {
+            // Locked, but the file we hold was removed by the one who held it as it ended,
+            // and the next editor would make and lock a new one: lock that one instead.
+            Ok(()) if !is_at(&file, &lock) => continue,
+            Ok(()) => {
+                // Who holds it, for the message a second one gives.
+                let _ = file.set_len(0);
+                let _ = write!(file, "{}", std::process::id());
+                return Ok(Some(EditLock { file, path: lock }));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let pid = fs::read_to_string(&lock)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                return Err(LockError::Held {
+                    file: path.display().to_string(),
+                    pid,
+                });
+            }
+            Err(fs::TryLockError::Error(_)) => return Ok(None),
         }
-        Err(fs::TryLockError::Error(_)) => Ok(None),
+    }
+    Ok(None)
+}
+
+/// Whether the open `file` is the one at `path` (not one removed from there since).
+fn is_at(file: &fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        match (file.metadata(), fs::symlink_metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
     }
 }
 
 impl Drop for EditLock {
     fn drop(&mut self) {
-        // Removed while still held: a newcomer either finds it held or makes a new one.
-        let _ = fs::remove_file(&self.path);
+        // Removed while still held, and only if it is still ours: a newcomer either finds it
+        // held or makes a new one (and sees ours gone if it opened it before: see
+        // `lock_for_editing`).
+        if is_at(&self.file, &self.path) {
+            let _ = fs::remove_file(&self.path);
+        }
         let _ = self.file.unlock();
     }
 }

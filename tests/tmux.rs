@@ -472,7 +472,7 @@ fn one_editor_per_file_and_a_members_own_file_is_not_clobbered() {
 fn a_byte_order_mark_stays_in_front_of_the_text() {
     let Some(tmux) = Tmux::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let Hosted { file, write, .. } =
+    let Hosted { file, write, log } =
         host_past_codes(&tmux, dir.path(), "bom.txt", "\u{feff}bom line\n");
     tmux.type_text("pe:0", "X");
     tmux.wait("pe:0", "the typing", |s| s.contains("1 Xbom line"));
@@ -483,7 +483,74 @@ fn a_byte_order_mark_stays_in_front_of_the_text() {
         room = cat(&write);
     }
     assert_eq!(room, "Xbom line\n", "the room's text has no mark");
-    save_and_quit(&tmux, &file, "\u{feff}Xbom line\n");
+    // A member whose --file is that text with its mark: the room's text, not another file
+    // (its first save asks nothing), and its saves keep the mark too.
+    let copy = dir.path().join("copy.txt");
+    std::fs::write(&copy, "\u{feff}Xbom line\n").unwrap();
+    let join = format!("{BIN} join {write} --name bo --file {}", copy.display());
+    tmux.window("pe:1", &editor(&join, &log));
+    let joined = tmux.wait("pe:1", "the room's text", |s| {
+        s.contains("1 Xbom line") && s.contains("2 here")
+    });
+    assert!(!joined.contains("not the room's text"), "{joined}");
+    tmux.type_text("pe:1", "Y");
+    tmux.keys("pe:1", &["C-s"]);
+    let saved = format!("saved {}", copy.display());
+    tmux.wait("pe:1", "the member's save", |s| s.contains(&saved));
+    assert_eq!(
+        std::fs::read_to_string(&copy).unwrap(),
+        "\u{feff}YXbom line\n"
+    );
+    tmux.wait("pe:0", "bo's typing", |s| s.contains("1 YXbom line"));
+    tmux.keys("pe:1", &["C-q"]);
+    tmux.wait("pe:0", "bo gone", |s| s.contains("1 here"));
+    save_and_quit(&tmux, &file, "\u{feff}YXbom line\n");
+}
+
+/// A member with no file of its own, whose relay is gone (the host killed), and whose window
+/// is then closed: what it typed offline is kept with the whole text in NAME.unsent-SECS
+/// where it ran, as quitting keeps it.
+#[test]
+fn a_member_without_a_file_keeps_its_offline_typing_when_its_window_closes() {
+    let Some(tmux) = Tmux::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Hosted { log, write, .. } = host_past_codes(&tmux, dir.path(), "notes.txt", "shared\n");
+    let here = dir.path().join("member");
+    std::fs::create_dir(&here).unwrap();
+    let join = format!("cd {} && {BIN} join {write} --name bo", here.display());
+    tmux.window("pe:1", &editor(&join, &log));
+    tmux.wait("pe:1", "the room", |s| {
+        s.contains("1 shared") && s.contains("2 here")
+    });
+    let host = editor_pid(&tmux, "pe:0");
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &host])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_ended(&host, "the host did not end on SIGKILL");
+    // Typed after the member saw its relay gone (the edits wait, queued).
+    tmux.wait("pe:1", "the relay gone", |s| s.contains("reconnecting"));
+    tmux.type_text("pe:1", "offline ");
+    tmux.wait("pe:1", "the typing", |s| s.contains("1 offline shared"));
+    let member = editor_pid(&tmux, "pe:1");
+    tmux.run(&["kill-window", "-t", "pe:1"]);
+    wait_ended(&member, "the member did not end with its window");
+    let kept: Vec<_> = std::fs::read_dir(&here)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("notes.txt.unsent-"))
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "one copy kept: {kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(&kept[0]).unwrap(),
+        "offline shared\n"
+    );
 }
 
 /// `host` of a file that is not there yet opens an empty document marked as new, and the

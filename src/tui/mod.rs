@@ -176,34 +176,40 @@ fn run_here(
 ) -> anyhow::Result<()> {
     let mut screen = term::Screen::init()?;
     let _ = crossterm::execute!(std::io::stdout(), EnableBracketedPaste);
-    let result = input::Input::open()
-        .map_err(anyhow::Error::from)
-        .and_then(|mut events| {
-            let mut inbox = Inbox::start(runtime, &events, changes);
-            event_loop(
-                &mut screen,
-                app,
-                &mut events,
-                runtime,
-                &mut inbox,
-                first_frame,
-            )
-        });
+    let recovery = RecoveryOrder::default();
+    // A panic too ends here first (and is passed on below): the typing is kept as well.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        input::Input::open()
+            .map_err(anyhow::Error::from)
+            .and_then(|mut events| {
+                let mut inbox = Inbox::start(runtime, &events, changes);
+                inbox.recovery = recovery.clone();
+                event_loop(
+                    &mut screen,
+                    app,
+                    &mut events,
+                    runtime,
+                    &mut inbox,
+                    first_frame,
+                )
+            })
+    }));
     // Unsaved changes first: the terminal may be gone (its window closed).
-    keep_unsaved(app);
+    keep_unsaved(app, &recovery);
+    keep_unsent(app);
     let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
     // Not `ratatui::restore`: it reports a failure with `eprintln!`, which panics when the
     // terminal is gone, and a panic there (in ratatui's panic hook) aborts.
     if let Err(e) = ratatui::try_restore() {
         tracing::warn!("cannot give the terminal back: {e}");
     }
-    result
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// However the editor ended (the terminal hung up, a signal, an error), unsaved changes to a
 /// file are in its recovery copy as they are now, not as they were at the last tick: written
 /// here, at once, on this thread.
-fn keep_unsaved(app: &App) {
+fn keep_unsaved(app: &App, order: &RecoveryOrder) {
     let Some(path) = app.path.as_ref() else {
         return;
     };
@@ -212,9 +218,74 @@ fn keep_unsaved(app: &App) {
     }
     let recovery = crate::fsutil::recovery_path(path);
     let text = app.file_text();
-    if let Err(e) = crate::fsutil::write_atomic_chunks(&recovery, text.chunks().map(str::as_bytes))
+    // After any write or removal asked for before (one may still be in flight).
+    order.land(order.ticket(), || {
+        let chunks = text.chunks().map(str::as_bytes);
+        if let Err(e) = crate::fsutil::write_atomic_chunks(&recovery, chunks) {
+            tracing::error!("cannot write the recovery copy {}: {e}", recovery.display());
+        }
+    });
+}
+
+/// However the editor ended, edits the relay has not got, by a member with no file of its own
+/// (offline, or the relay gone), are kept with the whole text in `NAME.unsent-SECS` here, as
+/// quitting does ([`App::kept`] says where).
+fn keep_unsent(app: &mut App) {
+    if app.path.is_some()
+        || app.kept.is_some()
+        || app.role != crate::protocol::Role::Writer
+        || !app.unsent()
     {
-        tracing::error!("cannot write the recovery copy {}: {e}", recovery.display());
+        return;
+    }
+    let name = update::unsent_name(app);
+    let text = app.file_text();
+    // Never over a file that is there: the next free name.
+    for n in 0..100 {
+        let path = match n {
+            0 => name.clone(),
+            n => std::path::PathBuf::from(format!("{}-{n}", name.display())),
+        };
+        let chunks = text.chunks().map(str::as_bytes);
+        match crate::fsutil::write_atomic_with(&path, chunks, crate::fsutil::Replace::Nothing) {
+            Ok(()) => {
+                app.kept = Some(path);
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                tracing::error!("cannot keep the unsent edits in {}: {e}", path.display());
+                return;
+            }
+        }
+    }
+}
+
+/// The recovery copy's writes and removals land in the order the editor asked for them: each
+/// is numbered when asked, and one that finds a later one landed already does nothing. Else a
+/// write still queued or in flight when the editor ends could replace the copy written at the
+/// end with an older one, or bring back a copy a save had removed.
+#[derive(Debug, Clone, Default)]
+struct RecoveryOrder(std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::Mutex<u64>)>);
+
+impl RecoveryOrder {
+    /// The next number, on the editor's thread, as the write or removal is asked for.
+    fn ticket(&self) -> u64 {
+        self.0.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    /// Runs `act` (holding the order: one at a time) unless a later ticket has landed.
+    fn land(&self, ticket: u64, act: impl FnOnce()) {
+        let mut landed = self
+            .0
+            .1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *landed > ticket {
+            return;
+        }
+        act();
+        *landed = ticket;
     }
 }
 
@@ -233,6 +304,8 @@ struct Inbox {
     save_results: std::sync::mpsc::Sender<Msg>,
     next_tick: std::time::Instant,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The order the recovery copy's writes and removals land in.
+    recovery: RecoveryOrder,
 }
 
 impl Inbox {
@@ -299,6 +372,7 @@ impl Inbox {
             save_results,
             next_tick: std::time::Instant::now() + TICK,
             tasks: vec![on_change, on_resize, on_stop],
+            recovery: RecoveryOrder::default(),
         }
     }
 
@@ -381,11 +455,12 @@ fn next_msg(
             input::Ready::HungUp => return Ok(None),
             input::Ready::Nothing => {}
         }
-        if inbox.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return Ok(None);
-        }
+        // What has come in first (a save that finished says the file is saved), then a stop.
         if let Some(msg) = inbox.take() {
             return Ok(Some(msg));
+        }
+        if inbox.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
         }
         if idle_at.is_some_and(|at| std::time::Instant::now() >= at) {
             return Ok(Some(Msg::Idle));
@@ -461,25 +536,49 @@ fn event_loop(
                 Effect::Flush => app.session.flush(),
                 Effect::WriteRecovery { path, text } => {
                     let (tx, wake) = (inbox.save_results.clone(), events.waker());
+                    let (order, ticket) = (inbox.recovery.clone(), inbox.recovery.ticket());
                     runtime.spawn_blocking(move || {
-                        let chunks = text.chunks().map(str::as_bytes);
-                        if let Err(e) = crate::fsutil::write_atomic_chunks(&path, chunks) {
-                            tracing::warn!(
-                                "cannot write the recovery copy {}: {e}",
-                                path.display()
-                            );
-                            let _ = tx.send(Msg::RecoveryFailed(e.to_string()));
-                            wake.wake();
-                        }
+                        order.land(ticket, || {
+                            let chunks = text.chunks().map(str::as_bytes);
+                            if let Err(e) = crate::fsutil::write_atomic_chunks(&path, chunks) {
+                                tracing::warn!(
+                                    "cannot write the recovery copy {}: {e}",
+                                    path.display()
+                                );
+                                let _ = tx.send(Msg::RecoveryFailed(e.to_string()));
+                                wake.wake();
+                            }
+                        });
                     });
                 }
                 Effect::RemoveRecovery { path } => {
+                    let (order, ticket) = (inbox.recovery.clone(), inbox.recovery.ticket());
                     runtime.spawn_blocking(move || {
-                        let _ = std::fs::remove_file(path);
+                        order.land(ticket, || {
+                            let _ = std::fs::remove_file(path);
+                        });
                     });
                 }
                 Effect::Quit => return Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecoveryOrder;
+
+    #[test]
+    fn recovery_writes_land_in_the_order_they_were_asked_for() {
+        let order = RecoveryOrder::default();
+        let (first, second) = (order.ticket(), order.ticket());
+        let landed = std::sync::Mutex::new(Vec::new());
+        // The second lands first (the first was still queued): the first then does nothing.
+        order.land(second, || landed.lock().unwrap().push("second"));
+        order.land(first, || landed.lock().unwrap().push("first"));
+        // A later one lands.
+        order.land(order.ticket(), || landed.lock().unwrap().push("third"));
+        assert_eq!(*landed.lock().unwrap(), ["second", "third"]);
     }
 }

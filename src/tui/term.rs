@@ -18,7 +18,7 @@
 //!   `CrosstermBackend` writes (a test holds them to it), put straight into the frame.
 //! - **Text that moved is scrolled by the terminal.** When the text scrolls, or a line goes
 //!   in or out above other lines, most rows show what a row above or below them showed. The
-//!   terminal is told to scroll those rows (a scroll region, then SU/SD) and only the rows
+//!   terminal is told to scroll those rows (a scroll region, then DL/IL) and only the rows
 //!   that are new are written ([`Canvas::scrollable`]): a line scrolled into view costs about
 //!   700 bytes on a 120×40 screen, where drawing every row cost 12 KB.
 //! - **A frame leaves in one `write`.** ratatui flushes after the cells, again after showing
@@ -552,16 +552,20 @@ impl Screen {
             }
         }
         // Colours and attributes are the terminal's own between frames ([`Pen::finish`]), so
-        // the rows scrolled in are blank in its default colours. Setting the region puts the
-        // cursor at the top left; the cells drawn next say where they go.
+        // the rows scrolled in are blank in its default colours. Lines deleted (DL) or
+        // inserted (IL) at the region's top row, not SU / SD: the same within the region, and
+        // the Linux console has no SU / SD. Setting the region puts the cursor at the top
+        // left; the cells drawn next say where they go.
         let out = &mut self.pending;
         out.extend_from_slice(b"\x1b[");
         push_number(out, block.top + 1);
         out.push(b';');
         push_number(out, block.bottom);
-        out.extend_from_slice(b"r\x1b[");
+        out.extend_from_slice(b"r");
+        move_to(out, 0, block.top);
+        out.extend_from_slice(b"\x1b[");
         push_number(out, by.unsigned_abs() as u16);
-        out.extend_from_slice(if by > 0 { b"S" } else { b"T" });
+        out.extend_from_slice(if by > 0 { b"M" } else { b"L" });
         out.extend_from_slice(b"\x1b[r");
     }
 
@@ -1491,6 +1495,11 @@ mod tests {
     /// Draws `scene` on `screen`, feeds what was written to `term`; returns its length after
     /// checking that the terminal, the screen's idea of it, and the scene drawn afresh agree.
     fn show(screen: &mut Screen, term: &mut Emulator, scene: &Scene) -> usize {
+        show_bytes(screen, term, scene).len()
+    }
+
+    /// [`show`], returning what was written.
+    fn show_bytes(screen: &mut Screen, term: &mut Emulator, scene: &Scene) -> Vec<u8> {
         let mut out = Vec::new();
         screen
             .draw_to(
@@ -1513,7 +1522,7 @@ mod tests {
             "the terminal, after {:?}",
             String::from_utf8_lossy(&out)
         );
-        out.len()
+        out
     }
 
     fn numbered(n: usize) -> Vec<(String, u8)> {
@@ -1536,16 +1545,21 @@ mod tests {
             scroll_first: false,
         };
         let whole = show(&mut screen, &mut term, &scene);
-        // Down a line, as the cursor leaving the bottom does: the terminal scrolls up.
+        // Down a line, as the cursor leaving the bottom does: the terminal scrolls up, by
+        // deleting the region's top line (the Linux console has no SU).
         scene.top = 1;
-        let one = show(&mut screen, &mut term, &scene);
+        let one = show_bytes(&mut screen, &mut term, &scene);
         assert!(
-            one * 4 < whole,
-            "a line scrolled in cost {one} bytes, the screen {whole}"
+            one.len() * 4 < whole,
+            "a line scrolled in cost {} bytes, the screen {whole}",
+            one.len()
         );
-        // Up three, and down half a screen.
+        let has = |out: &[u8], seq: &[u8]| out.windows(seq.len()).any(|w| w == seq);
+        assert!(has(&one, b"\x1b[1;11r\x1b[1;1H\x1b[1M\x1b[r"), "{one:?}");
+        // Up one, and down half a screen.
         scene.top = 0;
-        show(&mut screen, &mut term, &scene);
+        let up = show_bytes(&mut screen, &mut term, &scene);
+        assert!(has(&up, b"\x1b[1;1H\x1b[1L\x1b[r"), "{up:?}");
         scene.top = 5;
         show(&mut screen, &mut term, &scene);
         // A line put in and one taken out in the middle: the rows below move, their line

@@ -564,7 +564,7 @@ fn save_to(app: &mut App, effects: &mut Vec<Effect>, beside: Option<PathBuf>, fo
 
 /// Where the text goes when we quit with edits the relay has not got and no file of our own:
 /// `NAME.unsent-SECONDS` in the current directory (NAME: the room's file name).
-fn unsent_name(app: &App) -> PathBuf {
+pub(super) fn unsent_name(app: &App) -> PathBuf {
     let name = app.session.lock().doc.meta("name");
     let name = name
         .as_deref()
