@@ -584,6 +584,16 @@ fn a_paste_the_relay_could_never_take_is_refused_with_the_fix() {
     // What fits is pasted.
     update(&mut a, Msg::Paste("y".repeat(500_000)));
     assert_eq!(text(&a).len(), 500_003);
+    // Offline (nothing has been sent), edits pile up for one message on reconnect: a second
+    // paste that fits alone but not with the first is refused, saying why.
+    update(&mut a, Msg::Paste("z".repeat(500_000)));
+    assert_eq!(text(&a).len(), 500_003, "the second paste waits");
+    let said = screen_text(&screen(&mut a, 300, 6));
+    assert!(said.contains("not yet on the relay"), "{said}");
+    // Once they are sent, it fits.
+    let _sent = s.lock().outgoing(false);
+    update(&mut a, Msg::Paste("z".repeat(500_000)));
+    assert_eq!(text(&a).len(), 1_000_003);
 }
 
 /// A member's cursor is shown (and can be followed) from the start, not from their first

@@ -370,8 +370,11 @@ fn a_signal_or_a_closed_terminal_keeps_the_typing_to_the_last_key() {
             .unwrap()
             .success()
     );
-    let bye = tmux.wait("pe:0", "the exit", |s| s.contains("room codes were"));
-    assert!(bye.contains("unsaved changes"), "{bye}");
+    // Its last words are printed one line at a time: wait for the one about the changes.
+    let bye = tmux.wait("pe:0", "the exit", |s| {
+        s.contains("unsaved changes: they are kept")
+    });
+    assert!(bye.contains("room codes were"), "{bye}");
     assert_eq!(
         std::fs::read_to_string(&recovery).unwrap(),
         "on disk\njust typed"

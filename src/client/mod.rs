@@ -254,17 +254,31 @@ impl ClientState {
     /// sends it as one message, which the relay closes the connection for if it is over its
     /// limit, and it would be sent again on every reconnect. Room is left for the update's own
     /// encoding and for other edits of the same flush.
+    ///
+    /// Edits not yet sent count too: offline they pile up, and the reconnect sends them all in
+    /// one message (the sync handshake's step 2), which would then be refused for good.
     pub fn too_big(&self, bytes: usize) -> Option<String> {
         let max = self.relay_max_frame?;
         let room = max - max / 8;
-        (bytes > room).then(|| {
+        let waiting = self.doc.outgoing_bytes();
+        let all = bytes.saturating_add(waiting);
+        (all > room).then(|| {
             let mib = |n: usize| n as f64 / (1024.0 * 1024.0);
-            format!(
-                "not pasted: {:.1} MiB is more than the relay takes in one message ({:.1} MiB); paste it in parts, or run the relay with --max-frame {}",
-                mib(bytes),
-                mib(max),
-                (bytes + bytes / 4).next_power_of_two()
-            )
+            let flag = (all + all / 4).next_power_of_two();
+            if waiting > room / 8 {
+                format!(
+                    "not pasted: {:.1} MiB with the {:.1} MiB of edits not yet on the relay is more than it takes in one message ({:.1} MiB), which is how they go out when it is back; paste it once they are sent, or run the relay with --max-frame {flag}",
+                    mib(bytes),
+                    mib(waiting),
+                    mib(max),
+                )
+            } else {
+                format!(
+                    "not pasted: {:.1} MiB is more than the relay takes in one message ({:.1} MiB); paste it in parts, or run the relay with --max-frame {flag}",
+                    mib(bytes),
+                    mib(max),
+                )
+            }
         })
     }
 

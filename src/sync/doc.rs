@@ -181,6 +181,9 @@ pub struct SharedDoc {
     compose_window: Option<std::time::Duration>,
     /// Local edits made since the last [`SharedDoc::take_outgoing`].
     unsent_edits: usize,
+    /// The bytes of text those edits insert: about what they take in an update (composed,
+    /// their own encoding is small beside it).
+    unsent_bytes: usize,
     /// When the last local edit was made: with undo on, a pause of the capture window ends an
     /// undo step, as it would with one transaction per edit.
     last_edit: Option<std::time::Instant>,
@@ -465,6 +468,7 @@ impl SharedDoc {
             pending: Mutex::new(None),
             compose_window: None,
             unsent_edits: 0,
+            unsent_bytes: 0,
             last_edit: None,
             unloaded: Arc::new(Mutex::new(deferred)),
             changes,
@@ -951,6 +955,7 @@ impl SharedDoc {
             return Ok(());
         }
         self.unsent_edits += 1;
+        self.unsent_bytes = self.unsent_bytes.saturating_add(edit.insert.len());
         let window = self.compose_window;
         // yrs groups undo steps by when edits reach it, which composing delays; a pause in the
         // typing itself must still end a step (found in review: "a", 1.5 s, "b", undo took both
@@ -1324,6 +1329,7 @@ impl SharedDoc {
     pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
         self.flush_local();
         self.unsent_edits = 0;
+        self.unsent_bytes = 0;
         std::mem::take(&mut *lock(&self.outgoing))
     }
 
@@ -1335,6 +1341,12 @@ impl SharedDoc {
     /// [`SharedDoc::take_outgoing`], however few transactions they were composed into.
     pub fn outgoing_len(&self) -> usize {
         self.unsent_edits
+    }
+
+    /// The bytes of text the edits [`SharedDoc::outgoing_len`] counts insert: about what they
+    /// take in the update that sends them.
+    pub fn outgoing_bytes(&self) -> usize {
+        self.unsent_bytes
     }
 
     pub fn state_vector(&self) -> StateVector {
