@@ -481,6 +481,101 @@ fn a_file_changed_on_disk_asks_before_overwriting() {
     assert_eq!(path, file);
 }
 
+/// A tick's look at the file, run as the editor's loop runs it: the message it sends, if any.
+fn look(a: &mut App) -> Option<Msg> {
+    let effects = update(a, Msg::Tick);
+    let Some(Effect::CheckDisk {
+        path,
+        epoch,
+        expect,
+        text,
+        said,
+    }) = effects
+        .into_iter()
+        .find(|e| matches!(e, Effect::CheckDisk { .. }))
+    else {
+        panic!("expected a look at the file");
+    };
+    pairedit::tui::update::look_at_file(&path, epoch, expect, text, said)
+}
+
+/// Ctrl-R (and `y` when it asks), run as the editor's loop runs it.
+fn reload_as_asked(a: &mut App, keys: &[KeyCode]) {
+    let mut effects = ctrl(a, 'r');
+    for &k in keys {
+        effects.extend(key(a, k));
+    }
+    let Some(Effect::Reload { path, epoch }) = effects.pop() else {
+        panic!("expected a reload");
+    };
+    let msg = pairedit::tui::update::read_file_again(&path, epoch);
+    update(a, msg);
+}
+
+/// A file changed on disk by someone else (a `git pull`, a formatter) is noticed within a tick
+/// and said on the status line; Ctrl-R loads it into the room as one edit of what differs
+/// (asking first over unsaved edits); a file rewritten with the same text is not news; our
+/// own saves are not mistaken for someone else's.
+#[test]
+fn a_file_changed_on_disk_is_noticed_and_ctrl_r_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.rs");
+    std::fs::write(&file, "fn a() {}\nfn b() {}\n").unwrap();
+    let s = session("fn a() {}\nfn b() {}\n", Role::Writer, "me");
+    let mut a = app_on(s.clone());
+    a.path = Some(file.clone());
+    a.disk = pairedit::fsutil::stamp(&file);
+    assert!(look(&mut a).is_none(), "as loaded: nothing to say");
+    // Rewritten with the same text (a formatter with nothing to do): adopted quietly.
+    let old = a.disk;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&file, "fn a() {}\nfn b() {}\n").unwrap();
+    let msg = look(&mut a).expect("the stamp changed");
+    update(&mut a, msg);
+    assert!(a.disk_changed.is_none() && a.disk != old);
+    // Changed by someone else.
+    std::fs::write(&file, "fn a() {}\nfn b2() {}\nfn c() {}\n").unwrap();
+    let msg = look(&mut a).expect("a change");
+    update(&mut a, msg);
+    assert!(a.disk_changed.is_some());
+    let shown = screen_text(&screen(&mut a, 120, 6));
+    assert!(
+        shown.contains("x.rs [changed on disk]") && shown.contains("Ctrl-R loads it"),
+        "{shown}"
+    );
+    assert!(look(&mut a).is_none(), "said once, not every second");
+    // Ctrl-R: the room's text is the file's, by one edit of what differs.
+    s.lock().outgoing(false);
+    reload_as_asked(&mut a, &[]);
+    assert_eq!(text(&a), "fn a() {}\nfn b2() {}\nfn c() {}\n");
+    assert_eq!(s.lock().doc.outgoing_len(), 1, "one edit");
+    assert!(!a.dirty && a.disk_changed.is_none());
+    assert_eq!(a.disk, pairedit::fsutil::stamp(&file));
+    // Over unsaved edits it asks; any key but y keeps them.
+    type_str(&mut a, "// mine\n");
+    std::fs::write(&file, "theirs\n").unwrap();
+    let msg = look(&mut a).expect("a change");
+    update(&mut a, msg);
+    assert!(ctrl(&mut a, 'r').is_empty());
+    assert_eq!(a.mode, Mode::ConfirmReload);
+    key(&mut a, KeyCode::Char('n'));
+    assert!(text(&a).starts_with("// mine"));
+    reload_as_asked(&mut a, &[KeyCode::Char('y')]);
+    assert_eq!(text(&a), "theirs\n");
+    // Our own save changes the file too: not someone else's change.
+    type_str(&mut a, "ours ");
+    let (generation, result) = save_as_asked(&mut a);
+    update(&mut a, Msg::Saved { generation, result });
+    assert!(look(&mut a).is_none());
+    assert!(a.disk_changed.is_none());
+    // Gone from disk: said, and saving writes it again.
+    std::fs::remove_file(&file).unwrap();
+    let msg = look(&mut a).expect("gone");
+    update(&mut a, msg);
+    let shown = screen_text(&screen(&mut a, 120, 6));
+    assert!(shown.contains("[gone from disk]"), "{shown}");
+}
+
 /// Quitting asks first when it would cost something besides unsaved changes to the file: the
 /// host's teammates (its relay stops with it), edits the relay has not got (offline), which a
 /// member without a file of their own keeps in one; connected, edits go out as we leave.

@@ -34,6 +34,8 @@ pub enum Mode {
     ConfirmLeave,
     /// The file changed on disk since it was loaded or saved: overwrite, write beside, cancel.
     ConfirmOverwrite,
+    /// Reloading would replace the room's unsaved edits with the file on disk.
+    ConfirmReload,
 }
 
 /// The two codes a host shares (shown with F2, printed on exit).
@@ -50,6 +52,13 @@ pub struct App {
     pub path: Option<PathBuf>,
     /// The file as we last read or wrote it: a save that finds it different asks first.
     pub disk: Option<crate::fsutil::Stamp>,
+    /// What a look at the file found since it was last read or written, when it was not
+    /// [`App::disk`]: changed by someone else (`Some`), or gone (`None`). Shown on the status
+    /// line until the file is reloaded or saved.
+    pub disk_changed: Option<Option<crate::fsutil::Stamp>>,
+    /// Counts our reads and writes of the file: a look at it begun before the last one is
+    /// stale (it may have seen the file before our own save).
+    pub disk_epoch: u64,
     pub codes: Option<Codes>,
     /// Cursor and selection anchor, in chars.
     pub cursor: usize,
@@ -163,6 +172,8 @@ impl App {
             dirty: false,
             change_gen: 0,
             saving: false,
+            disk_changed: None,
+            disk_epoch: 0,
             recovered_gen: None,
             discarded: false,
             line_ending,

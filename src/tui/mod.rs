@@ -455,12 +455,12 @@ fn next_msg(
             input::Ready::HungUp => return Ok(None),
             input::Ready::Nothing => {}
         }
-        // What has come in first (a save that finished says the file is saved), then a stop.
+        if inbox.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            // A save that finished is taken in first: the file is saved, not "unsaved".
+            return Ok(inbox.saved.try_recv().ok());
+        }
         if let Some(msg) = inbox.take() {
             return Ok(Some(msg));
-        }
-        if inbox.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return Ok(None);
         }
         if idle_at.is_some_and(|at| std::time::Instant::now() >= at) {
             return Ok(Some(Msg::Idle));
@@ -530,6 +530,28 @@ fn event_loop(
                         let result = crate::fsutil::save_checked(&path, &text, expect, force)
                             .map(|stamp| (path, stamp));
                         let _ = tx.send(Msg::Saved { generation, result });
+                        wake.wake();
+                    });
+                }
+                Effect::CheckDisk {
+                    path,
+                    epoch,
+                    expect,
+                    text,
+                    said,
+                } => {
+                    let (tx, wake) = (inbox.save_results.clone(), events.waker());
+                    runtime.spawn_blocking(move || {
+                        if let Some(msg) = update::look_at_file(&path, epoch, expect, text, said) {
+                            let _ = tx.send(msg);
+                            wake.wake();
+                        }
+                    });
+                }
+                Effect::Reload { path, epoch } => {
+                    let (tx, wake) = (inbox.save_results.clone(), events.waker());
+                    runtime.spawn_blocking(move || {
+                        let _ = tx.send(update::read_file_again(&path, epoch));
                         wake.wake();
                     });
                 }

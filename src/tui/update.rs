@@ -33,6 +33,18 @@ pub enum Msg {
     /// The crash-recovery copy could not be written (a full disk, a directory we may not
     /// write in): unsaved changes are not safe from a crash, and the user should know.
     RecoveryFailed(String),
+    /// A look at the file ([`Effect::CheckDisk`]): its stamp now (`None`: gone), and whether
+    /// it holds the text the look was given (a `touch`, a formatter that changed nothing).
+    DiskChecked {
+        epoch: u64,
+        stamp: Option<crate::fsutil::Stamp>,
+        same_text: bool,
+    },
+    /// The file read again ([`Effect::Reload`]): its text and stamp, or why not.
+    Reloaded {
+        epoch: u64,
+        result: Result<(String, crate::fsutil::Stamp), String>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +68,21 @@ pub enum Effect {
     /// The text is saved (or deliberately discarded): the recovery copy goes.
     RemoveRecovery {
         path: PathBuf,
+    },
+    /// Look at the file (off the editor's thread): answer with [`Msg::DiskChecked`]. If it
+    /// is not `expect` and `text` is given, its text is compared with that.
+    CheckDisk {
+        path: PathBuf,
+        epoch: u64,
+        expect: crate::fsutil::Stamp,
+        text: Option<ropey::Rope>,
+        /// What an earlier look found and said ([`App::disk_changed`]): not news again.
+        said: Option<Option<crate::fsutil::Stamp>>,
+    },
+    /// Read the file again: answer with [`Msg::Reloaded`].
+    Reload {
+        path: PathBuf,
+        epoch: u64,
     },
     /// Send pending edits and presence now.
     Flush,
@@ -100,7 +127,12 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             app.saving = false;
             match result {
                 Ok((path, stamp)) => {
-                    app.disk = Some(stamp);
+                    // The file itself (not a copy written beside it, or the unsent text).
+                    if app.path.as_ref() == Some(&path) {
+                        app.disk = Some(stamp);
+                        app.disk_changed = None;
+                    }
+                    app.disk_epoch += 1;
                     if generation == app.change_gen {
                         app.dirty = false;
                     }
@@ -119,6 +151,12 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                 }
             }
         }
+        Msg::DiskChecked {
+            epoch,
+            stamp,
+            same_text,
+        } => disk_checked(app, epoch, stamp, same_text),
+        Msg::Reloaded { epoch, result } => reloaded(app, epoch, result),
         Msg::RecoveryFailed(why) => {
             app.say(format!(
                 "cannot keep a recovery copy ({why}): unsaved changes would be lost in a crash; save them"
@@ -139,9 +177,194 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             }
             follow(app);
             recovery(app, &mut effects);
+            check_disk(app, &mut effects);
         }
     }
     effects
+}
+
+/// Once a second, a look at the file (off the editor's thread): changed by someone else since
+/// we read or wrote it, it is said on the status line, and Ctrl-R loads it.
+fn check_disk(app: &App, effects: &mut Vec<Effect>) {
+    let (Some(path), Some(expect)) = (&app.path, app.disk) else {
+        return;
+    };
+    if app.role != Role::Writer || app.saving {
+        return;
+    }
+    effects.push(Effect::CheckDisk {
+        path: path.clone(),
+        epoch: app.disk_epoch,
+        expect,
+        // Without unsaved changes, a file whose text is the same is not news.
+        text: (!app.dirty).then(|| app.file_text()),
+        said: app.disk_changed,
+    });
+}
+
+fn disk_checked(app: &mut App, epoch: u64, stamp: Option<crate::fsutil::Stamp>, same_text: bool) {
+    let Some(known) = app.disk else {
+        return;
+    };
+    // Begun before our own last read or write of the file: it may have seen it before that.
+    if epoch != app.disk_epoch || app.saving {
+        return;
+    }
+    match stamp {
+        Some(now) if now == known => app.disk_changed = None,
+        Some(now) if same_text => {
+            app.disk = Some(now);
+            app.disk_changed = None;
+        }
+        now if app.disk_changed != Some(now) => {
+            app.disk_changed = Some(now);
+            let name = app
+                .path
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            app.say(match now {
+                None => format!("{name} is gone from disk: Ctrl-S writes it again"),
+                Some(_) if app.dirty => format!(
+                    "{name} changed on disk: Ctrl-R loads it (the room's unsaved edits go), Ctrl-S asks before replacing it"
+                ),
+                Some(_) => format!("{name} changed on disk: Ctrl-R loads it into the room"),
+            });
+        }
+        _ => {}
+    }
+}
+
+/// [`Effect::CheckDisk`], run off the editor's thread: the message to send, if the file is
+/// not as we know it (`expect`) nor as an earlier look found and said (`said`). `text`: the
+/// text without unsaved changes, to tell a file rewritten with the same text from a change.
+pub fn look_at_file(
+    path: &std::path::Path,
+    epoch: u64,
+    expect: crate::fsutil::Stamp,
+    text: Option<Rope>,
+    said: Option<Option<crate::fsutil::Stamp>>,
+) -> Option<Msg> {
+    let stamp = crate::fsutil::stamp(path);
+    if said == Some(stamp) || (stamp == Some(expect) && said.is_none()) {
+        return None;
+    }
+    let same_text = stamp.is_some_and(|s| s != expect)
+        && text.is_some_and(|text| {
+            std::fs::read(path).is_ok_and(|bytes| {
+                bytes.len() == text.len_bytes()
+                    && text
+                        .chunks()
+                        .scan(0, |at, chunk| {
+                            let from = *at;
+                            *at += chunk.len();
+                            Some(bytes.get(from..*at) == Some(chunk.as_bytes()))
+                        })
+                        .all(|same| same)
+            })
+        });
+    Some(Msg::DiskChecked {
+        epoch,
+        stamp,
+        same_text,
+    })
+}
+
+/// [`Effect::Reload`], run off the editor's thread.
+pub fn read_file_again(path: &std::path::Path, epoch: u64) -> Msg {
+    let result = crate::fsutil::load_text(path)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|text| {
+            crate::fsutil::stamp(path)
+                .map(|stamp| (text, stamp))
+                .ok_or_else(|| format!("{} is gone", path.display()))
+        });
+    Msg::Reloaded { epoch, result }
+}
+
+/// Ctrl-R: the file read again, asking first when that would replace unsaved edits.
+fn reload(app: &mut App, effects: &mut Vec<Effect>, confirmed: bool) {
+    let Some(path) = app.path.clone() else {
+        app.say("no file to reload: this member joined without --file");
+        return;
+    };
+    if app.role != Role::Writer {
+        app.say("read-only: you joined with a view code");
+        return;
+    }
+    if app.dirty && !confirmed {
+        app.mode = Mode::ConfirmReload;
+        return;
+    }
+    effects.push(Effect::Reload {
+        path,
+        epoch: app.disk_epoch,
+    });
+}
+
+/// The file's text, read again, becomes the room's: one edit from the first char that differs
+/// to the last (so the cursors elsewhere stay, and teammates see only what changed).
+fn reloaded(app: &mut App, epoch: u64, result: Result<(String, crate::fsutil::Stamp), String>) {
+    if epoch != app.disk_epoch {
+        // Our own save came between: the file is what we wrote.
+        return;
+    }
+    let (mut text, stamp) = match result {
+        Ok(loaded) => loaded,
+        Err(why) => {
+            app.say(format!("not reloaded: {why}"));
+            return;
+        }
+    };
+    app.bom = text.starts_with('\u{feff}');
+    if app.bom {
+        text.remove(0);
+    }
+    let session = app.session.clone();
+    let mut st = session.lock();
+    let edit = {
+        let rope = st.doc.rope();
+        let (old_len, new_len) = (rope.len_chars(), text.chars().count());
+        let prefix = rope
+            .chars()
+            .zip(text.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let suffix = rope
+            .chars_at(old_len)
+            .reversed()
+            .zip(text.chars().rev())
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(old_len - prefix)
+            .min(new_len - prefix);
+        let insert: String = text
+            .chars()
+            .skip(prefix)
+            .take(new_len - prefix - suffix)
+            .collect();
+        Edit {
+            at: prefix,
+            delete: old_len - prefix - suffix,
+            insert,
+        }
+    };
+    let (cursor, anchor) = (app.cursor, app.anchor);
+    if (edit.delete > 0 || !edit.insert.is_empty()) && !app.edit(&mut st, edit) {
+        return;
+    }
+    // Where it was, as far as the text allows.
+    let len = st.doc.len_chars();
+    app.cursor = cursor.min(len);
+    app.anchor = anchor.map(|a| a.min(len));
+    drop(st);
+    app.disk = Some(stamp);
+    app.disk_changed = None;
+    app.disk_epoch += 1;
+    app.dirty = false;
+    let name = app.path.as_ref().map(|p| p.display().to_string());
+    app.say(format!("reloaded {} from disk", name.unwrap_or_default()));
 }
 
 /// Keeps the crash-recovery copy current: unsaved changes go to a file beside the real one
@@ -407,6 +630,10 @@ fn apply(app: &mut App, action: Action, effects: &mut Vec<Effect>) {
             drop(st);
             save(app, effects);
         }
+        Action::Reload => {
+            drop(st);
+            reload(app, effects, false);
+        }
         Action::Find => {
             app.mode = Mode::Find {
                 query: String::new(),
@@ -624,6 +851,16 @@ fn prompt_key(app: &mut App, key: KeyEvent, effects: &mut Vec<Effect>) {
             _ => {
                 app.quit = false;
                 app.say("not saved: the file on disk was left as it is");
+                Mode::Normal
+            }
+        },
+        Mode::ConfirmReload => match key.code {
+            KeyCode::Char('y') => {
+                reload(app, effects, true);
+                Mode::Normal
+            }
+            _ => {
+                app.say("not reloaded");
                 Mode::Normal
             }
         },

@@ -661,6 +661,11 @@ fn status_left(app: &App, st: &ClientState, others: usize) -> String {
     } else {
         ""
     };
+    let on_disk = match app.disk_changed {
+        Some(Some(_)) => " [changed on disk]",
+        Some(None) => " [gone from disk]",
+        None => "",
+    };
     let unsaved = if app.dirty && app.path.is_some() {
         " [+] unsaved"
     } else {
@@ -678,6 +683,7 @@ fn status_left(app: &App, st: &ClientState, others: usize) -> String {
         " ",
         &name,
         new_file,
+        on_disk,
         unsaved,
         " │ ",
         language,
@@ -783,6 +789,10 @@ fn prompt_line(app: &App, st: &ClientState) -> PromptLine {
                 "a file of this name is on disk that this editor did not open or write. o: overwrite it · w: write beside it (.pairedit) · any other key: cancel"
             }
             .into(),
+            false,
+        ),
+        Mode::ConfirmReload => (
+            "reload the file from disk? the room's unsaved edits are replaced by it. y: reload · any other key: keep them".into(),
             false,
         ),
         Mode::ConfirmQuit => (
