@@ -41,7 +41,15 @@ struct RoomState {
     log: Option<RoomLog>,
     /// When a member last joined, left or sent something (for evicting idle rooms).
     last_active: std::time::Instant,
+    /// Updates held back until the updates before them arrive ([`gap`]), as a Yjs peer holds
+    /// them: not applied, stored or sent until then. At most [`HELD_MAX`] of them.
+    held: Vec<Vec<u8>>,
 }
+
+/// How many updates a room holds back waiting for the ones before them, and how many bytes in
+/// all: past either, an update that skips clocks is refused (its sender is told why).
+const HELD_MAX: usize = 64;
+const HELD_MAX_BYTES: usize = 4 << 20;
 
 /// Why a message made the relay close the connection that sent it.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +183,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Where `update` has items of a client that would leave a hole after what the room has of
+/// that client (`sv`): `(client, first clock after the hole, what the room has)`. A stock Yjs
+/// peer holds such items back until the hole is filled; yrs puts them in the text at once. So
+/// the room (and every pairedit member, which uses yrs) would show text no Yjs client shows.
+/// A relay keeps each member's updates in order, so an honest member never sends one.
+fn gap(update: &Update, sv: &StateVector) -> Option<(u64, u32, u32)> {
+    for (&client, ranges) in update.insertions(true).iter() {
+        let mut ranges: Vec<_> = ranges.iter().cloned().collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut have = sv.get(&client);
+        for r in ranges {
+            if r.start > have {
+                return Some((client.get(), r.start, sv.get(&client)));
+            }
+            have = have.max(r.end);
+        }
+    }
+    None
+}
+
 /// Whether applying `update` would change the room's document: items it does not have (continuing
 /// its state or after a gap) or deletions it has not made.
 fn would_change(st: &RoomState, update: &Update) -> bool {
@@ -275,6 +303,7 @@ impl Room {
                 dirty: false,
                 log,
                 last_active: std::time::Instant::now(),
+                held: Vec::new(),
             }),
             metrics,
             arriving: Default::default(),
@@ -537,9 +566,44 @@ impl Room {
         Ok(())
     }
 
+    /// A writer's update: applied, or held back until what it follows arrives ([`gap`]); then
+    /// whatever it lets through of the held ones.
     fn apply_write(&self, st: &mut RoomState, bytes: &[u8]) -> Result<(), Refusal> {
         let update =
             protocol::decode_update(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let sv = st.doc().transact().state_vector();
+        if let Some((client, clock, has)) = gap(&update, &sv) {
+            let held_bytes: usize = st.held.iter().map(Vec::len).sum();
+            if st.held.len() >= HELD_MAX || held_bytes + bytes.len() > HELD_MAX_BYTES {
+                return Err(Refusal::Malformed(format!(
+                    "update skips clocks: client {client} from {clock}, the room has {has}"
+                )));
+            }
+            st.held.push(bytes.to_vec());
+            return Ok(());
+        }
+        self.apply_now(st, update, bytes)?;
+        // Each one applied may let another through.
+        loop {
+            let sv = st.doc().transact().state_vector();
+            let Some(i) = st
+                .held
+                .iter()
+                .position(|b| protocol::decode_update(b).is_ok_and(|u| gap(&u, &sv).is_none()))
+            else {
+                break;
+            };
+            let bytes = st.held.remove(i);
+            if let Ok(update) = protocol::decode_update(&bytes)
+                && let Err(e) = self.apply_now(st, update, &bytes)
+            {
+                tracing::warn!(room = %self.id, "a held-back update was refused: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_now(&self, st: &mut RoomState, update: Update, bytes: &[u8]) -> Result<(), Refusal> {
         if !would_change(st, &update) {
             // A reconnecting writer's step 2 often brings nothing new: nothing to store or send.
             return Ok(());
