@@ -584,7 +584,8 @@ impl Room {
         }
         self.apply_now(st, update, bytes)?;
         // Each one applied may let another through.
-        loop {
+        // (Nothing to look at, the common case: no state vector made.)
+        while !st.held.is_empty() {
             let sv = st.doc().transact().state_vector();
             let Some(i) = st
                 .held

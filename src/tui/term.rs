@@ -128,16 +128,21 @@ fn keyed_shift(block: Scrollable, keys: &[RowKey], was: &[RowKey]) -> Option<isi
     if bottom > keys.len() || bottom > was.len() || bottom - top <= MIN_ROWS_SPARED {
         return None;
     }
-    let (now, was) = (&keys[top..bottom], &was[top..bottom]);
-    let height = now.len();
+    shift_of(&keys[top..bottom], &was[top..bottom], |k| {
+        *k != RowKey::None
+    })
+}
+
+/// The shift (positive: up) under which most rows of `now` are what `was` had `by` rows
+/// below (rows `counts` rejects never match), if it matches at least [`MIN_ROWS_SPARED`] more
+/// rows than leaving them in place; the smaller shift wins a tie.
+fn shift_of<T: PartialEq>(now: &[T], was: &[T], counts: impl Fn(&T) -> bool) -> Option<isize> {
+    let height = now.len().min(was.len());
     let matching = |by: isize| {
         (0..height)
             .filter(|&i| {
                 let j = i as isize + by;
-                j >= 0
-                    && (j as usize) < height
-                    && now[i] != RowKey::None
-                    && now[i] == was[j as usize]
+                j >= 0 && (j as usize) < height && counts(&now[i]) && now[i] == was[j as usize]
             })
             .count()
     };
@@ -501,21 +506,7 @@ impl Screen {
         };
         let was: Vec<u64> = (top..bottom).map(|y| digest(y, false)).collect();
         let now: Vec<u64> = (top..bottom).map(|y| digest(y, true)).collect();
-        // Rows that match when what was shown at `i + by` is moved to `i`.
-        let matching = |by: isize| {
-            (0..height)
-                .filter(|&i| {
-                    let j = i as isize + by;
-                    j >= 0 && (j as usize) < height && now[i] == was[j as usize]
-                })
-                .count()
-        };
-        let in_place = matching(0);
-        let (by, matched) = (1..height as isize)
-            .flat_map(|by| [by, -by])
-            .map(|by| (by, matching(by)))
-            .max_by_key(|&(by, n)| (n, std::cmp::Reverse(by.abs())))?;
-        (matched >= in_place + MIN_ROWS_SPARED).then_some(by)
+        shift_of(&now, &was, |_| true)
     }
 
     /// Scrolls the rows of `block` up by `by` rows (down for a negative `by`) on the terminal
