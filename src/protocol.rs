@@ -171,6 +171,13 @@ pub fn awareness(update: yrs::sync::AwarenessUpdate) -> Vec<u8> {
 /// client once, and yrs 0.28 integrates a second, overlapping list into a text whose length no
 /// longer matches its content.
 pub fn decode_update(bytes: &[u8]) -> Result<yrs::Update, ProtocolError> {
+    if let Some(depth) = nesting(bytes)
+        && depth > MAX_NESTING
+    {
+        return Err(ProtocolError::Malformed(format!(
+            "values nested over {MAX_NESTING} deep"
+        )));
+    }
     let update = guarded(|| {
         yrs::Update::decode_v1(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
     })?;
@@ -187,6 +194,170 @@ pub fn decode_update(bytes: &[u8]) -> Result<yrs::Update, ProtocolError> {
         ));
     }
     Ok(update)
+}
+
+/// The deepest nesting of values (arrays and maps in arrays and maps: lib0's `Any`, in a
+/// `ContentAny` or a sub-document's options) an update may have, as deep as `serde_json` reads
+/// JSON. yrs reads, writes and drops such values by recursion: nested 20,000 deep (40 KB of
+/// update) they overflowed the relay's stack, which aborts the process, and with `--data-dir`
+/// the update was stored first, so every restart aborted too (found by QA).
+pub const MAX_NESTING: usize = 128;
+
+/// How deep `update`'s values nest (more than [`MAX_NESTING`]: the first depth found past it),
+/// read without recursion; `None` if it is not a v1 update as read here (yrs then decides).
+fn nesting(update: &[u8]) -> Option<usize> {
+    let mut s = Scan(update);
+    let mut deepest = 0;
+    for _ in 0..s.varuint()? {
+        let structs = s.varuint()?;
+        s.varuint()?; // client
+        s.varuint()?; // clock
+        for _ in 0..structs {
+            let info = s.byte()?;
+            let content = info & 0x1f;
+            if content == 0 || content == 10 {
+                // GC or Skip: a length.
+                s.varuint()?;
+                continue;
+            }
+            if info & 0x80 != 0 {
+                s.varuint()?;
+                s.varuint()?;
+            }
+            if info & 0x40 != 0 {
+                s.varuint()?;
+                s.varuint()?;
+            }
+            if info & 0xc0 == 0 {
+                if s.varuint()? == 1 {
+                    s.bytes()?; // a root type's name
+                } else {
+                    s.varuint()?;
+                    s.varuint()?;
+                }
+                if info & 0x20 != 0 {
+                    s.bytes()?; // parent sub
+                }
+            }
+            match content {
+                1 => {
+                    s.varuint()?;
+                }
+                2 => {
+                    for _ in 0..s.varuint()? {
+                        s.bytes()?;
+                    }
+                }
+                3..=5 => {
+                    s.bytes()?;
+                }
+                6 => {
+                    s.bytes()?;
+                    s.bytes()?;
+                }
+                7 => {
+                    // XmlElement and XmlHook carry a name.
+                    if matches!(s.varuint()?, 3 | 5) {
+                        s.bytes()?;
+                    }
+                }
+                8 => {
+                    for _ in 0..s.varuint()? {
+                        deepest = deepest.max(s.any()?);
+                        if deepest > MAX_NESTING {
+                            return Some(deepest);
+                        }
+                    }
+                }
+                9 => {
+                    s.bytes()?;
+                    deepest = deepest.max(s.any()?);
+                }
+                _ => return None,
+            }
+            if deepest > MAX_NESTING {
+                return Some(deepest);
+            }
+        }
+    }
+    Some(deepest)
+}
+
+/// Reads a lib0 v1 encoding just far enough for [`nesting`].
+struct Scan<'a>(&'a [u8]);
+
+impl Scan<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.0 = self.0.get(n..)?;
+        Some(())
+    }
+
+    fn varuint(&mut self) -> Option<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    /// A length-prefixed string or byte array.
+    fn bytes(&mut self) -> Option<()> {
+        let n = usize::try_from(self.varuint()?).ok()?;
+        self.skip(n)
+    }
+
+    /// One `Any` value; how deeply its arrays and maps nest (stops past [`MAX_NESTING`]).
+    fn any(&mut self) -> Option<usize> {
+        // Children still to read of each open array (false) or map (true).
+        let mut open: Vec<(u64, bool)> = Vec::new();
+        let mut deepest = 0;
+        loop {
+            if let Some(&(_, true)) = open.last() {
+                self.bytes()?; // the key
+            }
+            let tag = self.byte()?;
+            if let Some(top) = open.last_mut() {
+                top.0 -= 1;
+            }
+            match tag {
+                120 | 121 | 126 | 127 => {}
+                125 => {
+                    // A signed varint.
+                    while self.byte()? & 0x80 != 0 {}
+                }
+                124 => self.skip(4)?,
+                122 | 123 => self.skip(8)?,
+                116 | 119 => self.bytes()?,
+                117 | 118 => {
+                    let n = self.varuint()?;
+                    if n > 0 {
+                        open.push((n, tag == 118));
+                        deepest = deepest.max(open.len());
+                        if deepest > MAX_NESTING {
+                            return Some(deepest);
+                        }
+                    }
+                }
+                _ => return None,
+            }
+            while let Some(&(0, _)) = open.last() {
+                open.pop();
+            }
+            if open.is_empty() {
+                return Some(deepest);
+            }
+        }
+    }
 }
 
 fn random_b64(bytes: usize) -> String {
@@ -332,6 +503,90 @@ impl fmt::Display for JoinCode {
             "{}://{}{}/r/{}/{}",
             self.scheme, self.authority, self.prefix, self.room, self.token
         )
+    }
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::*;
+
+    fn varint(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    /// One item in root text "content" holding one `Any`: arrays nested `depth` deep.
+    fn nested_update(depth: usize) -> Vec<u8> {
+        let mut u = Vec::new();
+        for n in [1, 1, 77, 0] {
+            varint(&mut u, n);
+        }
+        u.push(8); // ContentAny, no origins: the parent follows
+        varint(&mut u, 1);
+        varint(&mut u, 7);
+        u.extend_from_slice(b"content");
+        varint(&mut u, 1);
+        for _ in 0..depth {
+            u.extend_from_slice(&[117, 1]);
+        }
+        u.push(126);
+        varint(&mut u, 0);
+        u
+    }
+
+    #[test]
+    fn values_nested_too_deep_are_refused_before_yrs_reads_them() {
+        // 20,000 deep aborted the relay (a stack overflow in yrs, not a panic to catch).
+        let deep = decode_update(&nested_update(20_000)).unwrap_err();
+        assert!(deep.to_string().contains("nested"), "{deep}");
+        assert!(decode_update(&nested_update(MAX_NESTING + 1)).is_err());
+        // As deep as allowed: yrs reads it.
+        assert!(decode_update(&nested_update(MAX_NESTING)).is_ok());
+        assert_eq!(nesting(&nested_update(3)), Some(3));
+    }
+
+    #[test]
+    fn nesting_reads_what_yrs_writes() {
+        use yrs::{Any, Array as _, Doc, Map as _, ReadTxn as _, StateVector, Text as _, Transact};
+        let doc = Doc::new();
+        let leaf = Any::from(vec![
+            Any::Null,
+            Any::Undefined,
+            Any::Bool(true),
+            Any::from(1.5),
+            Any::from(-7i64),
+            Any::from(3i32),
+            Any::from("s"),
+            Any::Buffer(vec![1u8, 2, 3].into()),
+        ]);
+        let map =
+            |k: &str, v: Any| Any::from(std::collections::HashMap::from([(k.to_string(), v)]));
+        // map > array > map > array(leaf): 5 deep.
+        let value = map(
+            "a",
+            Any::from(vec![map("b", Any::from(vec![leaf.clone()]))]),
+        );
+        // The roots first: asking for one inside a transaction waits for it to end.
+        let (text, list, m) = (
+            doc.get_or_insert_text("content"),
+            doc.get_or_insert_array("list"),
+            doc.get_or_insert_map("m"),
+        );
+        {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "text");
+            list.push_back(&mut txn, value);
+            list.push_back(&mut txn, leaf);
+            m.insert(&mut txn, "k", Any::from(vec![Any::from(1.0)]));
+        }
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert_eq!(nesting(&update), Some(5));
+        assert!(decode_update(&update).is_ok());
     }
 }
 
