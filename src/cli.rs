@@ -163,8 +163,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 600)]
     pub evict_idle_secs: u64,
     /// Most open connections from one client address (raise it for load tests from one host).
+    /// As many again may be plain HTTP requests under way (each must send its headers within
+    /// 10 s and upgrade within 30 s).
     #[arg(long, default_value_t = 512)]
     pub max_conns_per_ip: usize,
+    /// Ping a member not heard from for this many seconds; drop one silent for twice as long
+    /// (a peer that vanished without closing: its cursor would stay on everyone's screen).
+    /// 0 turns pings off.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub ping_secs: u64,
     /// Require this secret to create rooms (`room create --create-token`, or the
     /// PAIREDIT_CREATE_TOKEN variable on the creating side). Joining needs only a room's code.
     #[arg(long, env = "PAIREDIT_CREATE_TOKEN", hide_env_values = true)]

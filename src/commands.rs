@@ -115,6 +115,7 @@ impl From<&ServeArgs> for RelayConfig {
             max_rooms: a.max_rooms,
             send_queue: a.send_queue,
             max_conns_per_ip: a.max_conns_per_ip,
+            ping_after: (a.ping_secs > 0).then(|| Duration::from_secs(a.ping_secs)),
             create_token: a.create_token.clone(),
             evict_idle_after: Duration::from_secs(a.evict_idle_secs),
             data_dir: a.data_dir.clone(),
@@ -175,6 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let open_files = raise_open_files_limit();
     let mut config = RelayConfig::from(&args);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(crate::net::server_config(cert, key)?);
@@ -193,6 +195,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?;
         out.flush()?;
     }
+    if let Some(n) = open_files
+        && n < 4096
+    {
+        eprintln!(
+            "note: this process may open only {n} files, so the relay holds fewer than {n} \
+             connections (raise `ulimit -n`)"
+        );
+    }
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -206,6 +216,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     relay::run(listener, config, shutdown).await?;
     eprintln!("relay stopped");
     Ok(())
+}
+
+/// Each connection is a file descriptor, and the usual soft limit (1,024) is far below what a
+/// relay holds: raise it to the hard limit, as a server should. Returns the limit now in force.
+fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!("cannot raise the open files limit: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 /// Client options from the editor's flags; `--ca-cert` is read here, once per session.

@@ -429,6 +429,178 @@ async fn presence_is_shared_and_cleared_on_leave() {
     .unwrap();
 }
 
+fn awareness_query() -> Vec<u8> {
+    use yrs::updates::encoder::Encode as _;
+    Message::AwarenessQuery.encode_v1()
+}
+
+/// An awareness message of `(client id, clock, state JSON)` entries.
+fn presence_msg(entries: &[(u64, u32, &str)]) -> Vec<u8> {
+    let mut update = yrs::sync::AwarenessUpdate {
+        clients: std::collections::HashMap::new(),
+    };
+    for &(id, clock, json) in entries {
+        update.clients.insert(
+            yrs::block::ClientID::new(id),
+            yrs::sync::awareness::AwarenessUpdateEntry {
+                clock,
+                json: json.into(),
+            },
+        );
+    }
+    protocol::awareness(update)
+}
+
+/// The presence a new member of the room is given: client id -> (clock, state JSON).
+async fn presence_seen(relay: &TestRelay, room: &str, token: &str) -> Vec<(u64, u32, String)> {
+    let mut probe = raw_connect(relay, room, token).await;
+    raw_send(&mut probe, awareness_query()).await;
+    let seen = raw_expect(&mut probe, |s| {
+        matches!(s, Seen::Msg(Message::Awareness(_)))
+    })
+    .await;
+    let Seen::Msg(Message::Awareness(update)) = seen else {
+        unreachable!()
+    };
+    let mut states: Vec<(u64, u32, String)> = update
+        .clients
+        .into_iter()
+        .filter(|(_, e)| e.json.as_ref() != "null")
+        .map(|(id, e)| (id.get(), e.clock, e.json.to_string()))
+        .collect();
+    states.sort();
+    states
+}
+
+/// Waits until `pred` holds for the presence a new member is given.
+async fn wait_presence(
+    relay: &TestRelay,
+    room: &pairedit::relay::CreatedRoom,
+    what: &str,
+    pred: impl Fn(&[(u64, u32, String)]) -> bool,
+) -> Vec<(u64, u32, String)> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen = presence_seen(relay, &room.room, &room.view_token).await;
+        if pred(&seen) {
+            return seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: presence is {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Presence a connection may not publish is dropped by the relay, never stored or passed on:
+/// state that is not JSON (a stock Yjs client's `JSON.parse` throws on it), a state over the
+/// size limit, someone else's client id (a writer's, even while the writer is away), a removal of
+/// a state the connection does not hold, a stale clock, more client ids than a connection may have.
+#[tokio::test]
+async fn presence_a_member_may_not_publish_is_dropped() {
+    let relay = TestRelay::start().await;
+    let room = relay.create_room().await;
+    let writer = join(&room.write_code, "writer").await;
+    let wid = writer.state().client_id();
+    writer.edit(&Edit::insert(0, "hi")).unwrap();
+    writer.flush();
+    wait_presence(&relay, &room, "the writer", |s| {
+        s.iter().any(|e| e.0 == wid)
+    })
+    .await;
+
+    let mut viewer = raw_connect(&relay, &room.room, &room.view_token).await;
+    let big = format!(r#"{{"user":{{"name":"{}"}}}}"#, "x".repeat(20 << 10));
+    raw_send(
+        &mut viewer,
+        presence_msg(&[
+            (31337, 1, r#"{"user":"#),
+            (31338, 1, &big),
+            (wid, 10_000, r#"{"user":{"name":"impostor"}}"#),
+            (55, 3, "null"),
+            (777, 1, r#"{"user":{"name":"v1"}}"#),
+        ]),
+    )
+    .await;
+    let many: Vec<(u64, u32, &str)> = (1000..1011).map(|id| (id, 1, "{}")).collect();
+    raw_send(&mut viewer, presence_msg(&many)).await;
+    raw_send(
+        &mut viewer,
+        presence_msg(&[(777, 1, r#"{"user":"stale"}"#)]),
+    )
+    .await;
+    raw_send(
+        &mut viewer,
+        presence_msg(&[(777, 2, r#"{"user":{"name":"v2"}}"#)]),
+    )
+    .await;
+    // Handled in order: once the query is answered, everything before it was.
+    raw_send(&mut viewer, awareness_query()).await;
+    raw_expect(&mut viewer, |s| {
+        matches!(s, Seen::Msg(Message::Awareness(_)))
+    })
+    .await;
+
+    let seen = presence_seen(&relay, &room.room, &room.view_token).await;
+    for (id, _, json) in &seen {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(json).is_ok(),
+            "{id}: {json}"
+        );
+    }
+    let ids: Vec<u64> = seen.iter().map(|e| e.0).collect();
+    for gone in [31337, 31338, 55] {
+        assert!(!ids.contains(&gone), "{gone} in {ids:?}");
+    }
+    let writer_seen = seen.iter().find(|e| e.0 == wid).expect("the writer");
+    assert!(writer_seen.2.contains("\"writer\""), "{}", writer_seen.2);
+    assert!(seen.contains(&(777, 2, r#"{"user":{"name":"v2"}}"#.to_string())));
+    let viewers: Vec<&u64> = ids.iter().filter(|id| **id != wid).collect();
+    assert_eq!(
+        viewers.len(),
+        8,
+        "one connection speaks for 8 ids at most: {ids:?}"
+    );
+    assert_eq!(
+        metric(&relay.metrics().await, "pairedit_awareness_dropped_total"),
+        4 + 4 + 1
+    );
+
+    // A writer's presence id that never wrote, taken by a viewer while its writer is away,
+    // is still the writer's when it comes back.
+    let mut first = raw_connect(&relay, &room.room, &room.write_token).await;
+    raw_send(&mut first, presence_msg(&[(4242, 1, r#"{"user":"w"}"#)])).await;
+    wait_presence(&relay, &room, "4242", |s| s.iter().any(|e| e.0 == 4242)).await;
+    drop(first);
+    wait_presence(&relay, &room, "4242 gone", |s| {
+        s.iter().all(|e| e.0 != 4242)
+    })
+    .await;
+    let mut v2 = raw_connect(&relay, &room.room, &room.view_token).await;
+    raw_send(
+        &mut v2,
+        presence_msg(&[(4242, 10_000, r#"{"user":"squat"}"#)]),
+    )
+    .await;
+    raw_send(&mut v2, awareness_query()).await;
+    raw_expect(&mut v2, |s| matches!(s, Seen::Msg(Message::Awareness(_)))).await;
+    let mut back = raw_connect(&relay, &room.room, &room.write_token).await;
+    raw_send(&mut back, presence_msg(&[(4242, 5, r#"{"user":"back"}"#)])).await;
+    wait_presence(&relay, &room, "4242 back", |s| {
+        s.contains(&(4242, 5, r#"{"user":"back"}"#.to_string()))
+    })
+    .await;
+
+    // A viewer's states go when it does.
+    drop(viewer);
+    wait_presence(&relay, &room, "the viewer's ids gone", |s| {
+        s.iter().all(|e| e.0 != 777 && !(1000..1011).contains(&e.0))
+    })
+    .await;
+    drop((v2, back));
+}
+
 #[tokio::test]
 async fn a_full_room_refuses_more_members() {
     let relay = TestRelay::with_config(RelayConfig {

@@ -48,6 +48,8 @@ struct Writing {
     sent: usize,
     /// Frames handed to the socket but not yet flushed.
     unflushed: bool,
+    /// A ping the outbox asked for that the socket has not taken yet.
+    ping: bool,
 }
 
 impl Writing {
@@ -81,10 +83,31 @@ fn pump(
         return Poll::Ready(Event::Kicked);
     }
     loop {
+        if writing.ping {
+            // (A control frame may go between the fragments of a message.)
+            match socket.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {
+                    if socket
+                        .start_send_unpin(Message::Ping(Bytes::new()))
+                        .is_err()
+                    {
+                        return Poll::Ready(Event::WriteFailed);
+                    }
+                    writing.ping = false;
+                    writing.unflushed = true;
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
+                Poll::Pending => break,
+            }
+        }
         let held = match writing.held.take() {
             Some(held) => held,
             None => match outbox.poll_next(cx) {
                 Next::Kicked => return Poll::Ready(Event::Kicked),
+                Next::Ping => {
+                    writing.ping = true;
+                    continue;
+                }
                 Next::Frame(frame) => {
                     writing.sent = 0;
                     frame
@@ -178,6 +201,9 @@ pub async fn serve(slot: IpSlot, arrival: Arrival, role: Role, mut socket: Box<W
     let mut write_failed = false;
     loop {
         let event = poll_fn(|cx| pump(cx, &mut socket, &outbox, &mut writing)).await;
+        if let Event::Incoming(Some(Ok(_))) = event {
+            outbox.heard();
+        }
         match event {
             Event::Incoming(Some(Ok(Message::Binary(data)))) => {
                 relay.metrics.messages_in.fetch_add(1, Ordering::Relaxed);

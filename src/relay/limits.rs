@@ -1,4 +1,5 @@
-//! Per-client-address limits: room creation rate (token bucket) and open connections.
+//! Per-client-address limits: room creation rate (token bucket), open connections, and
+//! connections not yet upgraded to a WebSocket (also limited in all).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,7 +14,13 @@ const CREATE_PER_SEC: f64 = 1.0 / 6.0;
 pub struct Limits {
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     connections: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections still speaking HTTP, per address and in all.
+    pending: Mutex<(HashMap<IpAddr, usize>, usize)>,
 }
+
+/// Connections not yet upgraded to a WebSocket, from all addresses together: each holds a file
+/// descriptor until its request is done or it times out ([`super::http`]).
+pub const MAX_PENDING: usize = 4096;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -64,6 +71,49 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// Counts a connection from `ip` that is not a WebSocket yet; false when `ip` already has
+    /// `max` such, or all addresses together have [`MAX_PENDING`].
+    pub fn try_pending(&self, ip: IpAddr, max: usize) -> bool {
+        let mut guard = lock(&self.pending);
+        let (by_ip, total) = &mut *guard;
+        if *total >= MAX_PENDING {
+            return false;
+        }
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        *total += 1;
+        true
+    }
+
+    fn pending_done(&self, ip: IpAddr) {
+        let mut guard = lock(&self.pending);
+        let (by_ip, total) = &mut *guard;
+        if let Some(n) = by_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            *total = total.saturating_sub(1);
+            if *n == 0 {
+                by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A connection counted by [`Limits::try_pending`], until dropped.
+pub struct PendingSlot {
+    pub relay: std::sync::Arc<super::Relay>,
+    pub ip: IpAddr,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.relay.limits.pending_done(self.ip);
+    }
+}
+
 /// One open connection from an address, counted until dropped (also when an upgrade never
 /// completes and its callback is dropped unused).
 pub struct IpSlot {
@@ -98,5 +148,25 @@ mod tests {
         assert!(!l.try_open(a, 2));
         l.close(a);
         assert!(l.try_open(a, 2));
+    }
+
+    #[test]
+    fn pending_connections_are_limited_per_address_and_in_all() {
+        let l = Limits::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(l.try_pending(a, 2) && l.try_pending(a, 2));
+        assert!(!l.try_pending(a, 2));
+        l.pending_done(a);
+        assert!(l.try_pending(a, 2));
+        let mut opened = 2;
+        for i in 0..u32::MAX {
+            if !l.try_pending(IpAddr::from(i.to_be_bytes()), 2) {
+                break;
+            }
+            opened += 1;
+        }
+        assert_eq!(opened, MAX_PENDING);
+        l.pending_done(a);
+        assert!(l.try_pending(a, 2), "room again once one is done");
     }
 }

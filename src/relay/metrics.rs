@@ -16,7 +16,9 @@ pub struct Metrics {
     pub messages_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub viewer_writes_dropped: AtomicU64,
+    pub awareness_dropped: AtomicU64,
     pub slow_disconnects: AtomicU64,
+    pub silent_disconnects: AtomicU64,
     pub malformed_closes: AtomicU64,
     pub oversized_closes: AtomicU64,
     pub ignored_messages: AtomicU64,
@@ -27,6 +29,7 @@ pub struct Metrics {
     pub rejected_create_token: AtomicU64,
     pub rejected_rate_limited: AtomicU64,
     pub rejected_too_many_connections: AtomicU64,
+    pub rejected_too_many_pending: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
 }
 
@@ -111,6 +114,12 @@ impl Metrics {
             &[("", g(&self.viewer_writes_dropped))],
         );
         metric(
+            "awareness_dropped_total",
+            "counter",
+            "Awareness entries dropped: not JSON, too large, stale, or for a client id the sender may not speak for.",
+            &[("", g(&self.awareness_dropped))],
+        );
+        metric(
             "disconnects_total",
             "counter",
             "Connections closed by the relay, by reason.",
@@ -118,6 +127,7 @@ impl Metrics {
                 ("{reason=\"slow\"}", g(&self.slow_disconnects)),
                 ("{reason=\"malformed\"}", g(&self.malformed_closes)),
                 ("{reason=\"too_big\"}", g(&self.oversized_closes)),
+                ("{reason=\"silent\"}", g(&self.silent_disconnects)),
             ],
         );
         metric(
@@ -140,6 +150,10 @@ impl Metrics {
                 (
                     "{reason=\"too_many_connections\"}",
                     g(&self.rejected_too_many_connections),
+                ),
+                (
+                    "{reason=\"too_many_pending\"}",
+                    g(&self.rejected_too_many_pending),
                 ),
             ],
         );

@@ -4,6 +4,7 @@
 //! cancellation token; it returns after the token fires, connections are closed and rooms flushed.
 
 mod conn;
+mod http;
 mod limits;
 mod metrics;
 pub mod outbox;
@@ -48,8 +49,15 @@ pub struct RelayConfig {
     pub max_members: usize,
     /// Most rooms the relay holds.
     pub max_rooms: usize,
-    /// Most open connections from one client address.
+    /// Most open connections from one client address (WebSockets; as many again may be
+    /// plain HTTP requests under way).
     pub max_conns_per_ip: usize,
+    /// How long a request's headers may take to arrive (from the connection's start, or the
+    /// previous response on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// A member heard from for this long is pinged; one silent for twice this long is dropped
+    /// (its presence goes with it). `None` never pings.
+    pub ping_after: Option<Duration>,
     /// When set, `POST /api/rooms` needs `Authorization: Bearer <this>`.
     pub create_token: Option<String>,
     /// With a data dir: rooms without members for this long are saved and dropped from memory,
@@ -106,6 +114,8 @@ impl Default for RelayConfig {
             max_rooms: 10_000,
             send_queue: 256,
             max_conns_per_ip: 512,
+            header_timeout: Duration::from_secs(10),
+            ping_after: Some(Duration::from_secs(30)),
             create_token: None,
             evict_idle_after: Duration::from_secs(600),
             snapshot_every: SNAPSHOT_EVERY,
@@ -321,6 +331,32 @@ pub async fn run(
             relay.close_all();
         });
     }
+    if let Some(after) = relay.config.ping_after {
+        // One task looks at every member now and then (a timer per connection would cost
+        // memory on every idle viewer): silent ones are pinged, then dropped.
+        let (relay, shutdown) = (relay.clone(), shutdown.clone());
+        relay.tasks.clone().spawn(async move {
+            let mut every = tokio::time::interval((after / 3).max(Duration::from_millis(10)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            let reason = format!("nothing heard for {:?}, not even a pong", after * 2);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => {
+                        let mut dropped = 0;
+                        for room in relay.all_rooms() {
+                            dropped += room.sweep_silent(3, 6, &reason);
+                        }
+                        relay
+                            .metrics
+                            .silent_disconnects
+                            .fetch_add(dropped as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
     if relay.store.is_some() {
         let (relay, shutdown) = (relay.clone(), shutdown.clone());
         relay.tasks.clone().spawn(async move {
@@ -342,7 +378,6 @@ pub async fn run(
         });
     }
 
-    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match relay.config.tls.clone() {
         None => {
             // Small frames go out at once: with Nagle's algorithm a second frame sent within a
@@ -350,9 +385,7 @@ pub async fn run(
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await?
+            http::serve(listener, app, relay.clone(), shutdown.clone()).await;
         }
         Some(tls) => {
             let failures = metrics.clone();
@@ -361,12 +394,8 @@ pub async fn run(
                     failures
                         .tls_handshake_failures
                         .fetch_add(1, Ordering::Relaxed);
-                })?
-                // The no-op tap gives the listener axum's `ConnectInfo<SocketAddr>`.
-                .tap_io(|_| {});
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await?
+                })?;
+            http::serve(listener, app, relay.clone(), shutdown.clone()).await;
         }
     }
     // Upgraded connections live outside hyper: they watch the same token; wait for them.

@@ -22,9 +22,27 @@ const COMPACT_LOG_AT: u64 = 64 << 20;
 struct Member {
     role: Role,
     tx: Arc<super::outbox::Outbox>,
-    /// Awareness client ids this connection has announced (removed when it leaves).
-    clients: HashSet<u64>,
+    /// Awareness client ids this connection speaks for, with the bytes of each one's state
+    /// (removed when it leaves).
+    clients: HashMap<u64, usize>,
+    /// Awareness client ids this connection has ever claimed (at most [`AWARENESS_IDS`]).
+    claimed: usize,
 }
+
+/// Presence is small: a name, a colour, a cursor. What a connection may publish is bounded so one
+/// connection (a viewer too) cannot make the relay hold, or every joiner receive, megabytes of it:
+/// at most this many client ids over the connection's life,
+const AWARENESS_IDS: usize = 8;
+/// each state at most this many bytes of JSON,
+const AWARENESS_STATE_MAX: usize = 16 << 10;
+/// and all of a room's states together at most this many (a joiner gets them all in one message).
+const AWARENESS_ROOM_MAX: usize = 8 << 20;
+/// Removed states a room's awareness may remember before it is rebuilt without them (yrs keeps a
+/// removed client's clock forever; members come and go for as long as a relay runs).
+const AWARENESS_DEAD_MAX: usize = 4096;
+/// How many client ids that writers spoke for a room remembers, so a viewer cannot take one
+/// over while its writer is away (and keep the writer's presence out when it comes back).
+const WRITER_IDS_MAX: usize = 1 << 16;
 
 struct RoomState {
     awareness: Awareness,
@@ -44,6 +62,12 @@ struct RoomState {
     /// Updates held back until the updates before them arrive ([`gap`]), as a Yjs peer holds
     /// them: not applied, stored or sent until then. At most [`HELD_MAX`] of them.
     held: Vec<Vec<u8>>,
+    /// Bytes of the awareness states members hold now (at most [`AWARENESS_ROOM_MAX`]).
+    awareness_bytes: usize,
+    /// Removed awareness states since the awareness was last rebuilt.
+    awareness_dead: usize,
+    /// Awareness client ids writers have spoken for (see [`WRITER_IDS_MAX`]).
+    writer_ids: HashSet<u64>,
 }
 
 /// How many updates a room holds back waiting for the ones before them, and how many bytes in
@@ -276,6 +300,20 @@ fn load_quietly(
     ok
 }
 
+/// Rebuilds the room's awareness without the states of clients that left, once there are many:
+/// yrs keeps each one (its clock, no state) for good.
+fn forget_removed_states(st: &mut RoomState) {
+    if st.awareness_dead <= AWARENESS_DEAD_MAX {
+        return;
+    }
+    let mut fresh = Awareness::new(st.awareness.doc().clone());
+    if let Ok(live) = st.awareness.update() {
+        let _ = fresh.apply_update(live);
+    }
+    st.awareness = fresh;
+    st.awareness_dead = 0;
+}
+
 impl Room {
     /// A room whose tokens are `write_hash` / `view_hash` (see [`hash_token`]).
     pub fn new(
@@ -304,6 +342,9 @@ impl Room {
                 log,
                 last_active: std::time::Instant::now(),
                 held: Vec::new(),
+                awareness_bytes: 0,
+                awareness_dead: 0,
+                writer_ids: HashSet::new(),
             }),
             metrics,
             arriving: Default::default(),
@@ -395,6 +436,30 @@ impl Room {
         lock(&self.state).members.len()
     }
 
+    /// One sweep for silent members, run every third of the relay's `ping_after`: a member
+    /// not heard from for `ping_at` sweeps in a row is pinged, one silent for `drop_at` sweeps
+    /// is dropped (a peer that vanished without closing its socket: its presence would stay
+    /// on everyone's screen for good). Returns how many were dropped.
+    pub fn sweep_silent(&self, ping_at: u8, drop_at: u8, reason: &str) -> usize {
+        let mut st = lock(&self.state);
+        let mut silent = Vec::new();
+        for (id, member) in &st.members {
+            let n = member.tx.silent_for();
+            if n >= drop_at {
+                silent.push(*id);
+            } else if n >= ping_at {
+                member.tx.ping();
+            }
+        }
+        for id in &silent {
+            if let Some(member) = st.members.get(id) {
+                member.tx.kick(close::POLICY, reason);
+            }
+            self.drop_member(&mut st, *id);
+        }
+        silent.len()
+    }
+
     /// Marks a join under way (see [`Room::arriving`]); the relay calls this under its room
     /// map's lock, which eviction also holds.
     pub fn arrive(self: &Arc<Self>) -> Arrival {
@@ -454,7 +519,8 @@ impl Room {
             Member {
                 role,
                 tx,
-                clients: HashSet::new(),
+                clients: HashMap::new(),
+                claimed: 0,
             },
         );
         Some(hello)
@@ -477,20 +543,21 @@ impl Room {
         self.remove_awareness(&mut st, &member.clients);
     }
 
-    fn remove_awareness(&self, st: &mut RoomState, clients: &HashSet<u64>) {
+    fn remove_awareness(&self, st: &mut RoomState, clients: &HashMap<u64, usize>) {
         if clients.is_empty() {
             return;
         }
         let mut removal = AwarenessUpdate {
             clients: HashMap::new(),
         };
-        for &client in clients {
+        for (&client, &bytes) in clients {
+            st.awareness_bytes = st.awareness_bytes.saturating_sub(bytes);
             let id = yrs::block::ClientID::new(client);
             if let Some((clock, _)) = st.awareness.meta(id) {
                 removal.clients.insert(
                     id,
                     yrs::sync::awareness::AwarenessUpdateEntry {
-                        clock: clock + 1,
+                        clock: clock.wrapping_add(1),
                         json: "null".into(),
                     },
                 );
@@ -499,9 +566,11 @@ impl Room {
         if removal.clients.is_empty() {
             return;
         }
+        st.awareness_dead += removal.clients.len();
         let frame = Bytes::from(protocol::awareness(removal.clone()));
         let _ = st.awareness.apply_update(removal);
         self.broadcast(st, None, frame);
+        forget_removed_states(st);
     }
 
     /// Handles one binary WebSocket message from a member.
@@ -678,30 +747,109 @@ impl Room {
         Ok(())
     }
 
+    /// A member's presence: only the entries it may publish ([`Room::admit_awareness`]) are kept
+    /// and passed on; the others are dropped (and counted), the connection stays.
     fn apply_awareness(&self, st: &mut RoomState, conn_id: u64, mut update: AwarenessUpdate) {
-        // A connection may speak only for client ids no other member has claimed.
-        let claimed: HashSet<u64> = st
-            .members
-            .iter()
-            .filter(|(id, _)| **id != conn_id)
-            .flat_map(|(_, m)| m.clients.iter().copied())
-            .collect();
-        update.clients.retain(|id, _| !claimed.contains(&id.get()));
+        let before = update.clients.len();
+        update
+            .clients
+            .retain(|id, entry| self.admit_awareness(st, conn_id, id.get(), entry));
+        let dropped = before - update.clients.len();
+        if dropped > 0 {
+            self.metrics
+                .awareness_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
         if update.clients.is_empty() {
             return;
-        }
-        if let Some(member) = st.members.get_mut(&conn_id) {
-            for (id, entry) in &update.clients {
-                if entry.json.as_ref() == "null" {
-                    member.clients.remove(&id.get());
-                } else {
-                    member.clients.insert(id.get());
-                }
-            }
         }
         let frame = Bytes::from(protocol::awareness(update.clone()));
         let _ = st.awareness.apply_update(update);
         self.broadcast(st, Some(conn_id), frame);
+        forget_removed_states(st);
+    }
+
+    /// Whether one awareness entry from `conn_id` goes in, accounting for it if so. An entry is
+    /// dropped when it:
+    /// - speaks for a client id another member speaks for, or (from a viewer) one a writer
+    ///   spoke for or that wrote to the document: nobody takes over someone else's presence;
+    /// - is not newer than what the room has for that id (it would change nothing);
+    /// - is not JSON, or is larger than [`AWARENESS_STATE_MAX`]: stock Yjs clients `JSON.parse`
+    ///   every state they receive, and one that throws takes the client down;
+    /// - removes a state the connection does not hold;
+    /// - is past the connection's [`AWARENESS_IDS`] or the room's [`AWARENESS_ROOM_MAX`].
+    fn admit_awareness(
+        &self,
+        st: &mut RoomState,
+        conn_id: u64,
+        id: u64,
+        entry: &yrs::sync::awareness::AwarenessUpdateEntry,
+    ) -> bool {
+        let Some(member) = st.members.get(&conn_id) else {
+            return false;
+        };
+        let role = member.role;
+        let held = member.clients.get(&id).copied();
+        let removing = entry.json.as_ref() == "null";
+        if held.is_none() {
+            if removing || member.claimed >= AWARENESS_IDS {
+                return false;
+            }
+            let someone_elses = st
+                .members
+                .iter()
+                .any(|(other, m)| *other != conn_id && m.clients.contains_key(&id));
+            if someone_elses {
+                return false;
+            }
+            if role == Role::Viewer
+                && (st.writer_ids.contains(&id)
+                    || st
+                        .doc()
+                        .transact()
+                        .state_vector()
+                        .contains_client(&yrs::block::ClientID::new(id)))
+            {
+                return false;
+            }
+        }
+        // Newer than what the room has, as yrs decides: a later clock, or a removal at the same one.
+        let newer = match st.awareness.meta(yrs::block::ClientID::new(id)) {
+            None => true,
+            Some((clock, _)) => clock < entry.clock || (clock == entry.clock && removing),
+        };
+        if !newer {
+            return false;
+        }
+        let bytes = if removing { 0 } else { entry.json.len() };
+        if !removing {
+            if bytes > AWARENESS_STATE_MAX
+                || serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_err()
+            {
+                return false;
+            }
+            let others = st.awareness_bytes - held.unwrap_or(0);
+            if others + bytes > AWARENESS_ROOM_MAX {
+                return false;
+            }
+        }
+        st.awareness_bytes = st.awareness_bytes - held.unwrap_or(0) + bytes;
+        if role == Role::Writer && st.writer_ids.len() < WRITER_IDS_MAX {
+            st.writer_ids.insert(id);
+        }
+        let Some(member) = st.members.get_mut(&conn_id) else {
+            return false;
+        };
+        if removing {
+            member.clients.remove(&id);
+            st.awareness_dead += 1;
+        } else {
+            if held.is_none() {
+                member.claimed += 1;
+            }
+            member.clients.insert(id, bytes);
+        }
+        true
     }
 
     fn send_to(&self, st: &mut RoomState, conn_id: u64, frame: Bytes) {
@@ -803,5 +951,51 @@ mod tests {
         assert!(room.idle_for().is_none(), "a member is in");
         room.leave(1);
         assert!(room.idle_for().is_some());
+    }
+
+    /// Members come and go for as long as a relay runs; the awareness must not keep every one
+    /// of them (yrs keeps a removed client's clock for good).
+    #[test]
+    fn the_presence_of_members_that_left_is_forgotten() {
+        let room = Room::new(
+            "r".into(),
+            "w".into(),
+            "v".into(),
+            1 << 20,
+            Arc::new(Metrics::default()),
+            None,
+        );
+        let stays = Arc::new(super::super::outbox::Outbox::new(1 << 20));
+        assert!(room.join(0, Role::Writer, stays, 10).is_some());
+        let say = |id: u64| {
+            let mut update = AwarenessUpdate {
+                clients: HashMap::new(),
+            };
+            update.clients.insert(
+                yrs::block::ClientID::new(id),
+                yrs::sync::awareness::AwarenessUpdateEntry {
+                    clock: 1,
+                    json: r#"{"user":{"name":"n"}}"#.into(),
+                },
+            );
+            protocol::awareness(update)
+        };
+        room.handle(0, &say(1)).unwrap();
+        for conn in 1..=(2 * AWARENESS_DEAD_MAX as u64) {
+            let outbox = Arc::new(super::super::outbox::Outbox::new(64));
+            assert!(room.join(conn, Role::Viewer, outbox, 10).is_some());
+            room.handle(conn, &say(1000 + conn)).unwrap();
+            room.leave(conn);
+        }
+        let st = lock(&room.state);
+        let kept = st.awareness.iter().count();
+        assert!(kept <= AWARENESS_DEAD_MAX + 1, "{kept} states kept");
+        assert!(st.awareness.meta(yrs::block::ClientID::new(1)).is_some());
+        assert_eq!(
+            st.awareness.update().unwrap().clients.len(),
+            1,
+            "the one who stayed"
+        );
+        assert_eq!(st.awareness_bytes, r#"{"user":{"name":"n"}}"#.len());
     }
 }
