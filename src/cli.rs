@@ -255,6 +255,23 @@ pub enum BenchCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Ingest: what one small update costs a server as its document grows. A writer fills a
+    /// room with one author's text (1 MB updates), then sends small appends (2 KB) back to back;
+    /// a viewer waits for the last. Per append: wall time and the server's CPU, for pairedit's
+    /// relay and the Node reference server in the same run.
+    ///
+    /// Example: pairedit bench ingest --mb 0,8,32
+    Ingest {
+        /// Document sizes to fill the room to, in MB (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [0, 8, 32])]
+        mb: Vec<usize>,
+        /// Appends timed at each size.
+        #[arg(long, default_value_t = 200)]
+        appends: usize,
+        /// Servers to load: pairedit, node, or both (node needs `npm ci --prefix bench/node`).
+        #[arg(long, value_enum, default_value_t = FanoutServers::Both)]
+        server: FanoutServers,
+    },
     /// Replay an editing trace through a writer and a replica: pairedit's sync core (rope +
     /// composed yrs edits) vs raw yrs vs Node yjs (if `npm ci --prefix bench/node` was run),
     /// each in its own process; prints time, update bytes and peak RSS with ratios.

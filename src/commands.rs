@@ -46,6 +46,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => bench_updates(&trace, rate, flush_ms),
         Command::Bench(BenchCommand::Highlight { file, theme }) => bench_highlight(&file, &theme),
         Command::Bench(BenchCommand::Probe) => crate::bench::hostprobe::run_until_stdin_closes(),
+        Command::Bench(BenchCommand::Ingest {
+            mb,
+            appends,
+            server,
+        }) => {
+            let config = crate::bench::ingest::IngestConfig {
+                servers: bench_servers(server, "ingest"),
+                mb,
+                appends,
+            };
+            crate::bench::ingest::run(&config).await.map(|_| ())
+        }
         Command::Bench(BenchCommand::Fanout {
             viewers,
             rooms,
@@ -55,24 +67,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             runs,
             out,
         }) => {
-            use crate::bench::fanout::{FanoutConfig, ServerKind};
-            use crate::cli::FanoutServers;
-            let node_installed = crate::bench::fanout::node_server().is_some();
-            let servers = match server {
-                FanoutServers::Pairedit => vec![ServerKind::Pairedit],
-                FanoutServers::Node => vec![ServerKind::Node],
-                FanoutServers::Both if node_installed => {
-                    vec![ServerKind::Pairedit, ServerKind::Node]
-                }
-                FanoutServers::Both => {
-                    eprintln!(
-                        "fanout: Node server skipped (run `npm ci --prefix bench/node` to compare)"
-                    );
-                    vec![ServerKind::Pairedit]
-                }
-            };
-            let config = FanoutConfig {
-                servers,
+            let config = crate::bench::fanout::FanoutConfig {
+                servers: bench_servers(server, "fanout"),
                 viewers,
                 rooms,
                 seconds,
@@ -103,6 +99,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             hold,
             pid,
         }) => bench_idle(code, url, viewers, hold, pid).await,
+    }
+}
+
+/// The servers a bench loads: the Node one only when its packages are installed.
+fn bench_servers(
+    server: crate::cli::FanoutServers,
+    bench: &str,
+) -> Vec<crate::bench::fanout::ServerKind> {
+    use crate::bench::fanout::ServerKind;
+    use crate::cli::FanoutServers;
+    match server {
+        FanoutServers::Pairedit => vec![ServerKind::Pairedit],
+        FanoutServers::Node => vec![ServerKind::Node],
+        FanoutServers::Both if crate::bench::fanout::node_server().is_some() => {
+            vec![ServerKind::Pairedit, ServerKind::Node]
+        }
+        FanoutServers::Both => {
+            eprintln!("{bench}: Node server skipped (run `npm ci --prefix bench/node` to compare)");
+            vec![ServerKind::Pairedit]
+        }
     }
 }
 

@@ -121,7 +121,7 @@ pub fn node_server() -> Option<PathBuf> {
     super::node_script("node_modules/@y/websocket-server/src/server.js").filter(|p| p.exists())
 }
 
-struct Server {
+pub(crate) struct Server {
     kind: ServerKind,
     child: tokio::process::Child,
     pid: u32,
@@ -129,7 +129,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(kind: ServerKind) -> anyhow::Result<Server> {
+    pub(crate) async fn start(kind: ServerKind) -> anyhow::Result<Server> {
         match kind {
             ServerKind::Pairedit => {
                 let exe = std::env::current_exe()?;
@@ -206,7 +206,7 @@ impl Server {
     }
 
     /// (writer URL, viewer URL) of a new room.
-    async fn room(&self, i: usize) -> anyhow::Result<(String, String)> {
+    pub(crate) async fn room(&self, i: usize) -> anyhow::Result<(String, String)> {
         match self.kind {
             ServerKind::Pairedit => {
                 let room = crate::client::http::create_room(
@@ -226,20 +226,20 @@ impl Server {
         }
     }
 
-    fn usage(&self) -> (u64, u64) {
+    pub(crate) fn usage(&self) -> (u64, u64) {
         super::proc_usage(self.pid).unwrap_or((0, 0))
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<crate::net::NetStream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<crate::net::NetStream>;
 
 const BENCH_CREATE_TOKEN: &str = "pairedit-bench";
 
-async fn connect(url: &str) -> anyhow::Result<Ws> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Ws> {
     let stream = crate::net::connect(url, None).await?;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -249,7 +249,7 @@ async fn connect(url: &str) -> anyhow::Result<Ws> {
 }
 
 /// Markers `<NNNNNN>` in `bytes`.
-fn markers(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+pub(crate) fn markers(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
     bytes.windows(8).filter_map(|w| {
         if w[0] != b'<' || w[7] != b'>' {
             return None;

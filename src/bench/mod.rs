@@ -3,6 +3,7 @@
 
 pub mod fanout;
 pub mod hostprobe;
+pub mod ingest;
 mod rawws;
 mod readers;
 pub mod replay;

@@ -661,11 +661,9 @@ impl Room {
         // (Nothing to look at, the common case: no state vector made.)
         while !st.held.is_empty() {
             let sv = st.doc().transact().state_vector();
-            let Some(i) = st
-                .held
-                .iter()
-                .position(|(_, b)| protocol::decode_update(b).is_ok_and(|u| gap(&u, &sv).is_none()))
-            else {
+            let Some(i) = st.held.iter().position(|(_, b)| {
+                protocol::decode_update(b).is_ok_and(|u| gap(&u, &sv).is_none())
+            }) else {
                 break;
             };
             let (sender, bytes) = st.held.remove(i);
