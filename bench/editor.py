@@ -181,7 +181,7 @@ def one_key(ctl, target, pane, c, tail, exact, i):
     return t0, ms
 
 
-def keystrokes(ctl, targets, n, exact):
+def keystrokes(ctl, targets, n, exact, enter_first=False):
     """Types the same n random letters into every target, interleaved: key i goes to each
     program in turn, in an order shuffled for each key (so no program is always measured
     right after the same other one), before key i + 1 goes to any; a busy moment of the
@@ -199,7 +199,7 @@ def keystrokes(ctl, targets, n, exact):
         nonlocal typed, line
         line += 1
         typed = f"{line:03d}:"
-        if line > 1:
+        if line > 1 or enter_first:
             for t in targets:
                 ctl.cmd(f"send-keys -t {t} Enter")
             # Let the line break land first (cat prints the line back after it).
@@ -284,11 +284,11 @@ def open_editors(ctl, editors, prefix, timeout=30.0):
     return targets
 
 
-def time_keys(ctl, editors, targets, n, exact, use_probe, pe_bin, heading):
+def time_keys(ctl, editors, targets, n, exact, use_probe, pe_bin, heading, enter_first=False):
     """Types n keys into the open editors (the first is the floor, `cat`), prints the table
     under `heading`, and closes their windows."""
     probe = start_probe(pe_bin) if use_probe else None
-    timed = keystrokes(ctl, targets, n, exact)
+    timed = keystrokes(ctl, targets, n, exact, enter_first)
     looks = finish_probe(probe)
     slowed_times = [t for t, x in looks if x >= SLOWED]
     rows = []
@@ -346,11 +346,12 @@ def bench_keys(ctl, pe_bins, n, exact, use_probe=True):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_bigfile_keys(ctl, pe_bin, path, n, use_probe=True):
-    """Keystroke to screen with each editor holding the big file, typing at its top: what a
-    file of that size costs a key (a recovery copy, a swap file, an index over the text). Each
-    editor gets its own hard link to the file in a directory of its own, so their swap and
-    recovery files never meet and the file itself is never written."""
+def bench_bigfile_keys(ctl, pe_bins, path, n, use_probe=True, at_end=False):
+    """Keystroke to screen with each editor holding the big file, typing at its top (or at its
+    end): what a file of that size costs a key (a recovery copy, a swap file, an index over the
+    text; at the end, whatever a CRDT pays to append to one long item). Each editor gets its own
+    hard link to the file in a directory of its own, so their swap and recovery files never
+    meet and the file itself is never written."""
     tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)))
     name = os.path.basename(path)
 
@@ -366,19 +367,30 @@ def bench_bigfile_keys(ctl, pe_bin, path, n, use_probe=True):
     # vim shows the file's size, then "-- INSERT --" over it (or not, for a big one): either.
     loaded = f"{os.path.getsize(path)}B"
     editors = [("floor (cat)", "cat", lambda s: True)]
+    # At the end: the last line (`+`), appending (`startinsert!`).
+    # (No comment leader carried onto the new line: nvim's Rust ftplugin would add one.)
+    start = "+ -c 'set fo=' -c 'startinsert!'" if at_end else "-c startinsert"
     if shutil.which("vim"):
-        editors.append(("vim -u NONE", f"vim -u NONE -N -c startinsert {link('vim')}",
+        editors.append(("vim -u NONE", f"vim -u NONE -N {start} {link('vim')}",
                         lambda s: "-- INSERT --" in s or loaded in s))
     if shutil.which("nvim"):
-        editors.append(("nvim --clean", f"nvim --clean -c startinsert {link('nvim')}",
+        editors.append(("nvim --clean", f"nvim --clean {start} {link('nvim')}",
                         lambda s: "INSERT" in s))
-    editors.append(("pairedit host", f"{pe_bin} host {link('pe')} --log-file {tmp}/pe.log",
-                    lambda s: "connected" in s))
+    for i, pe in enumerate(pe_bins):
+        label = "pairedit host" if i == 0 else f"pairedit host ({os.path.basename(pe)})"
+        editors.append((label, f"{pe} host {link(f'pe{i}')} --log-file {tmp}/pe{i}.log",
+                        lambda s: "connected" in s))
     try:
         targets = open_editors(ctl, editors, "bk", timeout=120)
-        time_keys(ctl, editors, targets, n, True, use_probe, pe_bin,
+        if at_end:
+            for (name, _, _), target in zip(editors, targets):
+                if name.startswith("pairedit"):
+                    ctl.cmd(f"send-keys -t {target} C-End")
+            time.sleep(0.5)
+        where = "end" if at_end else "top"
+        time_keys(ctl, editors, targets, n, True, use_probe, pe_bins[0],
                   f"Keystroke to screen in {path} ({os.path.getsize(path) / 1e6:.0f} MB), "
-                  f"typed at its top")
+                  f"typed at its {where}", enter_first=at_end)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -422,6 +434,8 @@ def main():
                     help="another pairedit binary to type into in the same run (an A/B comparison)")
     ap.add_argument("--no-probe", action="store_true",
                     help="run without the host probe (`pairedit bench probe`, ~1 %% of each core)")
+    ap.add_argument("--at-end", action="store_true",
+                    help="with --bigfile: also time keys typed at the big file's end")
     ap.add_argument("--polled", action="store_true",
                     help="also time keys by polling capture-pane (the clock used before 2026-11-27)")
     a = ap.parse_args()
@@ -437,7 +451,10 @@ def main():
             bench_keys(ctl, pe_bins, a.keys, exact=False, use_probe=not a.no_probe)
         if a.bigfile:
             bench_bigfile(ctl, pe_bin, a.bigfile, a.runs)
-            bench_bigfile_keys(ctl, pe_bin, a.bigfile, a.keys, use_probe=not a.no_probe)
+            bench_bigfile_keys(ctl, pe_bins, a.bigfile, a.keys, use_probe=not a.no_probe)
+            if a.at_end:
+                bench_bigfile_keys(ctl, pe_bins, a.bigfile, a.keys, use_probe=not a.no_probe,
+                                   at_end=True)
     finally:
         ctl.close()
 

@@ -425,13 +425,14 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
 /// A session's document, lent to a built-in relay's room (see [`relay::Lent`]): a member's
 /// update is integrated under the session's lock, as one from the socket would be.
 pub fn lend(session: &crate::client::SessionHandle) -> relay::Lent {
-    let st = session.lock();
+    let mut st = session.lock();
     let apply = session.clone();
-    relay::Lent::new(
-        st.doc.doc_handle(),
-        crate::sync::REMOTE_ORIGIN,
-        move |update| apply.lock().integrate(update),
-    )
+    let lent = relay::Lent::new(st.doc.doc_handle(), move |update| {
+        apply.lock().integrate(update)
+    });
+    let host_edits = lent.host_edits();
+    st.doc.tap_outgoing(move |update| host_edits.push(update));
+    lent
 }
 
 /// If a crashed session left unsaved changes for `file`, offers them (or takes them with

@@ -445,17 +445,32 @@ impl ClientState {
 
     /// Integrates a remote update handed over in-process (a built-in relay applying a member's
     /// update to the document this session lent it), as if it had come in on the socket.
-    pub fn integrate(&mut self, update: &[u8]) -> Result<(), String> {
-        let applied = self.apply_remote(update);
+    /// Returns what the update changed in yrs, for the room's other members (see
+    /// [`SharedDoc::apply_remote_encoded`]), and whether it went in whole.
+    pub fn integrate(&mut self, update: &[u8]) -> (Vec<u8>, Result<(), String>) {
+        let (changed, applied) = self.apply_remote_with(update, true);
         // Counted even when refused: a refused update may have changed the text part-way.
         self.version += 1;
-        applied.map_err(|e| e.to_string())
+        (changed, applied.map_err(|e| e.to_string()))
     }
 
     fn apply_remote(&mut self, update: &[u8]) -> Result<(), protocol::ProtocolError> {
+        self.apply_remote_with(update, false).1
+    }
+
+    fn apply_remote_with(
+        &mut self,
+        update: &[u8],
+        encoded: bool,
+    ) -> (Vec<u8>, Result<(), protocol::ProtocolError>) {
         // The selection's char offsets are about the text before this update.
         self.settle_cursor();
-        let (edits, refused) = match self.doc.apply_remote(update) {
+        let (changed, applied) = if encoded {
+            self.doc.apply_remote_encoded(update)
+        } else {
+            (Vec::new(), self.doc.apply_remote(update))
+        };
+        let (edits, refused) = match applied {
             Ok(edits) => (edits, None),
             Err(mut e) => {
                 // What went in before yrs stopped is in the text: the view hears of it all the
@@ -470,10 +485,11 @@ impl ClientState {
         if let Some(log) = &mut self.remote_edits {
             log.extend(edits);
         }
-        match refused {
+        let result = match refused {
             Some(reason) => Err(protocol::ProtocolError::Malformed(reason)),
             None => Ok(()),
-        }
+        };
+        (changed, result)
     }
 
     /// A (re)connection starts with the sync handshake, whose step 2 carries every local edit

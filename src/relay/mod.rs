@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use metrics::Metrics;
-pub use room::{Lent, Room};
+pub use room::{HostEdits, Lent, Room};
 
 use crate::protocol::{self, JoinCode, ROLE_HEADER, Role};
 use store::FileStore;

@@ -128,7 +128,8 @@ impl Drop for Arrival {
 }
 
 /// What a room's doc changed, transaction by transaction, with who changed it.
-type Applied = Arc<Mutex<Vec<(Source, Vec<u8>)>>>;
+type Applied = Arc<AppliedQueue>;
+type AppliedQueue = Mutex<Vec<(Source, Vec<u8>)>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -147,53 +148,50 @@ enum Source {
 ///
 /// The room reads `doc` directly but never writes it: a member's update goes to `apply`, which
 /// integrates it the way the host's session integrates a remote update (its composed local
-/// edits first, its rope mirror after), under the host's own lock. The host's transactions
-/// reach the room through the broadcast observer and go to every member when the room next
-/// handles a message (the host's own update message, sent on its next flush, is one); the
-/// host's connection gets them back too, and they change nothing there.
+/// edits first, its rope mirror after), under the host's own lock, and returns what it changed.
+/// The host's own edits reach the room through [`HostEdits`] (the session taps its outgoing
+/// updates) and go to every member when the room next handles a message (the host's own update
+/// message, sent on its next flush, is one); the host's connection gets them back too, and they
+/// change nothing there. No update observer: see [`new_doc`].
 pub struct Lent {
     doc: Doc,
     apply: Box<ApplyFn>,
     applied: Applied,
 }
 
-/// Integrates a member's update into a lent document (see [`Lent::new`]).
-type ApplyFn = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+/// Integrates a member's update into a lent document: what it changed in yrs (yrs' encoding,
+/// even when refused part-way), and whether it went in whole.
+type ApplyFn = dyn Fn(&[u8]) -> (Vec<u8>, Result<(), String>) + Send + Sync;
 
-impl Lent {
-    /// Lends `doc`. `apply` must integrate an update with the transaction origin `apply_origin`:
-    /// transactions with any other origin are the host's own edits. Blocks while a transaction
-    /// is open on `doc`.
-    pub fn new(
-        doc: Doc,
-        apply_origin: &str,
-        apply: impl Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static,
-    ) -> Lent {
-        let applied: Applied = Arc::default();
-        let sink = applied.clone();
-        let member = yrs::Origin::from(apply_origin);
-        // Registered inside a transaction: it cannot race with one the host has open.
-        doc.transact_mut()
-            .observe_update_v1(BROADCAST, move |txn, e| {
-                let source = if txn.origin() == Some(&member) {
-                    Source::Member
-                } else {
-                    Source::Host
-                };
-                lock(&sink).push((source, e.update.clone()));
-            });
-        Lent {
-            doc,
-            apply: Box::new(apply),
-            applied,
+/// Where the lending host puts each of its own edits' updates, for the room to send its members.
+#[derive(Clone)]
+pub struct HostEdits(std::sync::Weak<AppliedQueue>);
+
+impl HostEdits {
+    pub fn push(&self, update: &[u8]) {
+        // The room is gone: nobody to tell.
+        if let Some(applied) = self.0.upgrade() {
+            lock(&applied).push((Source::Host, update.to_vec()));
         }
     }
 }
 
-impl Drop for Lent {
-    fn drop(&mut self) {
-        // The host's doc lives on: stop encoding its updates for a room that is gone.
-        self.doc.transact_mut().unobserve_update_v1(BROADCAST);
+impl Lent {
+    /// Lends `doc`; `apply` integrates a member's update (see [`ApplyFn`]). The host must give
+    /// [`Lent::host_edits`] every update of its own edits from now on.
+    pub fn new(
+        doc: Doc,
+        apply: impl Fn(&[u8]) -> (Vec<u8>, Result<(), String>) + Send + Sync + 'static,
+    ) -> Lent {
+        Lent {
+            doc,
+            apply: Box::new(apply),
+            applied: Applied::default(),
+        }
+    }
+
+    pub fn host_edits(&self) -> HostEdits {
+        HostEdits(Arc::downgrade(&self.applied))
     }
 }
 
@@ -272,8 +270,6 @@ fn new_doc() -> Doc {
         ..Options::default()
     })
 }
-
-const BROADCAST: &str = "relay-broadcast";
 
 /// A v1 update with no items and no deletions.
 const NOTHING: [u8; 2] = [0, 0];
@@ -709,7 +705,13 @@ impl Room {
             })?;
         }
         match &st.lent {
-            Some(lent) => (lent.apply)(bytes).map_err(Refusal::Malformed)?,
+            Some(lent) => {
+                let (changed, applied) = (lent.apply)(bytes);
+                if changed != NOTHING {
+                    lock(&st.applied).push((source, changed));
+                }
+                applied.map_err(Refusal::Malformed)?;
+            }
             None => {
                 let mut txn = st.doc().transact_mut();
                 txn.apply_update(update)

@@ -84,6 +84,8 @@ pub struct App {
     pub saving: bool,
     /// The change generation last written to the crash-recovery copy.
     pub recovered_gen: Option<u64>,
+    /// When the recovery copy was last asked for (see `update::recovery_due`).
+    pub recovered_at: Option<std::time::Instant>,
     /// The user chose to quit without saving.
     pub discarded: bool,
     /// Line break for Enter and pastes: the file's own (CRLF files stay CRLF).
@@ -175,6 +177,7 @@ impl App {
             disk_changed: None,
             disk_epoch: 0,
             recovered_gen: None,
+            recovered_at: None,
             discarded: false,
             line_ending,
             indent_unit,

@@ -103,8 +103,13 @@ pub struct Highlighter {
     checkpoints: Vec<Checkpoint>,
     /// Each line's spans, with their version ([`Highlighter::versioned_lines`]).
     cache: BTreeMap<usize, (u64, Spans)>,
-    /// The exact state before each line of the last frame (and after its last line).
+    /// The state before each line of the last frame (and after its last line).
     starts: BTreeMap<usize, Checkpoint>,
+    /// Whether `starts` are exact (parsed from the top), or from a fresh state a little above
+    /// the screen (a jump far into a big file). Either way an edited line is parsed again from
+    /// the state the last frame had before it: typing at the end of a 100 MB file parsed the
+    /// 64 lines above the screen and the screen again for every key (8 ms a key).
+    starts_exact: bool,
     /// The state after the last line parsed (scrolling down resumes here, not at a checkpoint).
     resume: Option<(usize, Checkpoint, bool)>,
     /// Lines typed into whose cached spans were patched, not parsed: [`Highlighter::settle`]
@@ -142,6 +147,7 @@ impl Highlighter {
             checkpoints: Vec::new(),
             cache: BTreeMap::new(),
             starts: BTreeMap::new(),
+            starts_exact: true,
             resume: None,
             unsettled: BTreeSet::new(),
             background,
@@ -393,9 +399,10 @@ impl Highlighter {
         if missing > line
             && let Some(known) = self.starts.get(&missing)
         {
-            (line, state, exact) = (missing, known.clone(), true);
+            (line, state, exact) = (missing, known.clone(), self.starts_exact);
         } else {
             self.starts.clear();
+            self.starts_exact = exact;
         }
         let highlighter = SynHighlighter::new(&self.theme);
         let mut buf = String::new();
@@ -403,7 +410,7 @@ impl Highlighter {
             if exact && line % CHECKPOINT == 0 && line / CHECKPOINT == self.checkpoints.len() {
                 self.checkpoints.push(state.clone());
             }
-            if exact && line >= first {
+            if line >= first {
                 self.starts.insert(line, state.clone());
             }
             let (spans, parsed) = self.parse_line(rope, line, &mut state, &highlighter, &mut buf);
@@ -413,9 +420,7 @@ impl Highlighter {
             }
             line += 1;
         }
-        if exact {
-            self.starts.insert(line, state.clone());
-        }
+        self.starts.insert(line, state.clone());
         self.resume = Some((line, state, exact));
         if self.cache.len() > 4096 {
             // Keep the cache small: what is on screen is all a frame needs.
@@ -682,6 +687,39 @@ mod tests {
         h.line_changed(&rope, 0);
         assert!(h.settle(&rope), "`fn` is now a keyword");
         assert_eq!(h.lines(&rope, 0, 2), rust().lines(&rope, 0, 2));
+    }
+
+    /// Far into a big file the screen is parsed from a fresh state a little above it; typing
+    /// there still parses the typed line only, not the lines above the screen and the screen.
+    #[test]
+    fn typing_far_past_the_exact_prefix_reparses_that_line_only() {
+        let text: String = (0..5000).map(|i| format!("let x{i} = {i};\n")).collect();
+        let mut rope = Rope::from_str(&text);
+        let mut h = rust();
+        let first = 4500;
+        assert!(
+            first > MAX_CATCH_UP + CHECKPOINT,
+            "past what a frame catches up"
+        );
+        h.lines(&rope, first, 40);
+        let before = h.parsed_lines;
+        rope.insert(rope.line_to_char(first + 10) + 4, "yz");
+        h.line_changed(&rope, first + 10);
+        assert!(!h.settle(&rope), "an identifier typed into: same colours");
+        let after: Vec<Spans> = h.lines(&rope, first, 40).into_iter().cloned().collect();
+        assert_eq!(h.parsed_lines - before, 1);
+        assert_eq!(
+            after.iter().collect::<Vec<_>>(),
+            rust().lines(&rope, first, 40)
+        );
+        // Enter there: the lines below move, and are parsed again from the same start.
+        rope.insert(rope.line_to_char(first + 12), "\n");
+        h.invalidate_from(first + 12);
+        let after: Vec<Spans> = h.lines(&rope, first, 40).into_iter().cloned().collect();
+        assert_eq!(
+            after.iter().collect::<Vec<_>>(),
+            rust().lines(&rope, first, 40)
+        );
     }
 
     /// Where the edited line's text is unsettled and another edit comes before the settle:

@@ -368,15 +368,20 @@ fn reloaded(app: &mut App, epoch: u64, result: Result<(String, crate::fsutil::St
 }
 
 /// Keeps the crash-recovery copy current: unsaved changes go to a file beside the real one
-/// (at most once a second), which a clean save removes and the next `host` offers after a crash.
+/// (at most once a second, see [`recovery_due`]), which a clean save removes and the next
+/// `host` offers after a crash.
 fn recovery(app: &mut App, effects: &mut Vec<Effect>) {
     let Some(path) = app.path.as_ref().filter(|_| app.role == Role::Writer) else {
         return;
     };
     let recovery = crate::fsutil::recovery_path(path);
     if app.dirty && app.recovered_gen != Some(app.change_gen) {
-        app.recovered_gen = Some(app.change_gen);
         let text = app.file_text();
+        if !recovery_due(text.len_bytes(), app.recovered_at) {
+            return;
+        }
+        app.recovered_at = Some(std::time::Instant::now());
+        app.recovered_gen = Some(app.change_gen);
         effects.push(Effect::WriteRecovery {
             path: recovery,
             text,
@@ -385,6 +390,18 @@ fn recovery(app: &mut App, effects: &mut Vec<Effect>) {
         app.recovered_gen = None;
         effects.push(Effect::RemoveRecovery { path: recovery });
     }
+}
+
+/// The recovery copy is the whole text, written on another thread: for a big text, no more
+/// often than it would be written at this rate, so it takes a small part of a core (a 100 MB
+/// file typed into was written every second, its copy and write beside every key's work on a
+/// 2-core machine). Quitting, a hang-up or a signal writes it at once all the same.
+const RECOVERY_BYTES_PER_SEC: f64 = 20e6;
+
+/// Whether a recovery copy of `bytes` is due, the last one having been asked for at `last`.
+fn recovery_due(bytes: usize, last: Option<std::time::Instant>) -> bool {
+    let every = std::time::Duration::from_secs_f64(bytes as f64 / RECOVERY_BYTES_PER_SEC);
+    last.is_none_or(|at| at.elapsed() >= every)
 }
 
 /// Takes the session's news: others' edits move our cursor and scroll, language may change.
@@ -992,5 +1009,27 @@ fn jump_to_match(app: &mut App, query: &str, from: usize) {
         }
         None if !query.is_empty() => app.say(format!("not found: {query}")),
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recovery_due;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_big_texts_recovery_copy_is_written_less_often() {
+        let now = Instant::now();
+        assert!(recovery_due(1 << 20, None), "the first is due at once");
+        let a_second_ago = now.checked_sub(Duration::from_millis(1100));
+        // A small text: every tick (once a second).
+        assert!(recovery_due(1 << 20, a_second_ago));
+        assert!(recovery_due(10_000_000, a_second_ago));
+        // 100 MB: every 5 s.
+        assert!(!recovery_due(100_000_000, a_second_ago));
+        assert!(recovery_due(
+            100_000_000,
+            now.checked_sub(Duration::from_secs(5))
+        ));
     }
 }
