@@ -162,11 +162,15 @@ pub struct ServeArgs {
     /// from memory, and loaded again when someone joins.
     #[arg(long, default_value_t = 600)]
     pub evict_idle_secs: u64,
-    /// Most open connections from one client address (raise it for load tests from one host).
-    /// As many again may be plain HTTP requests under way (each must send its headers within
-    /// 10 s and upgrade within 30 s).
+    /// Most open connections from one client address, an IPv6 host by its /64 (raise it for
+    /// load tests from one host).
     #[arg(long, default_value_t = 512)]
     pub max_conns_per_ip: usize,
+    /// Most connections from one client address still speaking plain HTTP: requests under way
+    /// and WebSockets not yet upgraded (each must send its headers within 10 s and upgrade
+    /// within 30 s). Raise it for load tests that connect many at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_pending_per_ip: usize,
     /// Ping a member not heard from for this many seconds; drop one silent for twice as long
     /// (a peer that vanished without closing: its cursor would stay on everyone's screen).
     /// 0 turns pings off.

@@ -131,6 +131,7 @@ impl From<&ServeArgs> for RelayConfig {
             max_rooms: a.max_rooms,
             send_queue: a.send_queue,
             max_conns_per_ip: a.max_conns_per_ip,
+            max_pending_per_ip: a.max_pending_per_ip,
             ping_after: (a.ping_secs > 0).then(|| Duration::from_secs(a.ping_secs)),
             create_token: a.create_token.clone(),
             evict_idle_after: Duration::from_secs(a.evict_idle_secs),
@@ -239,8 +240,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
+    // No hard limit ("unlimited", as on macOS): the soft one cannot be unlimited; ask for plenty.
+    let want = limit.maximum.unwrap_or(1 << 20);
+    if limit.current.is_some_and(|n| n < want) {
+        limit.current = Some(want);
         if let Err(e) = setrlimit(Resource::Nofile, limit) {
             tracing::debug!("cannot raise the open files limit: {e}");
         }

@@ -112,7 +112,7 @@ async fn a_connection_that_sends_no_request_or_half_of_one_is_closed() {
 #[tokio::test]
 async fn connections_still_speaking_http_are_limited_per_address() {
     let relay = TestRelay::with_config(RelayConfig {
-        max_conns_per_ip: 3,
+        max_pending_per_ip: 3,
         ..RelayConfig::default()
     })
     .await;
@@ -244,4 +244,64 @@ fn presence(id: u64, name: &str) -> Vec<u8> {
         },
     );
     pairedit::protocol::awareness(update)
+}
+
+/// A member sending one long message slowly is heard from: the bytes count, not only whole
+/// messages (a big paste on a slow uplink must not be dropped as silent, then resent for ever).
+#[tokio::test]
+async fn a_member_sending_a_long_message_slowly_is_not_silent() {
+    let relay = TestRelay::with_config(RelayConfig {
+        ping_after: Some(Duration::from_millis(150)),
+        ..RelayConfig::default()
+    })
+    .await;
+    let room = relay.create_room().await;
+    let mut tcp = TcpStream::connect(relay.addr).await.unwrap();
+    let request = format!(
+        "GET /r/{}?token={} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        room.room, room.write_token
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // One binary message of 60,000 bytes, masked (a client's), never finished: its first
+    // bytes now, then one every 50 ms for well past the time a silent member is dropped.
+    let len: u16 = 60_000;
+    let mut frame = vec![0x82, 0x80 | 126];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    tcp.write_all(&frame).await.unwrap();
+    let (mut reader, mut writer) = tcp.into_split();
+    let trickle = async {
+        for _ in 0..30 {
+            writer.write_all(&[0]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // The relay's pings arrive meanwhile; this peer never answers them (it is busy sending).
+    let kept = async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = trickle => {}
+        _ = kept => panic!("the relay closed a member that was sending"),
+    }
+    let metrics = relay.metrics().await;
+    assert_eq!(metric_with(&metrics, "reason=\"silent\""), 0, "{metrics}");
 }

@@ -140,6 +140,8 @@ impl Server {
                         "127.0.0.1:0",
                         "--max-conns-per-ip",
                         "1000000",
+                        "--max-pending-per-ip",
+                        "1000000",
                         "--max-members",
                         "1000000",
                         "--max-rooms",

@@ -78,9 +78,14 @@ fn pump(
     writing: &mut Writing,
 ) -> Poll<Event> {
     // A member whose socket stopped taking frames is kicked when its queue fills up: look for
-    // that even while a frame is held (the outbox is otherwise looked at below).
-    if writing.held.is_some() && outbox.poll_kicked(cx) {
-        return Poll::Ready(Event::Kicked);
+    // that even while a frame is held (the outbox is otherwise looked at below), and for a ping
+    // asked for meanwhile (a long message to a slow reader takes a while).
+    if writing.held.is_some() {
+        let (kicked, ping) = outbox.poll_control(cx);
+        if kicked {
+            return Poll::Ready(Event::Kicked);
+        }
+        writing.ping |= ping;
     }
     loop {
         if writing.ping {
@@ -152,11 +157,16 @@ fn pump(
 /// boxed (an async fn's argument keeps its own slot in the future beside any local it moves
 /// to) and the rare close handshakes run boxed, so their timers cost nothing while the session
 /// lives. 2,320 bytes per connection before, under 300 after.
-pub async fn serve(slot: IpSlot, arrival: Arrival, role: Role, mut socket: Box<WebSocket>) {
+pub async fn serve(
+    slot: IpSlot,
+    arrival: Arrival,
+    role: Role,
+    outbox: Arc<Outbox>,
+    mut socket: Box<WebSocket>,
+) {
     let relay = &slot.relay;
     let room = arrival.room().clone();
     let conn_id = relay.next_conn_id();
-    let outbox = Arc::new(Outbox::new(relay.config.send_queue));
 
     let joined = room.join(conn_id, role, outbox.clone(), relay.config.max_members);
     // A member now (or refused): the room's idleness is its members' business again.
@@ -200,10 +210,8 @@ pub async fn serve(slot: IpSlot, arrival: Arrival, role: Role, mut socket: Box<W
     let mut refused = false;
     let mut write_failed = false;
     loop {
+        // (Bytes coming in count as hearing from the peer: see `upgrade::Heard`.)
         let event = poll_fn(|cx| pump(cx, &mut socket, &outbox, &mut writing)).await;
-        if let Event::Incoming(Some(Ok(_))) = event {
-            outbox.heard();
-        }
         match event {
             Event::Incoming(Some(Ok(Message::Binary(data)))) => {
                 relay.metrics.messages_in.fetch_add(1, Ordering::Relaxed);

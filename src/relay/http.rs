@@ -8,9 +8,10 @@
 //!   at a time, is closed: "slowloris");
 //! - a connection that has not become a WebSocket within [`pre_upgrade_life`] is closed (a slow
 //!   request body, or a keep-alive connection asking one room after another);
-//! - connections not yet upgraded are counted per address and in all ([`super::limits`]): past
-//!   either limit a new one is closed at once, so half-finished requests cannot use up the
-//!   relay's file descriptors. Upgraded connections have their own per-address limit.
+//! - connections not yet upgraded are counted per address (64; an IPv6 host by its /64) and in
+//!   all (4,096) ([`super::limits`]): past either limit a new one is closed at once, so
+//!   half-finished requests cannot use up the relay's file descriptors. Upgraded connections
+//!   have their own per-address limit.
 //!
 //! [`RelayConfig::header_timeout`]: super::RelayConfig::header_timeout
 
@@ -56,7 +57,7 @@ where
         };
         if !relay
             .limits
-            .try_pending(peer.ip(), relay.config.max_conns_per_ip)
+            .try_pending(peer.ip(), relay.config.max_pending_per_ip)
         {
             relay
                 .metrics

@@ -22,6 +22,18 @@ pub struct Limits {
 /// descriptor until its request is done or it times out ([`super::http`]).
 pub const MAX_PENDING: usize = 4096;
 
+/// The key an address is counted under: IPv4 as it is (an IPv4-mapped IPv6 address as the
+/// IPv4 one), IPv6 by its /64 (one host gets a whole /64 and can pick any address in it).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -29,6 +41,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Limits {
     /// Takes one room creation from `ip`'s bucket; false when it is empty.
     pub fn allow_create(&self, ip: IpAddr) -> bool {
+        let ip = address_key(ip);
         let now = Instant::now();
         let mut buckets = lock(&self.buckets);
         if buckets.len() > 100_000 {
@@ -51,6 +64,7 @@ impl Limits {
 
     /// Counts a new connection from `ip`; false when it already has `max` open.
     pub fn try_open(&self, ip: IpAddr, max: usize) -> bool {
+        let ip = address_key(ip);
         let mut conns = lock(&self.connections);
         let n = conns.entry(ip).or_insert(0);
         if *n >= max {
@@ -61,6 +75,7 @@ impl Limits {
     }
 
     pub fn close(&self, ip: IpAddr) {
+        let ip = address_key(ip);
         let mut conns = lock(&self.connections);
         if let Some(n) = conns.get_mut(&ip) {
             *n = n.saturating_sub(1);
@@ -75,6 +90,7 @@ impl Limits {
     /// Counts a connection from `ip` that is not a WebSocket yet; false when `ip` already has
     /// `max` such, or all addresses together have [`MAX_PENDING`].
     pub fn try_pending(&self, ip: IpAddr, max: usize) -> bool {
+        let ip = address_key(ip);
         let mut guard = lock(&self.pending);
         let (by_ip, total) = &mut *guard;
         if *total >= MAX_PENDING {
@@ -90,6 +106,7 @@ impl Limits {
     }
 
     fn pending_done(&self, ip: IpAddr) {
+        let ip = address_key(ip);
         let mut guard = lock(&self.pending);
         let (by_ip, total) = &mut *guard;
         if let Some(n) = by_ip.get_mut(&ip) {
@@ -148,6 +165,26 @@ mod tests {
         assert!(!l.try_open(a, 2));
         l.close(a);
         assert!(l.try_open(a, 2));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let l = Limits::default();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::7".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(l.try_pending(a, 2) && l.try_pending(same_64, 2));
+        assert!(!l.try_pending(a, 2), "one /64, one host");
+        assert!(l.try_pending(other_64, 2));
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let mapped_other: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert!(l.try_open(v4, 1));
+        assert!(!l.try_open(mapped, 1), "the same IPv4 host");
+        assert!(
+            l.try_open(mapped_other, 1),
+            "not all IPv4 clients in one ::ffff:0/64"
+        );
     }
 
     #[test]

@@ -49,9 +49,11 @@ pub struct RelayConfig {
     pub max_members: usize,
     /// Most rooms the relay holds.
     pub max_rooms: usize,
-    /// Most open connections from one client address (WebSockets; as many again may be
-    /// plain HTTP requests under way).
+    /// Most open WebSocket connections from one client address (an IPv6 host by its /64).
     pub max_conns_per_ip: usize,
+    /// Most connections from one client address (an IPv6 host by its /64) that are still
+    /// plain HTTP: a request under way, or a WebSocket not yet upgraded.
+    pub max_pending_per_ip: usize,
     /// How long a request's headers may take to arrive (from the connection's start, or the
     /// previous response on a kept-alive connection).
     pub header_timeout: Duration,
@@ -114,6 +116,7 @@ impl Default for RelayConfig {
             max_rooms: 10_000,
             send_queue: 256,
             max_conns_per_ip: 512,
+            max_pending_per_ip: 64,
             header_timeout: Duration::from_secs(10),
             ping_after: Some(Duration::from_secs(30)),
             create_token: None,
@@ -651,8 +654,10 @@ async fn join_room(
         .max_write_buffer_size(conn::FRAGMENT.saturating_mul(4))
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let mut response = ws.on_upgrade(&relay.tasks, config, move |socket| {
-        conn::serve(slot, arrival, role, Box::new(socket))
+    let outbox = Arc::new(outbox::Outbox::new(relay.config.send_queue));
+    let heard = outbox.clone();
+    let mut response = ws.on_upgrade(&relay.tasks, config, heard, move |socket| {
+        conn::serve(slot, arrival, role, outbox, Box::new(socket))
     });
     let headers = response.headers_mut();
     headers.insert(ROLE_HEADER, HeaderValue::from_static(role.as_str()));

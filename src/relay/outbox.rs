@@ -209,11 +209,12 @@ impl Outbox {
         st.pop().map_or(Next::Idle, Next::Frame)
     }
 
-    /// Whether [`Outbox::kick`] was called; registers the task to be woken when it is.
-    pub fn poll_kicked(&self, cx: &mut Context<'_>) -> bool {
+    /// Whether [`Outbox::kick`] was called, and whether a ping was asked for (taken: it is the
+    /// caller's to send); registers the task to be woken by either.
+    pub fn poll_control(&self, cx: &mut Context<'_>) -> (bool, bool) {
         let mut st = self.lock();
         st.register(cx);
-        st.kick.is_some()
+        (st.kick.is_some(), std::mem::take(&mut st.ping))
     }
 }
 
@@ -282,7 +283,7 @@ mod tests {
             let q = q.clone();
             tokio::spawn(async move {
                 std::future::poll_fn(|cx| {
-                    if q.poll_kicked(cx) {
+                    if q.poll_control(cx).0 {
                         Poll::Ready(())
                     } else {
                         Poll::Pending

@@ -25,24 +25,34 @@ struct Member {
     /// Awareness client ids this connection speaks for, with the bytes of each one's state
     /// (removed when it leaves).
     clients: HashMap<u64, usize>,
-    /// Awareness client ids this connection has ever claimed (at most [`AWARENESS_IDS`]).
-    claimed: usize,
+    /// Awareness client ids this connection has ever claimed (at most [`AWARENESS_IDS`]; one
+    /// that goes and comes back counts once).
+    claimed: Vec<u64>,
 }
 
 /// Presence is small: a name, a colour, a cursor. What a connection may publish is bounded so one
 /// connection (a viewer too) cannot make the relay hold, or every joiner receive, megabytes of it:
 /// at most this many client ids over the connection's life,
 const AWARENESS_IDS: usize = 8;
-/// each state at most this many bytes of JSON,
-const AWARENESS_STATE_MAX: usize = 16 << 10;
-/// and all of a room's states together at most this many (a joiner gets them all in one message).
+/// each state at most this many bytes of JSON (a pairedit member's is about 300, with its
+/// cursor and selection),
+const AWARENESS_STATE_MAX: usize = 4 << 10;
+/// and all of a room's states together at most this many (a joiner gets them all in one
+/// message), viewers' at most half: view codes are handed out widely, and however many viewer
+/// connections fill theirs, writers keep room for their presence.
 const AWARENESS_ROOM_MAX: usize = 8 << 20;
+const AWARENESS_VIEWERS_MAX: usize = AWARENESS_ROOM_MAX / 2;
+/// The highest clock an entry may carry: a state at `u32::MAX` could never be removed (a
+/// removal is the clock + 1), by the relay or by anyone.
+const AWARENESS_CLOCK_MAX: u32 = u32::MAX - 1;
 /// Removed states a room's awareness may remember before it is rebuilt without them (yrs keeps a
 /// removed client's clock forever; members come and go for as long as a relay runs).
 const AWARENESS_DEAD_MAX: usize = 4096;
 /// How many client ids that writers spoke for a room remembers, so a viewer cannot take one
 /// over while its writer is away (and keep the writer's presence out when it comes back).
-const WRITER_IDS_MAX: usize = 1 << 16;
+/// Past that it starts over: the ids of writers that wrote stay theirs through the document's
+/// state vector.
+const WRITER_IDS_MAX: usize = 4096;
 
 struct RoomState {
     awareness: Awareness,
@@ -62,8 +72,10 @@ struct RoomState {
     /// Updates held back until the updates before them arrive ([`gap`]), as a Yjs peer holds
     /// them: not applied, stored or sent until then. At most [`HELD_MAX`] of them.
     held: Vec<(u64, Vec<u8>)>,
-    /// Bytes of the awareness states members hold now (at most [`AWARENESS_ROOM_MAX`]).
+    /// Bytes of the awareness states members hold now (at most [`AWARENESS_ROOM_MAX`]), and
+    /// of those viewers hold (at most [`AWARENESS_VIEWERS_MAX`]).
     awareness_bytes: usize,
+    viewer_awareness_bytes: usize,
     /// Removed awareness states since the awareness was last rebuilt.
     awareness_dead: usize,
     /// Awareness client ids writers have spoken for (see [`WRITER_IDS_MAX`]).
@@ -340,6 +352,7 @@ impl Room {
                 last_active: std::time::Instant::now(),
                 held: Vec::new(),
                 awareness_bytes: 0,
+                viewer_awareness_bytes: 0,
                 awareness_dead: 0,
                 writer_ids: HashSet::new(),
             }),
@@ -517,7 +530,7 @@ impl Room {
                 role,
                 tx,
                 clients: HashMap::new(),
-                claimed: 0,
+                claimed: Vec::new(),
             },
         );
         Some(hello)
@@ -537,10 +550,11 @@ impl Room {
         let Some(member) = st.members.remove(&conn_id) else {
             return;
         };
-        self.remove_awareness(&mut st, &member.clients);
+        self.remove_awareness(&mut st, &member);
     }
 
-    fn remove_awareness(&self, st: &mut RoomState, clients: &HashMap<u64, usize>) {
+    fn remove_awareness(&self, st: &mut RoomState, member: &Member) {
+        let clients = &member.clients;
         if clients.is_empty() {
             return;
         }
@@ -549,12 +563,16 @@ impl Room {
         };
         for (&client, &bytes) in clients {
             st.awareness_bytes = st.awareness_bytes.saturating_sub(bytes);
+            if member.role == Role::Viewer {
+                st.viewer_awareness_bytes = st.viewer_awareness_bytes.saturating_sub(bytes);
+            }
             let id = yrs::block::ClientID::new(client);
             if let Some((clock, _)) = st.awareness.meta(id) {
                 removal.clients.insert(
                     id,
                     yrs::sync::awareness::AwarenessUpdateEntry {
-                        clock: clock.wrapping_add(1),
+                        // (No entry above AWARENESS_CLOCK_MAX is admitted.)
+                        clock: clock.saturating_add(1),
                         json: "null".into(),
                     },
                 );
@@ -714,14 +732,15 @@ impl Room {
             }
             None => {
                 let mut txn = st.doc().transact_mut();
-                txn.apply_update(update)
-                    .map_err(|e| Refusal::Malformed(e.to_string()))?;
-                // Encoded before the commit merges the new items into the blocks before them.
+                let applied = txn.apply_update(update);
+                // Encoded before the commit merges the new items into the blocks before them;
+                // a refused update may have gone in part-way, and that part goes out too.
                 let changed = txn.encode_update_v1();
                 drop(txn);
                 if changed != NOTHING {
                     lock(&st.applied).push((source, changed));
                 }
+                applied.map_err(|e| Refusal::Malformed(e.to_string()))?;
             }
         }
         st.approx_bytes += bytes.len();
@@ -796,7 +815,9 @@ impl Room {
     /// - is not JSON, or is larger than [`AWARENESS_STATE_MAX`]: stock Yjs clients `JSON.parse`
     ///   every state they receive, and one that throws takes the client down;
     /// - removes a state the connection does not hold;
-    /// - is past the connection's [`AWARENESS_IDS`] or the room's [`AWARENESS_ROOM_MAX`].
+    /// - has a clock past [`AWARENESS_CLOCK_MAX`];
+    /// - is past the connection's [`AWARENESS_IDS`], or the room's [`AWARENESS_ROOM_MAX`]
+    ///   ([`AWARENESS_VIEWERS_MAX`] for a viewer).
     fn admit_awareness(
         &self,
         st: &mut RoomState,
@@ -810,8 +831,12 @@ impl Room {
         let role = member.role;
         let held = member.clients.get(&id).copied();
         let removing = entry.json.as_ref() == "null";
+        if entry.clock > AWARENESS_CLOCK_MAX {
+            return false;
+        }
         if held.is_none() {
-            if removing || member.claimed >= AWARENESS_IDS {
+            let new_id = !member.claimed.contains(&id);
+            if removing || (new_id && member.claimed.len() >= AWARENESS_IDS) {
                 return false;
             }
             let someone_elses = st
@@ -851,9 +876,20 @@ impl Room {
             if others + bytes > AWARENESS_ROOM_MAX {
                 return false;
             }
+            if role == Role::Viewer
+                && st.viewer_awareness_bytes - held.unwrap_or(0) + bytes > AWARENESS_VIEWERS_MAX
+            {
+                return false;
+            }
         }
         st.awareness_bytes = st.awareness_bytes - held.unwrap_or(0) + bytes;
-        if role == Role::Writer && st.writer_ids.len() < WRITER_IDS_MAX {
+        if role == Role::Viewer {
+            st.viewer_awareness_bytes = st.viewer_awareness_bytes - held.unwrap_or(0) + bytes;
+        }
+        if role == Role::Writer && !st.writer_ids.contains(&id) {
+            if st.writer_ids.len() >= WRITER_IDS_MAX {
+                st.writer_ids.clear();
+            }
             st.writer_ids.insert(id);
         }
         let Some(member) = st.members.get_mut(&conn_id) else {
@@ -863,8 +899,8 @@ impl Room {
             member.clients.remove(&id);
             st.awareness_dead += 1;
         } else {
-            if held.is_none() {
-                member.claimed += 1;
+            if !member.claimed.contains(&id) {
+                member.claimed.push(id);
             }
             member.clients.insert(id, bytes);
         }
@@ -936,7 +972,7 @@ impl Room {
     fn drop_member(&self, st: &mut RoomState, conn_id: u64) {
         if let Some(member) = st.members.remove(&conn_id) {
             member.tx.kick(close::POLICY, "disconnected by the relay");
-            self.remove_awareness(st, &member.clients);
+            self.remove_awareness(st, &member);
         }
     }
 }

@@ -4,6 +4,9 @@
 //! capacity it never gives back) from holding a whole document per member after a join.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
@@ -11,13 +14,69 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::task::TaskTracker;
 
+use super::outbox::Outbox;
+
 /// An upgraded connection.
-pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub type Socket = WebSocketStream<Heard<TokioIo<hyper::upgrade::Upgraded>>>;
+
+/// A connection's byte stream that tells its [`Outbox`] whenever bytes come in: a peer sending
+/// one long message (a big paste on a slow uplink) is alive though no whole message arrived
+/// for a minute. (Silent members are dropped: see `Room::sweep_silent`.)
+pub struct Heard<T> {
+    inner: T,
+    outbox: Arc<Outbox>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Heard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.outbox.heard();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Heard<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
 
 /// A valid upgrade request, ready to be answered with `101 Switching Protocols`.
 pub struct Upgrade {
@@ -85,11 +144,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 
 impl Upgrade {
     /// Answers `101` and, once the connection is handed over, runs `session` on it in a task
-    /// of `tasks` (so a shutdown waits for connections still switching over too).
+    /// of `tasks` (so a shutdown waits for connections still switching over too). Bytes that
+    /// come in are noted in `outbox` ([`Heard`]).
     pub fn on_upgrade<F, Fut>(
         self,
         tasks: &TaskTracker,
         config: WebSocketConfig,
+        outbox: Arc<Outbox>,
         session: F,
     ) -> Response
     where
@@ -102,12 +163,11 @@ impl Upgrade {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
-            let socket = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
+            let io = Heard {
+                inner: TokioIo::new(upgraded),
+                outbox,
+            };
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
             session(socket).await;
         });
         let mut response = Response::new(Body::empty());
