@@ -981,19 +981,23 @@ impl Room {
 mod tests {
     use super::*;
 
-    /// Between a join's `101` and its connection becoming a member the room has no members;
-    /// it must not count as idle then, or eviction could take it from under the arriving member
-    /// (seen once in CI: a room evicted while its two members were connecting).
-    #[test]
-    fn a_join_under_way_keeps_the_room_from_being_idle() {
-        let room = Arc::new(Room::new(
+    fn test_room() -> Room {
+        Room::new(
             "r".into(),
             "w".into(),
             "v".into(),
             1 << 20,
             Arc::new(Metrics::default()),
             None,
-        ));
+        )
+    }
+
+    /// Between a join's `101` and its connection becoming a member the room has no members;
+    /// it must not count as idle then, or eviction could take it from under the arriving member
+    /// (seen once in CI: a room evicted while its two members were connecting).
+    #[test]
+    fn a_join_under_way_keeps_the_room_from_being_idle() {
+        let room = Arc::new(test_room());
         assert!(room.idle_for().is_some(), "empty and nobody coming: idle");
         let first = room.arrive();
         let second = room.arrive();
@@ -1012,14 +1016,7 @@ mod tests {
     /// of them (yrs keeps a removed client's clock for good).
     #[test]
     fn the_presence_of_members_that_left_is_forgotten() {
-        let room = Room::new(
-            "r".into(),
-            "w".into(),
-            "v".into(),
-            1 << 20,
-            Arc::new(Metrics::default()),
-            None,
-        );
+        let room = test_room();
         let stays = Arc::new(super::super::outbox::Outbox::new(1 << 20));
         assert!(room.join(0, Role::Writer, stays, 10).is_some());
         let say = |id: u64| {
