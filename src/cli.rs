@@ -169,7 +169,7 @@ pub struct ServeArgs {
     /// Most connections from one client address still speaking plain HTTP: requests under way
     /// and WebSockets not yet upgraded (each must send its headers within 10 s and upgrade
     /// within 30 s). Raise it for load tests that connect many at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub max_pending_per_ip: usize,
     /// Ping a member not heard from for this many seconds; drop one silent for twice as long
     /// (a peer that vanished without closing: its cursor would stay on everyone's screen).

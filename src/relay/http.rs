@@ -8,7 +8,7 @@
 //!   at a time, is closed: "slowloris");
 //! - a connection that has not become a WebSocket within [`pre_upgrade_life`] is closed (a slow
 //!   request body, or a keep-alive connection asking one room after another);
-//! - connections not yet upgraded are counted per address (64; an IPv6 host by its /64) and in
+//! - connections not yet upgraded are counted per address (256; an IPv6 host by its /64) and in
 //!   all (4,096) ([`super::limits`]): past either limit a new one is closed at once, so
 //!   half-finished requests cannot use up the relay's file descriptors. Upgraded connections
 //!   have their own per-address limit.

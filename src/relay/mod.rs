@@ -116,7 +116,7 @@ impl Default for RelayConfig {
             max_rooms: 10_000,
             send_queue: 256,
             max_conns_per_ip: 512,
-            max_pending_per_ip: 64,
+            max_pending_per_ip: 256,
             header_timeout: Duration::from_secs(10),
             ping_after: Some(Duration::from_secs(30)),
             create_token: None,
