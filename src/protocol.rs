@@ -161,6 +161,9 @@ pub fn permission_denied(reason: &str) -> Vec<u8> {
     encode(&Message::Auth(Some(reason.to_string())))
 }
 
+/// A v1 update with no items and no deletions: what a transaction that changed nothing encodes.
+pub const EMPTY_UPDATE: [u8; 2] = [0, 0];
+
 pub fn awareness(update: yrs::sync::AwarenessUpdate) -> Vec<u8> {
     encode(&Message::Awareness(update))
 }

@@ -32,6 +32,14 @@ async fn still_open(tcp: &mut TcpStream, d: Duration) -> bool {
     tokio::time::timeout(d, tcp.read(&mut buf)).await.is_err()
 }
 
+/// Silent members pinged after 400 ms, dropped after about 800 ms.
+fn quick_pings() -> RelayConfig {
+    RelayConfig {
+        ping_after: Some(Duration::from_millis(400)),
+        ..RelayConfig::default()
+    }
+}
+
 fn quick_http() -> RelayConfig {
     RelayConfig {
         header_timeout: Duration::from_millis(300),
@@ -180,11 +188,7 @@ fn metric_with(text: &str, label: &str) -> u64 {
 /// removed from everyone's screen; members that answer pings stay however quiet they are.
 #[tokio::test]
 async fn a_member_that_never_answers_a_ping_is_dropped() {
-    let relay = TestRelay::with_config(RelayConfig {
-        ping_after: Some(Duration::from_millis(400)),
-        ..RelayConfig::default()
-    })
-    .await;
+    let relay = TestRelay::with_config(quick_pings()).await;
     let room = relay.create_room().await;
     let watcher = join(&room.write_code, "watcher").await;
 
@@ -250,11 +254,7 @@ fn presence(id: u64, name: &str) -> Vec<u8> {
 /// messages (a big paste on a slow uplink must not be dropped as silent, then resent for ever).
 #[tokio::test]
 async fn a_member_sending_a_long_message_slowly_is_not_silent() {
-    let relay = TestRelay::with_config(RelayConfig {
-        ping_after: Some(Duration::from_millis(400)),
-        ..RelayConfig::default()
-    })
-    .await;
+    let relay = TestRelay::with_config(quick_pings()).await;
     let room = relay.create_room().await;
     let mut tcp = TcpStream::connect(relay.addr).await.unwrap();
     let request = format!(

@@ -626,13 +626,27 @@ async fn presence_a_member_may_not_publish_is_dropped() {
     })
     .await;
 
+    // Nor does another writer take it while its writer is there.
+    let mut other = raw_connect(&relay, &room.room, &room.write_token).await;
+    raw_send(
+        &mut other,
+        presence_msg(&[(4242, 50, r#"{"user":"other"}"#)]),
+    )
+    .await;
+    answered(&mut other, 777, 8).await;
+    let seen = presence_seen(&relay, &room.room, &room.view_token).await;
+    assert!(
+        seen.contains(&(4242, 5, r#"{"user":"back"}"#.to_string())),
+        "{seen:?}"
+    );
+
     // A viewer's states go when it does.
     drop(viewer);
     wait_presence(&relay, &room, "the viewer's ids gone", |s| {
         s.iter().all(|e| e.0 != 777 && !(1000..1011).contains(&e.0))
     })
     .await;
-    drop((v2, back));
+    drop((v2, back, other));
 }
 
 #[tokio::test]

@@ -13,9 +13,44 @@ const CREATE_PER_SEC: f64 = 1.0 / 6.0;
 #[derive(Default)]
 pub struct Limits {
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-    connections: Mutex<HashMap<IpAddr, usize>>,
-    /// Connections still speaking HTTP, per address and in all.
-    pending: Mutex<(HashMap<IpAddr, usize>, usize)>,
+    /// WebSocket connections.
+    connections: Mutex<Counts>,
+    /// Connections still speaking HTTP.
+    pending: Mutex<Counts>,
+}
+
+/// Open things per address (by [`address_key`]) and in all.
+#[derive(Default)]
+struct Counts {
+    by_ip: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+impl Counts {
+    /// Counts one more for `ip`; false when `ip` has `max` already or all have `max_total`.
+    fn try_add(&mut self, ip: IpAddr, max: usize, max_total: usize) -> bool {
+        if self.total >= max_total {
+            return false;
+        }
+        let n = self.by_ip.entry(address_key(ip)).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        self.total += 1;
+        true
+    }
+
+    fn remove(&mut self, ip: IpAddr) {
+        let ip = address_key(ip);
+        if let Some(n) = self.by_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            self.total = self.total.saturating_sub(1);
+            if *n == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
 }
 
 /// Connections not yet upgraded to a WebSocket, from all addresses together: each holds a file
@@ -64,58 +99,21 @@ impl Limits {
 
     /// Counts a new connection from `ip`; false when it already has `max` open.
     pub fn try_open(&self, ip: IpAddr, max: usize) -> bool {
-        let ip = address_key(ip);
-        let mut conns = lock(&self.connections);
-        let n = conns.entry(ip).or_insert(0);
-        if *n >= max {
-            return false;
-        }
-        *n += 1;
-        true
+        lock(&self.connections).try_add(ip, max, usize::MAX)
     }
 
     pub fn close(&self, ip: IpAddr) {
-        let ip = address_key(ip);
-        let mut conns = lock(&self.connections);
-        if let Some(n) = conns.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                conns.remove(&ip);
-            }
-        }
+        lock(&self.connections).remove(ip);
     }
-}
 
-impl Limits {
     /// Counts a connection from `ip` that is not a WebSocket yet; false when `ip` already has
     /// `max` such, or all addresses together have [`MAX_PENDING`].
     pub fn try_pending(&self, ip: IpAddr, max: usize) -> bool {
-        let ip = address_key(ip);
-        let mut guard = lock(&self.pending);
-        let (by_ip, total) = &mut *guard;
-        if *total >= MAX_PENDING {
-            return false;
-        }
-        let n = by_ip.entry(ip).or_insert(0);
-        if *n >= max {
-            return false;
-        }
-        *n += 1;
-        *total += 1;
-        true
+        lock(&self.pending).try_add(ip, max, MAX_PENDING)
     }
 
     fn pending_done(&self, ip: IpAddr) {
-        let ip = address_key(ip);
-        let mut guard = lock(&self.pending);
-        let (by_ip, total) = &mut *guard;
-        if let Some(n) = by_ip.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            *total = total.saturating_sub(1);
-            if *n == 0 {
-                by_ip.remove(&ip);
-            }
-        }
+        lock(&self.pending).remove(ip);
     }
 }
 

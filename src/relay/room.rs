@@ -80,6 +80,8 @@ struct RoomState {
     awareness_dead: usize,
     /// Awareness client ids writers have spoken for (see [`WRITER_IDS_MAX`]).
     writer_ids: HashSet<u64>,
+    /// Which connection speaks for each awareness client id (every member's `clients` keys).
+    owners: HashMap<u64, u64>,
 }
 
 /// How many updates a room holds back waiting for the ones before them, and how many bytes in
@@ -145,11 +147,8 @@ type AppliedQueue = Mutex<Vec<(Source, Vec<u8>)>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    /// A member's update, applied by the room: sent to every member but the one whose message
-    /// is being handled.
-    Member,
-    /// The update of this member's connection (held back, then let through by another's):
-    /// sent to every member but that one.
+    /// An update from this member's connection, applied by the room (maybe held back, then
+    /// let through by another's): sent to every member but that one.
     Sender(u64),
     /// The lending host's own edit (see [`Lent`]): sent to every member.
     Host,
@@ -283,9 +282,6 @@ fn new_doc() -> Doc {
     })
 }
 
-/// A v1 update with no items and no deletions.
-const NOTHING: [u8; 2] = [0, 0];
-
 /// Loads `updates` into a fresh doc that replaces the room's empty one, in one transaction:
 /// loading a room (from disk) is not news for anyone. Only for a room with no content and no
 /// members. Returns how many updates applied.
@@ -355,6 +351,7 @@ impl Room {
                 viewer_awareness_bytes: 0,
                 awareness_dead: 0,
                 writer_ids: HashSet::new(),
+                owners: HashMap::new(),
             }),
             metrics,
             arriving: Default::default(),
@@ -562,6 +559,7 @@ impl Room {
             clients: HashMap::new(),
         };
         for (&client, &bytes) in clients {
+            st.owners.remove(&client);
             st.awareness_bytes = st.awareness_bytes.saturating_sub(bytes);
             if member.role == Role::Viewer {
                 st.viewer_awareness_bytes = st.viewer_awareness_bytes.saturating_sub(bytes);
@@ -599,18 +597,17 @@ impl Room {
         };
         let handled = self.handle_messages(&mut st, conn_id, role, msgs);
         // What the doc changed goes out even when a later message in the frame was refused.
-        self.send_applied(&mut st, conn_id);
+        self.send_applied(&mut st);
         handled
     }
 
     /// Sends what the room's doc changed since the last call: a member's update to everyone
-    /// else (`from` sent it), a lending host's edit to everyone.
-    fn send_applied(&self, st: &mut RoomState, from: u64) {
+    /// else, a lending host's edit to everyone.
+    fn send_applied(&self, st: &mut RoomState) {
         let applied = std::mem::take(&mut *lock(&st.applied));
         for (source, update) in applied {
             st.dirty = true;
             let except = match source {
-                Source::Member => Some(from),
                 Source::Sender(id) => Some(id),
                 Source::Host => None,
             };
@@ -670,7 +667,7 @@ impl Room {
             st.held.push((from, bytes.to_vec()));
             return Ok(());
         }
-        self.apply_now(st, Source::Member, update, bytes)?;
+        self.apply_now(st, Source::Sender(from), update, bytes)?;
         // Each one applied may let another through.
         // (Nothing to look at, the common case: no state vector made.)
         while !st.held.is_empty() {
@@ -722,27 +719,20 @@ impl Room {
                 Refusal::Storage(e.to_string())
             })?;
         }
-        match &st.lent {
-            Some(lent) => {
-                let (changed, applied) = (lent.apply)(bytes);
-                if changed != NOTHING {
-                    lock(&st.applied).push((source, changed));
-                }
-                applied.map_err(Refusal::Malformed)?;
-            }
+        let (changed, applied) = match &st.lent {
+            Some(lent) => (lent.apply)(bytes),
             None => {
                 let mut txn = st.doc().transact_mut();
                 let applied = txn.apply_update(update);
-                // Encoded before the commit merges the new items into the blocks before them;
-                // a refused update may have gone in part-way, and that part goes out too.
-                let changed = txn.encode_update_v1();
-                drop(txn);
-                if changed != NOTHING {
-                    lock(&st.applied).push((source, changed));
-                }
-                applied.map_err(|e| Refusal::Malformed(e.to_string()))?;
+                // Encoded before the commit merges the new items into the blocks before them.
+                (txn.encode_update_v1(), applied.map_err(|e| e.to_string()))
             }
+        };
+        // A refused update may have gone in part-way: that part goes out too.
+        if changed != protocol::EMPTY_UPDATE {
+            lock(&st.applied).push((source, changed));
         }
+        applied.map_err(Refusal::Malformed)?;
         st.approx_bytes += bytes.len();
         if st.log.as_ref().is_some_and(|l| l.len > COMPACT_LOG_AT) {
             // Keep replay time and disk use bounded; the periodic snapshot covers the rest.
@@ -839,11 +829,8 @@ impl Room {
             if removing || (new_id && member.claimed.len() >= AWARENESS_IDS) {
                 return false;
             }
-            let someone_elses = st
-                .members
-                .iter()
-                .any(|(other, m)| *other != conn_id && m.clients.contains_key(&id));
-            if someone_elses {
+            if st.owners.contains_key(&id) {
+                // (Not ours: ours would be in `held`.)
                 return false;
             }
             if role == Role::Viewer
@@ -897,12 +884,14 @@ impl Room {
         };
         if removing {
             member.clients.remove(&id);
+            st.owners.remove(&id);
             st.awareness_dead += 1;
         } else {
             if !member.claimed.contains(&id) {
                 member.claimed.push(id);
             }
             member.clients.insert(id, bytes);
+            st.owners.insert(id, conn_id);
         }
         true
     }

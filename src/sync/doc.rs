@@ -303,9 +303,6 @@ const UNDO_KEY: &str = "pairedit-undo";
 /// See [`SharedDoc::tap_outgoing`].
 type Tap = dyn Fn(&[u8]) + Send + Sync;
 
-/// A v1 update with no items and no deletions: what a transaction that changed nothing encodes.
-const NOTHING: [u8; 2] = [0, 0];
-
 /// Sets a flag for as long as it lives (cleared even if what runs meanwhile panics).
 struct Quiet<'a>(&'a AtomicBool);
 
@@ -1013,7 +1010,10 @@ impl SharedDoc {
         self.captured = None;
         let applied = self.apply_remote(bytes);
         self.capture = false;
-        let changed = self.captured.take().unwrap_or_else(|| NOTHING.to_vec());
+        let changed = self
+            .captured
+            .take()
+            .unwrap_or_else(|| crate::protocol::EMPTY_UPDATE.to_vec());
         (changed, applied)
     }
 
@@ -1355,7 +1355,7 @@ impl SharedDoc {
     }
 
     fn push_outgoing(&self, mut update: Vec<u8>) {
-        if update == NOTHING {
+        if update == crate::protocol::EMPTY_UPDATE {
             return;
         }
         if let Some(tap) = &self.tap {

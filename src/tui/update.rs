@@ -376,12 +376,14 @@ fn recovery(app: &mut App, effects: &mut Vec<Effect>) {
     };
     let recovery = crate::fsutil::recovery_path(path);
     if app.dirty && app.recovered_gen != Some(app.change_gen) {
-        let text = app.file_text();
-        if !recovery_due(text.len_bytes(), app.recovered_at) {
+        // (Measured without the copy: ticks that find it not due make none.)
+        let bytes = app.session.lock().doc.rope().len_bytes();
+        if !recovery_due(bytes, app.recovered_at) {
             return;
         }
         app.recovered_at = Some(std::time::Instant::now());
         app.recovered_gen = Some(app.change_gen);
+        let text = app.file_text();
         effects.push(Effect::WriteRecovery {
             path: recovery,
             text,
