@@ -315,6 +315,24 @@ pub enum BenchCommand {
         #[arg(long, default_value = crate::tui::highlight::DEFAULT_THEME)]
         theme: String,
     },
+    /// The editor's own cost of a key: each key's update and its frame drawn and encoded for a
+    /// 120x50 terminal (into memory: no terminal, no network), in one process, repeatable. At the
+    /// start of the file's first lines (typing into code), or with --at-end on a new last line
+    /// (60 keys a line, then Enter). A big file's end is where the per-line work shows.
+    ///
+    /// Example: pairedit bench keys /tmp/pairedit-big.rs --at-end
+    Keys {
+        /// A source file (its extension picks the syntax).
+        file: PathBuf,
+        /// Type on new lines after the file's last one (Ctrl-End, Enter), not at its top.
+        #[arg(long)]
+        at_end: bool,
+        /// Keys timed.
+        #[arg(long, default_value_t = 500)]
+        keys: usize,
+        #[arg(long, default_value = crate::tui::highlight::DEFAULT_THEME)]
+        theme: String,
+    },
     /// Hold N idle viewer connections open on a room and report the relay's memory.
     Idle {
         /// A view (or write) code; its relay and room are used. Or give --url.

@@ -45,6 +45,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             flush_ms,
         }) => bench_updates(&trace, rate, flush_ms),
         Command::Bench(BenchCommand::Highlight { file, theme }) => bench_highlight(&file, &theme),
+        Command::Bench(BenchCommand::Keys {
+            file,
+            at_end,
+            keys,
+            theme,
+        }) => bench_keys(&file, at_end, keys, &theme),
         Command::Bench(BenchCommand::Probe) => crate::bench::hostprobe::run_until_stdin_closes(),
         Command::Bench(BenchCommand::Ingest {
             mb,
@@ -740,7 +746,7 @@ fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
         samples[samples.len() / 2].as_secs_f64() * 1000.0,
         samples[samples.len() - 1].as_secs_f64() * 1000.0
     );
-    let (frames, idle) = bench_frames(&text, &language, theme, false)?;
+    let (frames, idle) = bench_frames(&text, &language, theme, false, false, 500)?;
     println!(
         "a key typed (50 at the start of each of the first 10 lines) and the whole {}x{} screen drawn and encoded for the terminal: {}",
         FRAME_SIZE.0,
@@ -753,7 +759,7 @@ fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
         spread_ms(&idle)
     );
     for cold in [false, true] {
-        let (frames, _) = bench_frames("", &language_for("empty.txt"), theme, cold)?;
+        let (frames, _) = bench_frames("", &language_for("empty.txt"), theme, cold, false, 500)?;
         println!(
             "the same into an empty text file (60 keys a line, then Enter: the tmux keystroke bench's case){}: {}",
             if cold {
@@ -764,6 +770,48 @@ fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
             spread_ms(&frames)
         );
     }
+    Ok(())
+}
+
+fn bench_keys(
+    path: &std::path::Path,
+    at_end: bool,
+    keys: usize,
+    theme: &str,
+) -> anyhow::Result<()> {
+    use crate::tui::highlight::language_for;
+    anyhow::ensure!(keys > 0, "--keys must be at least 1");
+    let text = crate::fsutil::load_text(path)?;
+    let language = language_for(
+        &path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let started = Instant::now();
+    let (frames, idle) = bench_frames(&text, &language, theme, false, at_end, keys)?;
+    println!(
+        "file: {} ({} bytes, syntax {language}); {keys} keys typed {}, {:.1} s in all",
+        path.display(),
+        text.len(),
+        if at_end {
+            "on new lines after its last (60 a line)"
+        } else {
+            "at the start of its first lines (50 a line)"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "a key and its {}x{} frame drawn and encoded for the terminal: {}",
+        FRAME_SIZE.0,
+        FRAME_SIZE.1,
+        spread_ms(&frames)
+    );
+    println!(
+        "then, no key waiting, the typed line parsed and the screen drawn again ({} of the keys): {}",
+        idle.len(),
+        spread_ms(&idle)
+    );
     Ok(())
 }
 
@@ -793,6 +841,8 @@ fn bench_frames(
     language: &str,
     theme: &str,
     cold: bool,
+    at_end: bool,
+    keys: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     use crate::client::{ClientState, SessionHandle};
     use crate::tui::update::{Msg, update};
@@ -814,7 +864,7 @@ fn bench_frames(
     let mut screen = crate::tui::term::Screen::with_size(FRAME_SIZE.0, FRAME_SIZE.1);
     let mut out = Vec::new();
     screen.draw_to(|buf| crate::tui::view::render(buf, &mut app), &mut out)?;
-    let (mut frames, mut idle) = (Vec::with_capacity(500), Vec::with_capacity(500));
+    let (mut frames, mut idle) = (Vec::with_capacity(keys), Vec::with_capacity(keys));
     // Between two keys a person types, the terminal and everything else run: the editor
     // starts each key with its data out of the CPU's caches. `cold` does that on purpose.
     let mut sweep = if cold {
@@ -825,11 +875,21 @@ fn bench_frames(
     let press = |app: &mut crate::tui::app::App, code| {
         let _ = update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
     };
-    for i in 0..500 {
-        if text.is_empty() && i > 0 && i % 60 == 0 {
+    // Into an empty text, or after the last line: 60 keys a line, then Enter.
+    let new_lines = text.is_empty() || at_end;
+    if at_end {
+        let _ = update(
+            &mut app,
+            Msg::Key(KeyEvent::new(KeyCode::End, KeyModifiers::CONTROL)),
+        );
+        press(&mut app, KeyCode::Enter);
+        screen.draw_to(|buf| crate::tui::view::render(buf, &mut app), &mut out)?;
+    }
+    for i in 0..keys {
+        if new_lines && i > 0 && i % 60 == 0 {
             press(&mut app, KeyCode::Enter);
             screen.draw_to(|buf| crate::tui::view::render(buf, &mut app), &mut out)?;
-        } else if !text.is_empty() && i > 0 && i % 50 == 0 {
+        } else if !new_lines && i > 0 && i % 50 == 0 {
             // 50 keys per line, then on to the start of the next (not timed).
             press(&mut app, KeyCode::Down);
             press(&mut app, KeyCode::Home);

@@ -234,9 +234,10 @@ impl Highlighter {
             store(&mut self.cache, line, spans);
             return;
         }
-        if line + 1 < rope.len_lines()
-            && self.starts.contains_key(&line)
-            && self.starts.contains_key(&(line + 1))
+        // The last line has no line after it whose start it could change.
+        let last = line + 1 >= rope.len_lines();
+        if self.starts.contains_key(&line)
+            && (last || self.starts.contains_key(&(line + 1)))
             && let Some((_, old)) = self.cache.get(&line)
         {
             let body = super::text::line_body(rope, line, || rope.len_chars()).body;
@@ -267,17 +268,27 @@ impl Highlighter {
 
     /// Parses `line` again from the state before it: see [`Highlighter::settle`].
     fn reparse(&mut self, rope: &Rope, line: usize) -> bool {
-        if line + 1 < rope.len_lines()
-            && let (Some(start), Some(next)) =
-                (self.starts.get(&line), self.starts.get(&(line + 1)))
+        let last = line + 1 >= rope.len_lines();
+        if let Some(start) = self.starts.get(&line)
+            && (last || self.starts.contains_key(&(line + 1)))
         {
             let mut state = start.clone();
-            let next = next.clone();
             let highlighter = SynHighlighter::new(&self.theme);
             let (spans, parsed) =
                 self.parse_line(rope, line, &mut state, &highlighter, &mut String::new());
             self.parsed_lines += u64::from(parsed);
-            if state == next {
+            if last {
+                // Nothing follows whose colours depend on it: the state after the text is
+                // now this one (where a line added below would start).
+                if let Some((at, resumed, _)) = &mut self.resume
+                    && *at == line + 1
+                {
+                    *resumed = state.clone();
+                }
+                self.starts.insert(line + 1, state);
+                return store(&mut self.cache, line, spans);
+            }
+            if self.starts.get(&(line + 1)) == Some(&state) {
                 return store(&mut self.cache, line, spans);
             }
         }
@@ -720,6 +731,41 @@ mod tests {
             after.iter().collect::<Vec<_>>(),
             rust().lines(&rope, first, 40)
         );
+    }
+
+    /// The last line (no line break after it: where typing at the end of a file goes) is
+    /// patched and settled like any other: a key there parses nothing before its frame (at the
+    /// end of a 100 MB file every key parsed its line on the key's path). Its new end state is
+    /// where a line added below starts.
+    #[test]
+    fn typing_on_the_last_line_is_patched_then_settled() {
+        let mut rope = Rope::from_str("let a = 1;\nlet b = 2;\nlet c");
+        let mut h = rust();
+        let last = rope.len_lines() - 1;
+        h.lines(&rope, 0, 40);
+        let before = h.parsed_lines;
+        rope.insert(rope.len_chars(), " = 3");
+        h.line_changed(&rope, last);
+        assert_eq!(h.parsed_lines, before, "the key's frame parses nothing");
+        assert!(h.unsettled());
+        h.settle(&rope);
+        assert_eq!(h.parsed_lines - before, 1);
+        let fresh_of = |rope: &Rope| -> Vec<Spans> {
+            rust().lines(rope, 0, 40).into_iter().cloned().collect()
+        };
+        let got: Vec<Spans> = h.lines(&rope, 0, 40).into_iter().cloned().collect();
+        assert_eq!(got, fresh_of(&rope));
+        // A comment opened on the last line, then a line added below it: the new line starts
+        // inside the comment.
+        rope.insert(rope.len_chars(), "; /* open");
+        h.line_changed(&rope, last);
+        h.settle(&rope);
+        let got: Vec<Spans> = h.lines(&rope, 0, 40).into_iter().cloned().collect();
+        assert_eq!(got, fresh_of(&rope));
+        rope.insert(rope.len_chars(), "\nstill comment */ let d = 4;");
+        h.invalidate_from(last + 1);
+        let got: Vec<Spans> = h.lines(&rope, 0, 40).into_iter().cloned().collect();
+        assert_eq!(got, fresh_of(&rope));
     }
 
     /// Where the edited line's text is unsettled and another edit comes before the settle:
