@@ -279,9 +279,10 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     let _editing = crate::fsutil::lock_for_editing(&args.file)?;
     // A file that is not there yet (in a directory that is) starts empty, as in vim: the
     // first save creates it.
-    let (mut text, new_file) = match crate::fsutil::load_text(&args.file) {
+    // Straight into a rope: for a big file, most of the time to the first frame (see `load_rope`).
+    let (mut text, new_file) = match crate::fsutil::load_rope(&args.file) {
         Ok(text) => (text, false),
-        Err(e) if crate::fsutil::is_new_file(&args.file, &e) => (String::new(), true),
+        Err(e) if crate::fsutil::is_new_file(&args.file, &e) => (ropey::Rope::new(), true),
         Err(e) => return Err(e.into()),
     };
     let theme =
@@ -291,9 +292,9 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     needs_terminal("host")?;
     let recovered = offer_recovery(&args.file, &mut text, args.recover);
     // A byte order mark stays with the file, not in the shared text (see `App::bom`).
-    let bom = text.starts_with('\u{feff}');
+    let bom = text.get_char(0) == Some('\u{feff}');
     if bom {
-        text.drain(..'\u{feff}'.len_utf8());
+        text.remove(..1);
     }
     let file_name = args
         .file
@@ -314,8 +315,8 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             // The whole file travels as one update: size the limits for it.
             let config = RelayConfig {
-                max_frame: protocol_max(text.len()),
-                max_doc_bytes: (text.len() * 4).max(RelayConfig::default().max_doc_bytes),
+                max_frame: protocol_max(text.len_bytes()),
+                max_doc_bytes: (text.len_bytes() * 4).max(RelayConfig::default().max_doc_bytes),
                 public_url: args.public_url.clone(),
                 seeds: Some(seeds.clone()),
                 ..RelayConfig::default()
@@ -329,7 +330,7 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         http::create_room(&relay_url, args.create_token.as_deref(), opts.tls.as_ref()).await?;
 
     // The first frame needs only the rope: yrs gets the text right after it (in the gate below).
-    let mut doc = SharedDoc::with_text_deferred(text);
+    let mut doc = SharedDoc::with_rope_deferred(text);
     doc.set_meta("name", &file_name);
     doc.set_meta("language", &language);
     doc.enable_undo(UNDO_CAPTURE_MS);
@@ -446,7 +447,7 @@ pub fn lend(session: &crate::client::SessionHandle) -> relay::Lent {
 
 /// If a crashed session left unsaved changes for `file`, offers them (or takes them with
 /// `--recover`); returns whether `text` now holds them.
-fn offer_recovery(file: &std::path::Path, text: &mut String, recover: bool) -> bool {
+fn offer_recovery(file: &std::path::Path, text: &mut ropey::Rope, recover: bool) -> bool {
     use std::io::{BufRead as _, IsTerminal as _};
     let path = crate::fsutil::recovery_path(file);
     let Ok(saved) = crate::fsutil::load_text(&path) else {
@@ -472,7 +473,7 @@ fn offer_recovery(file: &std::path::Path, text: &mut String, recover: bool) -> b
             }
         };
     if take {
-        *text = saved;
+        *text = ropey::Rope::from_str(&saved);
     } else {
         // Out of the way of this session's own recovery copy, which would overwrite it (or,
         // on a clean exit, remove it).

@@ -363,12 +363,16 @@ impl SharedDoc {
     /// into yrs costs as much as building the rope (yrs also counts its UTF-16 length), so the
     /// editor draws its first frame from the rope and loads yrs right after.
     pub fn with_text_deferred(content: String) -> SharedDoc {
+        Self::with_rope_deferred(Rope::from_str(&content))
+    }
+
+    /// [`SharedDoc::with_text_deferred`] for a text already in a rope (a file read straight into
+    /// one: [`crate::fsutil::load_rope`]).
+    pub fn with_rope_deferred(rope: Rope) -> SharedDoc {
         let doc = Doc::with_options(Options {
             offset_kind: OffsetKind::Utf16,
             ..Options::default()
         });
-        let rope = Rope::from_str(&content);
-        drop(content);
         let unloaded = rope.clone();
         Self::build(doc, rope, Some(unloaded))
     }
