@@ -82,6 +82,10 @@ struct RoomState {
     writer_ids: HashSet<u64>,
     /// Which connection speaks for each awareness client id (every member's `clients` keys).
     owners: HashMap<u64, u64>,
+    /// The lending host's own connection, once it spoke for the lent document's client id in
+    /// its presence (see [`Lent`]): the host's own edits are not sent back to it. (A writer that
+    /// claimed that id first would only keep the host's edits from itself.)
+    lender: Option<u64>,
 }
 
 /// How many updates a room holds back waiting for the ones before them, and how many bytes in
@@ -150,7 +154,8 @@ enum Source {
     /// An update from this member's connection, applied by the room (maybe held back, then
     /// let through by another's): sent to every member but that one.
     Sender(u64),
-    /// The lending host's own edit (see [`Lent`]): sent to every member.
+    /// The lending host's own edit (see [`Lent`]): sent to every member but the host's own
+    /// connection.
     Host,
 }
 
@@ -162,8 +167,9 @@ enum Source {
 /// edits first, its rope mirror after), under the host's own lock, and returns what it changed.
 /// The host's own edits reach the room through [`HostEdits`] (the session taps its outgoing
 /// updates) and go to every member when the room next handles a message (the host's own update
-/// message, sent on its next flush, is one); the host's connection gets them back too, and they
-/// change nothing there. No update observer: see [`new_doc`].
+/// message, sent on its next flush, is one), but not to the host's own connection: the one whose
+/// presence speaks for the document's client id (`RoomState::lender`). Before it has spoken, it
+/// gets them back too, and they change nothing there. No update observer: see [`new_doc`].
 pub struct Lent {
     doc: Doc,
     apply: Box<ApplyFn>,
@@ -352,6 +358,7 @@ impl Room {
                 awareness_dead: 0,
                 writer_ids: HashSet::new(),
                 owners: HashMap::new(),
+                lender: None,
             }),
             metrics,
             arriving: Default::default(),
@@ -547,6 +554,9 @@ impl Room {
         let Some(member) = st.members.remove(&conn_id) else {
             return;
         };
+        if st.lender == Some(conn_id) {
+            st.lender = None;
+        }
         self.remove_awareness(&mut st, &member);
     }
 
@@ -609,7 +619,7 @@ impl Room {
             st.dirty = true;
             let except = match source {
                 Source::Sender(id) => Some(id),
-                Source::Host => None,
+                Source::Host => st.lender,
             };
             self.broadcast(st, except, Bytes::from(protocol::sync_update(update)));
         }
@@ -892,6 +902,14 @@ impl Room {
             }
             member.clients.insert(id, bytes);
             st.owners.insert(id, conn_id);
+            if role == Role::Writer
+                && st
+                    .lent
+                    .as_ref()
+                    .is_some_and(|lent| lent.doc.client_id().get() == id)
+            {
+                st.lender = Some(conn_id);
+            }
         }
         true
     }
@@ -959,6 +977,9 @@ impl Room {
     }
 
     fn drop_member(&self, st: &mut RoomState, conn_id: u64) {
+        if st.lender == Some(conn_id) {
+            st.lender = None;
+        }
         if let Some(member) = st.members.remove(&conn_id) {
             member.tx.kick(close::POLICY, "disconnected by the relay");
             self.remove_awareness(st, &member);
@@ -999,6 +1020,98 @@ mod tests {
         assert!(room.idle_for().is_none(), "a member is in");
         room.leave(1);
         assert!(room.idle_for().is_some());
+    }
+
+    /// A host's own edits in the document it lent go to every member but the host's own
+    /// connection (the one whose presence speaks for the document's client id): it has them
+    /// already, and each echo was a message to decode and a wake of its editor (a big paste, a
+    /// big one). Until that connection has spoken, and after it leaves, they go to everyone.
+    #[test]
+    fn the_lending_hosts_own_edits_are_not_sent_back_to_it() {
+        use yrs::updates::decoder::Decode as _;
+        use yrs::{GetString as _, ReadTxn as _, Text as _, Transact as _};
+        let room = test_room();
+        let host_doc = yrs::Doc::new();
+        let host_text = host_doc.get_or_insert_text("text");
+        let into = host_doc.clone();
+        let lent = Lent::new(host_doc.clone(), move |update| {
+            let applied = yrs::Update::decode_v1(update)
+                .map_err(|e| e.to_string())
+                .and_then(|u| {
+                    into.transact_mut()
+                        .apply_update(u)
+                        .map_err(|e| e.to_string())
+                });
+            (update.to_vec(), applied)
+        });
+        let host_edits = lent.host_edits();
+        room.lend(lent).unwrap();
+        let outbox = || Arc::new(super::super::outbox::Outbox::new(1 << 10));
+        let (host, viewer, writer) = (outbox(), outbox(), outbox());
+        assert!(room.join(0, Role::Writer, host.clone(), 10).is_some());
+        assert!(room.join(1, Role::Viewer, viewer.clone(), 10).is_some());
+        assert!(room.join(2, Role::Writer, writer.clone(), 10).is_some());
+        let presence = |id: u64, clock: u32| {
+            let mut update = AwarenessUpdate {
+                clients: HashMap::new(),
+            };
+            update.clients.insert(
+                yrs::block::ClientID::new(id),
+                yrs::sync::awareness::AwarenessUpdateEntry {
+                    clock,
+                    json: r#"{"user":{"name":"n"}}"#.into(),
+                },
+            );
+            protocol::awareness(update)
+        };
+        // The host types; its session hands the update to the room and, on its next flush,
+        // sends it from its connection too (which lets the room pass it on).
+        let host_types = |conn: u64, text: &str| {
+            let before = host_doc.transact().state_vector();
+            {
+                let mut txn = host_doc.transact_mut();
+                let at = host_text.len(&txn);
+                host_text.insert(&mut txn, at, text);
+            }
+            let update = host_doc.transact().encode_state_as_update_v1(&before);
+            host_edits.push(&update);
+            room.handle(conn, &protocol::sync_update(update)).unwrap();
+        };
+        let drain = |outbox: &super::super::outbox::Outbox| {
+            let mut updates = 0;
+            while let Some(frame) = outbox.try_recv() {
+                let msgs = protocol::decode_messages(&frame).unwrap();
+                updates += msgs
+                    .iter()
+                    .filter(|m| matches!(m, Message::Sync(SyncMessage::Update(_))))
+                    .count();
+            }
+            updates
+        };
+        let drain_all = || [drain(&host), drain(&viewer), drain(&writer)];
+        drain_all();
+        // Before the host's connection has said who it is: everyone, the host too.
+        host_types(0, "a");
+        assert_eq!(drain_all(), [1, 1, 1]);
+        // Once its presence speaks for the document's client id: everyone but the host.
+        room.handle(0, &presence(host_doc.client_id().get(), 1))
+            .unwrap();
+        drain_all();
+        host_types(0, "b");
+        assert_eq!(drain_all(), [0, 1, 1]);
+        // Another writer's presence under its own id changes nothing.
+        room.handle(2, &presence(77, 1)).unwrap();
+        drain_all();
+        host_types(0, "c");
+        assert_eq!(drain_all(), [0, 1, 1]);
+        assert_eq!(host_text.get_string(&host_doc.transact()), "abc");
+        // The host's connection gone (its session reconnects): a new one gets them until it speaks.
+        room.leave(0);
+        let again = outbox();
+        assert!(room.join(3, Role::Writer, again.clone(), 10).is_some());
+        drain(&again);
+        host_types(3, "d");
+        assert_eq!([drain(&again), drain(&viewer), drain(&writer)], [1, 1, 1]);
     }
 
     /// Members come and go for as long as a relay runs; the awareness must not keep every one
