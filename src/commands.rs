@@ -748,16 +748,10 @@ fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
         samples[samples.len() - 1].as_secs_f64() * 1000.0
     );
     let (frames, idle) = bench_frames(&text, &language, theme, false, false, 500)?;
-    println!(
-        "a key typed (50 at the start of each of the first 10 lines) and the whole {}x{} screen drawn and encoded for the terminal: {}",
-        FRAME_SIZE.0,
-        FRAME_SIZE.1,
-        spread_ms(&frames)
-    );
-    println!(
-        "then, no key waiting, the typed line parsed and the screen drawn again ({} of the keys): {}",
-        idle.len(),
-        spread_ms(&idle)
+    print_key_costs(
+        "a key typed (50 at the start of each of the first 10 lines)",
+        &frames,
+        &idle,
     );
     for cold in [false, true] {
         let (frames, _) = bench_frames("", &language_for("empty.txt"), theme, cold, false, 500)?;
@@ -802,18 +796,23 @@ fn bench_keys(
         },
         started.elapsed().as_secs_f64()
     );
+    print_key_costs("a key", &frames, &idle);
+    Ok(())
+}
+
+/// A key's frame and the idle parse after it, as `bench_frames` timed them.
+fn print_key_costs(what: &str, frames: &[f64], idle: &[f64]) {
     println!(
-        "a key and its {}x{} frame drawn and encoded for the terminal: {}",
+        "{what} and the whole {}x{} screen drawn and encoded for the terminal: {}",
         FRAME_SIZE.0,
         FRAME_SIZE.1,
-        spread_ms(&frames)
+        spread_ms(frames)
     );
     println!(
         "then, no key waiting, the typed line parsed and the screen drawn again ({} of the keys): {}",
         idle.len(),
-        spread_ms(&idle)
+        spread_ms(idle)
     );
-    Ok(())
 }
 
 /// "median, p99, max" of sorted seconds, in ms.
