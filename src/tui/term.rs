@@ -147,11 +147,26 @@ fn shift_of<T: PartialEq>(now: &[T], was: &[T], counts: impl Fn(&T) -> bool) -> 
             .count()
     };
     let in_place = matching(0);
-    let (by, matched) = (1..height as isize)
-        .flat_map(|by| [by, -by])
-        .map(|by| (by, matching(by)))
-        .max_by_key(|&(by, n)| (n, std::cmp::Reverse(by.abs())))?;
-    (matched >= in_place + MIN_ROWS_SPARED).then_some(by)
+    // A shift by `d` matches at most `height - d` rows, so the shifts are tried nearest first
+    // and the search stops where none further can win: one that cannot match enough, or only
+    // ties the best so far (the nearer wins a tie). Typing, nearly every row matches in
+    // place and it stops at once: trying every shift was O(height²), half a key's CPU.
+    let enough = in_place + MIN_ROWS_SPARED;
+    let mut best: Option<(isize, usize)> = None;
+    for d in 1..height as isize {
+        let bound = height - d as usize;
+        if bound < enough || best.is_some_and(|(_, n)| bound <= n) {
+            break;
+        }
+        // (Of two shifts as near that match as many, down is taken, as it always was.)
+        for by in [d, -d] {
+            let n = matching(by);
+            if n >= enough && best.is_none_or(|(b, m)| n > m || (n == m && b.abs() == d)) {
+                best = Some((by, n));
+            }
+        }
+    }
+    best.map(|(by, _)| by)
 }
 
 /// What a row the frame did not draw holds, when its block is scrolled ([`Screen::shift`]).
@@ -991,6 +1006,61 @@ mod tests {
             c.buf().set_string(0, 0, text, Style::default());
             cursor.map(|(x, y)| Position::new(x, y))
         })
+    }
+
+    /// `shift_of` stops early (nearest shifts first) but finds what trying every shift finds.
+    #[test]
+    fn the_shift_found_is_the_one_every_shift_tried_would_find() {
+        fn every_shift(now: &[u8], was: &[u8]) -> Option<isize> {
+            let height = now.len().min(was.len());
+            let matching = |by: isize| {
+                (0..height)
+                    .filter(|&i| {
+                        let j = i as isize + by;
+                        j >= 0 && (j as usize) < height && now[i] != 0 && now[i] == was[j as usize]
+                    })
+                    .count()
+            };
+            let in_place = matching(0);
+            let (by, matched) = (1..height as isize)
+                .flat_map(|by| [by, -by])
+                .map(|by| (by, matching(by)))
+                .max_by_key(|&(by, n)| (n, std::cmp::Reverse(by.abs())))?;
+            (matched >= in_place + MIN_ROWS_SPARED).then_some(by)
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut found = 0;
+        for case in 0..20_000 {
+            let height = 1 + next(40) as usize;
+            // Few values (0: a row without a key), so that rows match often; half the cases
+            // are a scroll of `was` with some rows changed, as screens are.
+            let was: Vec<u8> = (0..height).map(|_| next(6) as u8).collect();
+            let now: Vec<u8> = if case % 2 == 0 {
+                (0..height).map(|_| next(6) as u8).collect()
+            } else {
+                let by = next(height as u64) as usize;
+                let mut now: Vec<u8> = was.iter().cycle().skip(by).take(height).copied().collect();
+                for _ in 0..next(4) {
+                    let i = next(height as u64) as usize;
+                    now[i] = next(6) as u8;
+                }
+                now
+            };
+            let want = every_shift(&now, &was);
+            found += usize::from(want.is_some());
+            assert_eq!(
+                shift_of(&now, &was, |&k| k != 0),
+                want,
+                "{now:?} from {was:?}"
+            );
+        }
+        assert!(found > 1000, "the cases found a shift {found} times");
     }
 
     #[test]
