@@ -82,10 +82,6 @@ struct RoomState {
     writer_ids: HashSet<u64>,
     /// Which connection speaks for each awareness client id (every member's `clients` keys).
     owners: HashMap<u64, u64>,
-    /// The lending host's own connection, once it spoke for the lent document's client id in
-    /// its presence (see [`Lent`]): the host's own edits are not sent back to it. (A writer that
-    /// claimed that id first would only keep the host's edits from itself.)
-    lender: Option<u64>,
 }
 
 /// How many updates a room holds back waiting for the ones before them, and how many bytes in
@@ -213,6 +209,15 @@ impl Lent {
 }
 
 impl RoomState {
+    /// The lending host's own connection (see [`Lent`]): the writer whose presence speaks for
+    /// the lent document's client id. The host's own edits are not sent back to it. (A writer
+    /// that claimed that id first would only keep the host's edits from itself.)
+    fn lender(&self) -> Option<u64> {
+        let id = self.lent.as_ref()?.doc.client_id().get();
+        let conn = *self.owners.get(&id)?;
+        (self.members.get(&conn)?.role == Role::Writer).then_some(conn)
+    }
+
     /// The room's document: its own, or the one a host lent it.
     fn doc(&self) -> &Doc {
         match &self.lent {
@@ -358,7 +363,6 @@ impl Room {
                 awareness_dead: 0,
                 writer_ids: HashSet::new(),
                 owners: HashMap::new(),
-                lender: None,
             }),
             metrics,
             arriving: Default::default(),
@@ -554,9 +558,6 @@ impl Room {
         let Some(member) = st.members.remove(&conn_id) else {
             return;
         };
-        if st.lender == Some(conn_id) {
-            st.lender = None;
-        }
         self.remove_awareness(&mut st, &member);
     }
 
@@ -619,7 +620,7 @@ impl Room {
             st.dirty = true;
             let except = match source {
                 Source::Sender(id) => Some(id),
-                Source::Host => st.lender,
+                Source::Host => st.lender(),
             };
             self.broadcast(st, except, Bytes::from(protocol::sync_update(update)));
         }
@@ -902,14 +903,6 @@ impl Room {
             }
             member.clients.insert(id, bytes);
             st.owners.insert(id, conn_id);
-            if role == Role::Writer
-                && st
-                    .lent
-                    .as_ref()
-                    .is_some_and(|lent| lent.doc.client_id().get() == id)
-            {
-                st.lender = Some(conn_id);
-            }
         }
         true
     }
@@ -977,9 +970,6 @@ impl Room {
     }
 
     fn drop_member(&self, st: &mut RoomState, conn_id: u64) {
-        if st.lender == Some(conn_id) {
-            st.lender = None;
-        }
         if let Some(member) = st.members.remove(&conn_id) {
             member.tx.kick(close::POLICY, "disconnected by the relay");
             self.remove_awareness(st, &member);
