@@ -702,14 +702,8 @@ fn bench_updates(path: &std::path::Path, rate: f64, flush_ms: u64) -> anyhow::Re
 
 fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
     use crate::tui::highlight::{Highlighter, language_for, load_theme};
-    let text = crate::fsutil::load_text(path)?;
+    let (text, language) = load_source(path)?;
     let rope = ropey::Rope::from_str(&text);
-    let language = language_for(
-        &path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
     let mut h = Highlighter::new(&language, load_theme(theme).map_err(anyhow::Error::msg)?);
     let lines = rope.len_lines();
     let screen = 50;
@@ -768,21 +762,24 @@ fn bench_highlight(path: &std::path::Path, theme: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A source file's text and the syntax its name picks (the benches' input).
+fn load_source(path: &std::path::Path) -> anyhow::Result<(String, String)> {
+    let text = crate::fsutil::load_text(path)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    Ok((text, crate::tui::highlight::language_for(&name)))
+}
+
 fn bench_keys(
     path: &std::path::Path,
     at_end: bool,
     keys: usize,
     theme: &str,
 ) -> anyhow::Result<()> {
-    use crate::tui::highlight::language_for;
     anyhow::ensure!(keys > 0, "--keys must be at least 1");
-    let text = crate::fsutil::load_text(path)?;
-    let language = language_for(
-        &path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
+    let (text, language) = load_source(path)?;
     let started = Instant::now();
     let (frames, idle) = bench_frames(&text, &language, theme, false, at_end, keys)?;
     println!(

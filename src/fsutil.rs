@@ -188,22 +188,15 @@ pub fn is_new_file(path: &Path, err: &LoadError) -> bool {
 /// Reads a text file for editing: refuses binary files and invalid UTF-8, keeps everything else
 /// byte for byte (CRLF, tabs, a missing final newline).
 pub fn load_text(path: &Path) -> Result<String, LoadError> {
-    let shown = path.display().to_string();
-    // A pipe would be read until its writer ends (forever, for a FIFO nobody writes).
-    if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Err(LoadError::NotAFile { path: shown });
+    let (mut file, shown) = open_text(path)?;
+    let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
+    if let Err(source) = std::io::Read::read_to_end(&mut file, &mut bytes) {
+        return Err(ReadFail::Io(source).at(shown));
     }
-    let bytes = fs::read(path).map_err(|source| LoadError::Io {
-        path: shown.clone(),
-        source,
-    })?;
     if bytes[..bytes.len().min(BINARY_SNIFF)].contains(&0) {
-        return Err(LoadError::Binary { path: shown });
+        return Err(ReadFail::Binary.at(shown));
     }
-    String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
-        path: shown,
-        offset: e.utf8_error().valid_up_to(),
-    })
+    String::from_utf8(bytes).map_err(|e| ReadFail::NotUtf8(e.utf8_error().valid_up_to()).at(shown))
 }
 
 /// Where a NUL byte marks a file as binary: in its first 64 KiB (as git looks, in 8 KiB).
@@ -214,23 +207,20 @@ const BINARY_SNIFF: usize = 64 * 1024;
 /// time to its first frame (100 MB: 0.16 s read and built from one `String`, 0.09 s this
 /// way): its fresh pages are faulted in, written and read again by the rope.
 pub fn load_rope(path: &Path) -> Result<Rope, LoadError> {
+    let (file, shown) = open_text(path)?;
+    read_rope(file, 64 * 1024).map_err(|e| e.at(shown))
+}
+
+/// Opens a file to read as text, and its name as errors show it.
+fn open_text(path: &Path) -> Result<(fs::File, String), LoadError> {
     let shown = path.display().to_string();
+    // A pipe would be read until its writer ends (forever, for a FIFO nobody writes).
     if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         return Err(LoadError::NotAFile { path: shown });
     }
-    let io = |source| LoadError::Io {
-        path: shown.clone(),
-        source,
-    };
-    let file = fs::File::open(path).map_err(io)?;
-    match read_rope(file, 64 * 1024) {
-        Ok(rope) => Ok(rope),
-        Err(ReadFail::Io(source)) => Err(io(source)),
-        Err(ReadFail::Binary) => Err(LoadError::Binary { path: shown }),
-        Err(ReadFail::NotUtf8(offset)) => Err(LoadError::NotUtf8 {
-            path: shown,
-            offset,
-        }),
+    match fs::File::open(path) {
+        Ok(file) => Ok((file, shown)),
+        Err(source) => Err(ReadFail::Io(source).at(shown)),
     }
 }
 
@@ -240,6 +230,17 @@ enum ReadFail {
     Binary,
     /// The offset of the first byte that is not UTF-8.
     NotUtf8(usize),
+}
+
+impl ReadFail {
+    /// The error for the file `path` (as shown).
+    fn at(self, path: String) -> LoadError {
+        match self {
+            ReadFail::Io(source) => LoadError::Io { path, source },
+            ReadFail::Binary => LoadError::Binary { path },
+            ReadFail::NotUtf8(offset) => LoadError::NotUtf8 { path, offset },
+        }
+    }
 }
 
 /// Reads UTF-8 text into a rope `chunk` bytes at a time; a character cut by a read is carried
